@@ -1,0 +1,55 @@
+"""
+Protocol factories that the integration tests run under `twist cluster`
+(resolved as tests.clusterapps.NAME from the project root).
+"""
+
+import os
+import sys
+
+from twisted.internet.protocol import Factory, Protocol
+
+WORKER_ID = os.environ.get("TWISTCLUSTER_WORKER_ID", "?")
+
+
+class WhoAmI(Protocol):
+    """
+    Says which worker serves the connection, then echoes until closed.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()}\n".encode())
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class WhoAmIFactory(Factory):
+    protocol = WhoAmI
+
+
+class Chatty(Factory):
+    """
+    Tells on stdout and stderr when it starts and stops, so tests can see the
+    relay and doStart/doStop at work.
+    """
+
+    protocol = WhoAmI
+
+    def startFactory(self) -> None:
+        print(f"factory started in worker {WORKER_ID}")
+        sys.stderr.write(f"stderr line from worker {WORKER_ID}\n")
+
+    def stopFactory(self) -> None:
+        print(f"factory stopped in worker {WORKER_ID}")
+
+
+def makeWhoAmI() -> Factory:
+    return WhoAmIFactory()
+
+
+whoAmI = WhoAmIFactory()
+notAFactory = 42
+
+
+def brokenCallable() -> Factory:
+    raise RuntimeError("no factory today")

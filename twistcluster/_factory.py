@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_factory -*-
+"""
+Find the user's protocol factory from a dotted name, as C{python -m} would
+import it from the current directory.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.python.reflect import namedAny
+
+
+class BadFactory(ValueError):
+    """
+    The name does not lead to a protocol factory; the message says why, in one
+    line.
+    """
+
+
+def loadFactory(name: str) -> IProtocolFactory:
+    """
+    Resolve C{name} to an L{IProtocolFactory}: an instance as it is, a factory
+    class or a zero-argument callable by calling it.
+
+    @raise BadFactory: The name cannot be imported, calling it fails, or what
+        it gives is not a protocol factory.
+    """
+    if "." not in name:
+        raise BadFactory(f"{name!r} is not a dotted name (module.attribute)")
+    try:
+        found = namedAny(name)
+    except Exception as e:
+        raise BadFactory(f"cannot import {name!r}: {_oneLine(e)}") from e
+    if IProtocolFactory.providedBy(found):
+        return found
+    if not callable(found):
+        raise BadFactory(f"{name!r} is not a protocol factory (it is {_kind(found)})")
+    try:
+        made = found()
+    except Exception as e:
+        raise BadFactory(f"{name}() failed: {_oneLine(e)}") from e
+    if not IProtocolFactory.providedBy(made):
+        raise BadFactory(f"{name}() did not return a protocol factory (it returned {_kind(made)})")
+    return made
+
+
+def _kind(obj: object) -> str:
+    return f"a {type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _oneLine(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,0 +1,151 @@
+# -*- test-case-name: tests.test_lifecycle -*-
+"""
+A worker's life as the master sees it, as one explicit state machine:
+
+    spawning → online → listening (ready) → disconnecting → disconnected → dead
+
+with the control channel's loss (C{disconnected}) and the process's exit
+(C{dead}) possible from any state, in either order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from automat import TypeMachineBuilder, pep614
+
+
+class Lifecycle(Protocol):
+    """
+    What happens to a worker.
+    """
+
+    def online(self) -> None:
+        """
+        The worker said it is online.
+        """
+
+    def listening(self) -> None:
+        """
+        The worker serves one of its listens (the first makes it ready).
+        """
+
+    def disconnect(self) -> None:
+        """
+        The master wants the worker gone: it closes its servers, finishes its
+        connections, and exits.
+        """
+
+    def controlLost(self) -> None:
+        """
+        The control channel closed.
+        """
+
+    def exited(self, code: int | None, signal: int | None) -> None:
+        """
+        The process ended.
+        """
+
+
+class LifecycleHooks(Protocol):
+    """
+    The side effects of a worker's transitions, carried out by the master's
+    L{twistcluster._workers.Worker}.
+    """
+
+    def becameOnline(self) -> None:
+        ...
+
+    def becameReady(self) -> None:
+        ...
+
+    def beganDisconnect(self, connected: bool) -> None:
+        ...
+
+    def lostControl(self) -> None:
+        ...
+
+    def ended(self, code: int | None, signal: int | None) -> None:
+        ...
+
+
+@dataclass
+class LifecycleCore:
+    """
+    @ivar state: Node's name for the current state.
+    """
+
+    hooks: LifecycleHooks
+    state: str = "spawning"
+
+
+def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
+    machine = TypeMachineBuilder(Lifecycle, LifecycleCore)
+    Spawning = machine.state("Spawning")
+    Online = machine.state("Online")
+    Listening = machine.state("Listening")
+    Disconnecting = machine.state("Disconnecting")
+    Disconnected = machine.state("Disconnected")
+    Dead = machine.state("Dead")
+    alive = (Spawning, Online, Listening, Disconnecting)
+
+    @pep614(Spawning.upon(Lifecycle.online).to(Online))
+    def online(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+        core.state = "online"
+        core.hooks.becameOnline()
+
+    @pep614(Online.upon(Lifecycle.listening).to(Listening))
+    def ready(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+        core.state = "listening"
+        core.hooks.becameReady()
+
+    for state in (Spawning, Online, Listening):
+
+        @pep614(state.upon(Lifecycle.disconnect).to(Disconnecting))
+        def disconnect(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+            core.state = "disconnecting"
+            core.hooks.beganDisconnect(connected=True)
+
+    @pep614(Disconnected.upon(Lifecycle.disconnect).loop())
+    def disconnectUnreachable(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+        core.hooks.beganDisconnect(connected=False)
+
+    for state in alive:
+
+        @pep614(state.upon(Lifecycle.controlLost).to(Disconnected))
+        def lost(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+            core.state = "disconnected"
+            core.hooks.lostControl()
+
+        @pep614(state.upon(Lifecycle.exited).to(Dead))
+        def exitedWithControl(
+            lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None
+        ) -> None:
+            core.hooks.lostControl()
+            core.state = "dead"
+            core.hooks.ended(code, signal)
+
+    @pep614(Disconnected.upon(Lifecycle.exited).to(Dead))
+    def exited(
+        lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None
+    ) -> None:
+        core.state = "dead"
+        core.hooks.ended(code, signal)
+
+    # Late or repeated news changes nothing.
+    Online.upon(Lifecycle.online).loop().returns(None)
+    Listening.upon(Lifecycle.listening).loop().returns(None)
+    Disconnecting.upon(Lifecycle.disconnect).loop().returns(None)
+    for state in (Listening, Disconnecting, Disconnected, Dead):
+        state.upon(Lifecycle.online).loop().returns(None)
+    for state in (Spawning, Disconnecting, Disconnected, Dead):
+        state.upon(Lifecycle.listening).loop().returns(None)
+    Disconnected.upon(Lifecycle.controlLost).loop().returns(None)
+    Dead.upon(Lifecycle.controlLost).loop().returns(None)
+    Dead.upon(Lifecycle.disconnect).loop().returns(None)
+    Dead.upon(Lifecycle.exited).loop().returns(None)
+    return machine.build()
+
+
+makeLifecycle = _makeLifecycle()

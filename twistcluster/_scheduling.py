@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.test_scheduling -*-
+"""
+Which worker gets the next accepted connection.
+
+L{RoundRobinScheduler} is Node's C{RoundRobinHandle} logic without the I/O:
+a FIFO of workers with room, a queue of accepted sockets, and an ack window.
+It works on plain file descriptor numbers; the caller does the sending.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Callable, Generic, Hashable, TypeVar
+
+from attrs import define, field
+from twisted.logger import Logger
+
+W = TypeVar("W", bound=Hashable)
+
+
+@define
+class RoundRobinScheduler(Generic[W]):
+    """
+    Hand accepted sockets to workers in turn, at most C{window} unacked
+    hand-offs per worker.
+
+    A worker whose window is full (busy, blocked, dying) gets nothing more
+    until it acks.  A refused hand-off goes to another worker; a worker that
+    dies with hand-offs in flight gives them back, and they go to another
+    worker.  The master closes its copy of a socket only once a worker has
+    accepted it.
+
+    @ivar _handOff: Sends one socket to one worker; its answer must come back
+        through L{answered}.
+    @ivar _close: Closes a socket the master no longer needs (a plain
+        C{close()}, never a C{shutdown()}).
+    @ivar window: The most unacked hand-offs one worker may have.
+    @ivar queueLimit: How many accepted sockets may wait for a worker before
+        L{full} says to stop accepting.
+    """
+
+    _handOff: Callable[[W, int], object]
+    _close: Callable[[int], object] = os.close
+    window: int = 16
+    queueLimit: int = 64
+    _queue: deque[int] = field(factory=deque, init=False)
+    _ready: deque[W] = field(factory=deque, init=False)
+    _inFlight: dict[W, set[int]] = field(factory=dict, init=False)
+    _retired: set[W] = field(factory=set, init=False)
+    _refusals: dict[int, int] = field(factory=dict, init=False)
+    _dispatching: bool = field(default=False, init=False)
+    _log = Logger()
+
+    @property
+    def full(self) -> bool:
+        """
+        Are so many sockets waiting that the master should stop accepting?
+        """
+        return len(self._queue) >= self.queueLimit
+
+    @property
+    def idle(self) -> bool:
+        """
+        Is every accepted socket answered for: none queued, none in flight?
+        """
+        return not self._queue and not any(self._inFlight.values())
+
+    @property
+    def workers(self) -> list[W]:
+        """
+        The workers that may be handed new connections.
+        """
+        return [w for w in self._inFlight if w not in self._retired]
+
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def inFlight(self, worker: W) -> int:
+        return len(self._inFlight.get(worker, ()))
+
+    def addWorker(self, worker: W) -> None:
+        """
+        C{worker} is listening: it takes its turn from now on.
+        """
+        if worker in self._inFlight:
+            return
+        self._inFlight[worker] = set()
+        self._ready.append(worker)
+        self.dispatch()
+
+    def retireWorker(self, worker: W) -> None:
+        """
+        C{worker} stopped serving: it gets nothing new, and its hand-offs
+        still in flight will be answered (refused) as usual.
+        """
+        if worker not in self._inFlight or worker in self._retired:
+            return
+        self._retired.add(worker)
+        self._dropFromReady(worker)
+        self._forgetIfDone(worker)
+
+    def removeWorker(self, worker: W) -> None:
+        """
+        C{worker} is gone: the sockets it never acked go to other workers
+        first, ahead of newer ones.
+        """
+        unacked = self._inFlight.pop(worker, set())
+        self._retired.discard(worker)
+        self._dropFromReady(worker)
+        self._queue.extendleft(sorted(unacked, reverse=True))
+        if unacked:
+            self._log.info(
+                "{count} hand-offs in flight to a lost worker go to others", count=len(unacked)
+            )
+        self.dispatch()
+
+    def connectionAccepted(self, fd: int) -> None:
+        self._queue.append(fd)
+        self.dispatch()
+
+    def answered(self, worker: W, fd: int, accepted: bool) -> None:
+        """
+        C{worker} answered the hand-off of C{fd}.  A stale answer (from a
+        worker already removed, whose sockets went elsewhere) is ignored.
+        """
+        unacked = self._inFlight.get(worker)
+        if unacked is None or fd not in unacked:
+            return
+        wasFull = len(unacked) >= self.window
+        unacked.remove(fd)
+        if accepted:
+            self._refusals.pop(fd, None)
+            self._close(fd)
+        else:
+            self._refused(fd)
+        if worker in self._retired:
+            self._forgetIfDone(worker)
+        elif wasFull:
+            self._ready.append(worker)
+        self.dispatch()
+
+    def closeAll(self) -> None:
+        """
+        Close every socket still waiting for a worker (the master is stopping
+        and no worker is left to serve them).
+        """
+        while self._queue:
+            self._close(self._queue.popleft())
+
+    def dispatch(self) -> None:
+        if self._dispatching:
+            # A hand-off that failed at once re-entered us; the loop below
+            # sees whatever it changed.
+            return
+        self._dispatching = True
+        try:
+            while self._queue and self._ready:
+                worker = self._ready.popleft()
+                fd = self._queue.popleft()
+                unacked = self._inFlight[worker]
+                unacked.add(fd)
+                if len(unacked) < self.window:
+                    self._ready.append(worker)
+                self._handOff(worker, fd)
+        finally:
+            self._dispatching = False
+
+    def _refused(self, fd: int) -> None:
+        refusals = self._refusals.get(fd, 0) + 1
+        if refusals > len(self._inFlight):
+            # Every worker had its chance: do not bounce it around forever.
+            self._refusals.pop(fd, None)
+            self._log.warn("closing a connection that every worker refused")
+            self._close(fd)
+            return
+        self._refusals[fd] = refusals
+        self._queue.appendleft(fd)
+
+    def _dropFromReady(self, worker: W) -> None:
+        try:
+            self._ready.remove(worker)
+        except ValueError:
+            pass
+
+    def _forgetIfDone(self, worker: W) -> None:
+        if not self._inFlight.get(worker):
+            self._inFlight.pop(worker, None)
+            self._retired.discard(worker)

@@ -1,0 +1,294 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+The master's side of each worker: its control channel, its process (whose
+output the master relays to its log), and its lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import LogLevel, Logger, eventFromJSON, formatEvent
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from ._endpoints import ListenSpec
+from ._handles import Handles
+from ._lifecycle import LifecycleCore, makeLifecycle
+from ._protocol import (
+    Close,
+    ControlChannel,
+    Disconnect,
+    ListenRefused,
+    Listening,
+    Online,
+    QueryServer,
+)
+
+
+class PoolEvents(Protocol):
+    """
+    What the pool hears about its workers.
+    """
+
+    def workerReady(self, worker: Worker) -> None:
+        ...
+
+    def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None:
+        ...
+
+
+class Worker:
+    """
+    One worker process, as the master sees it (Node's C{Worker} in the
+    primary).
+
+    @ivar id: Unique in this master's life, counting from 1, never reused.
+    @ivar pid: The process id, kept after the process is gone.
+    @ivar exitedAfterDisconnect: Whether the master asked it to leave.
+    @ivar everReady: Whether it ever became ready (listening); a worker that
+        dies before that failed to boot.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        id: int,
+        reactor: IReactorTime,
+        handles: Handles,
+        events: PoolEvents,
+        shutdownTimeout: float,
+    ) -> None:
+        self.id = id
+        self.pid: int | None = None
+        self.process: IProcessTransport | None = None
+        self.exitedAfterDisconnect = False
+        self.everReady = False
+        self._reactor = reactor
+        self._handles = handles
+        self._events = events
+        self._shutdownTimeout = shutdownTimeout
+        self._control: amp.AMP | None = None
+        self._killTimer: IDelayedCall | None = None
+        self._exit: tuple[int | None, int | None] | None = None
+        self._exitWaiters: list[Deferred[tuple[int | None, int | None]]] = []
+        self._core = LifecycleCore(self)
+        self._lifecycle = makeLifecycle(self._core)
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} pid={self.pid} {self.state}>"
+
+    @property
+    def state(self) -> str:
+        return self._core.state
+
+    def attach(self, process: IProcessTransport, control: amp.AMP) -> None:
+        self.process = process
+        self.pid = process.pid
+        self._control = control
+
+    def callRemote(self, command: type[amp.Command], **arguments: Any) -> Deferred[Any]:
+        assert self._control is not None
+        return self._control.callRemote(command, **arguments)
+
+    def isConnected(self) -> bool:
+        return self.state not in ("disconnected", "dead")
+
+    def isDead(self) -> bool:
+        return self.state == "dead"
+
+    def disconnect(self) -> None:
+        """
+        Ask the worker to close its servers, finish its connections and exit;
+        it is killed if it has not exited after the shutdown timeout.
+        """
+        self.exitedAfterDisconnect = True
+        self._lifecycle.disconnect()
+
+    def kill(self, signal: str | int = "TERM") -> None:
+        if self.process is not None:
+            try:
+                self.process.signalProcess(signal)
+            except ProcessExitedAlready:
+                pass
+
+    def whenExited(self) -> Deferred[tuple[int | None, int | None]]:
+        """
+        Fires with C{(exit code, signal)} once the process has ended.
+        """
+        if self._exit is not None:
+            return succeed(self._exit)
+        waiter: Deferred[tuple[int | None, int | None]] = Deferred()
+        self._exitWaiters.append(waiter)
+        return waiter
+
+    # Inputs from the control channel and the process
+
+    def said(self, event: str) -> None:
+        if event == "online":
+            self._lifecycle.online()
+
+    def listeningOn(self, key: str) -> None:
+        if self.state in ("spawning", "online", "listening") and self._handles.workerListening(self, key):
+            self._lifecycle.listening()
+
+    def controlLost(self) -> None:
+        self._lifecycle.controlLost()
+
+    def processEnded(self, reason: Failure) -> None:
+        self._lifecycle.exited(reason.value.exitCode, reason.value.signal)
+
+    # LifecycleHooks
+
+    def becameOnline(self) -> None:
+        self._log.debug("worker {workerId} (pid {pid}) online", workerId=self.id, pid=self.pid)
+
+    def becameReady(self) -> None:
+        self.everReady = True
+        self._log.info("worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid)
+        self._events.workerReady(self)
+
+    def beganDisconnect(self, connected: bool) -> None:
+        if connected:
+            self.callRemote(Disconnect).addErrback(lambda reason: None)
+        if self._killTimer is None:
+            self._killTimer = self._reactor.callLater(self._shutdownTimeout, self._outOfTime)
+
+    def _outOfTime(self) -> None:
+        self._killTimer = None
+        self._log.warn(
+            "worker {workerId} (pid {pid}) still running {timeout}s after it was asked to stop; killing it",
+            workerId=self.id,
+            pid=self.pid,
+            timeout=self._shutdownTimeout,
+        )
+        self.kill("KILL")
+
+    def lostControl(self) -> None:
+        # Before AMP fails the outstanding hand-offs: they must go to another
+        # worker, never back to this one.
+        self._handles.workerGone(self)
+
+    def ended(self, code: int | None, signal: int | None) -> None:
+        if self._killTimer is not None:
+            self._killTimer.cancel()
+            self._killTimer = None
+        self._exit = (code, signal)
+        level = LogLevel.info if self.exitedAfterDisconnect else LogLevel.warn
+        self._log.emit(
+            level,
+            "worker {workerId} (pid {pid}) exited with {status}",
+            workerId=self.id,
+            pid=self.pid,
+            status=f"signal {signal}" if signal is not None else f"code {code}",
+        )
+        waiters, self._exitWaiters = self._exitWaiters, []
+        for waiter in waiters:
+            waiter.callback(self._exit)
+        self._events.workerExited(self, code, signal)
+
+
+class MasterControl(ControlChannel):
+    """
+    The master's end of one worker's control channel.
+    """
+
+    def __init__(self, worker: Worker, handles: Handles) -> None:
+        super().__init__()
+        self._worker = worker
+        self._handles = handles
+
+    @Online.responder
+    def online(self, workerId: int, pid: int) -> dict[str, Any]:
+        self._worker.said("online")
+        return {}
+
+    @QueryServer.responder
+    def queryServer(self, spec: dict[str, Any], index: int) -> dict[str, Any]:
+        if self._worker.state not in ("online", "listening"):
+            raise ListenRefused(f"worker {self._worker.id} is {self._worker.state}")
+        try:
+            listenSpec = ListenSpec.fromJSON(spec)
+        except TypeError as e:
+            raise ListenRefused(f"malformed listen: {e}") from e
+        handle = self._handles.query(listenSpec, index)
+        return {"key": handle.key, "sockname": handle.sockname}
+
+    @Listening.responder
+    def listening(self, key: str, address: Any) -> dict[str, Any]:
+        self._worker.listeningOn(key)
+        return {}
+
+    @Close.responder
+    def close(self, key: str) -> dict[str, Any]:
+        self._handles.workerClosed(self._worker, key)
+        return {}
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._worker.controlLost()
+        super().connectionLost(reason)
+
+
+class WorkerProcessProtocol(ProcessProtocol):
+    """
+    Relays a worker's stdout and stderr to the master's log, line by line,
+    with the worker's id; its log events (JSON on stderr) keep their level.
+    """
+
+    _log = Logger()
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._partial = {1: b"", 2: b""}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        *lines, self._partial[childFD] = (self._partial.get(childFD, b"") + data).split(b"\n")
+        for line in lines:
+            self._relay(childFD, line)
+
+    def processEnded(self, reason: Failure) -> None:
+        for childFD, rest in self._partial.items():
+            if rest:
+                self._relay(childFD, rest)
+        self._partial = {1: b"", 2: b""}
+        self._worker.processEnded(reason)
+
+    def _relay(self, childFD: int, line: bytes) -> None:
+        if line.startswith(b"\x1e"):
+            try:
+                event = eventFromJSON(line[1:].decode("utf-8", "replace"))
+            except (ValueError, json.JSONDecodeError):
+                pass
+            else:
+                self._relayEvent(event)
+                return
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if text:
+            self._log.emit(
+                LogLevel.info if childFD == 1 else LogLevel.warn,
+                "[worker {workerId}] {text}",
+                workerId=self._worker.id,
+                text=text,
+            )
+
+    def _relayEvent(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if not isinstance(level, type(LogLevel.info)):
+            level = LogLevel.info
+        extra: dict[str, Any] = {}
+        if "log_failure" in event:
+            extra["log_failure"] = event["log_failure"]
+        self._log.emit(
+            level,
+            "[worker {workerId}] {text}",
+            workerId=self._worker.id,
+            text=formatEvent(event),
+            workerNamespace=event.get("log_namespace"),
+            **extra,
+        )
