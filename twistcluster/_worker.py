@@ -96,8 +96,10 @@ class WorkerRuntime:
         factoryName: str,
         descriptions: Sequence[str],
         shutdownTimeout: float,
+        controlFD: int = CONTROL_FD,
     ) -> None:
         self._reactor = reactor
+        self._controlFD = controlFD
         self._workerId = workerId
         self._factoryName = factoryName
         self._descriptions = list(descriptions)
@@ -120,18 +122,10 @@ class WorkerRuntime:
         """
         self._control = WorkerControl(self)
         self._reactor.adoptStreamConnection(
-            CONTROL_FD, socket.AF_UNIX, Factory.forProtocol(lambda: self._control)
+            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: self._control)
         )
-        os.close(CONTROL_FD)
+        os.close(self._controlFD)
         self._connected = True
-        # A SIGTERM sent to the worker itself (systemd signals the whole
-        # control group) drains like a disconnect instead of dropping
-        # connections.
-        self._reactor.callWhenRunning(
-            signal.signal,
-            signal.SIGTERM,
-            lambda signum, frame: self._reactor.callFromThread(self.disconnect),
-        )
         self._send(Online, workerId=self._workerId, pid=os.getpid())
         factory = loadFactory(self._factoryName)
         clusterReactor = ClusterReactor(self._reactor, self)
@@ -274,13 +268,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
 
     def run(reactor: Any) -> Deferred[None]:
-        return WorkerRuntime(
+        runtime = WorkerRuntime(
             reactor,
             workerId,
             arguments.factory,
             arguments.listen,
             arguments.shutdown_timeout,
-        ).run()
+        )
+        # A SIGTERM sent to the worker itself (systemd signals the whole
+        # control group) drains like a disconnect instead of dropping
+        # connections.  Installed once running, to replace the reactor's.
+        reactor.callWhenRunning(
+            signal.signal,
+            signal.SIGTERM,
+            lambda signum, frame: reactor.callFromThread(runtime.disconnect),
+        )
+        return runtime.run()
 
     task.react(run)
 

@@ -1,0 +1,157 @@
+"""
+The hand-off path in one process: the master's handles and control channel,
+the worker's runtime, joined by a real socketpair; real TCP clients.  No
+processes, so descriptors can be counted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+
+from twistcluster._endpoints import ListenSpec
+from twistcluster._handles import Handles
+from twistcluster._protocol import NewConn
+from twistcluster._worker import WorkerRuntime
+from twistcluster._workers import MasterControl, Worker
+
+TIMEOUT = 10
+
+
+def openDescriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.signals: list[object] = []
+
+    def signalProcess(self, signal: object) -> None:
+        self.signals.append(signal)
+
+
+class PoolEvents:
+    def __init__(self) -> None:
+        self.ready: Deferred[Worker] = Deferred()
+
+    def workerReady(self, worker: Worker) -> None:
+        self.ready.callback(worker)
+
+    def workerExited(self, worker: Worker, code: object, signal: object) -> None:
+        pass
+
+
+class Greeted(Protocol):
+    def __init__(self) -> None:
+        self.greeting: Deferred[bytes] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.greeting.called:
+            self.greeting.callback(data)
+
+    def connectionLost(self, reason: object) -> None:
+        self.closed.callback(None)
+
+
+def startPair(reactor):
+    spec = ListenSpec.forTCP(0, interface="127.0.0.1")
+    handles = Handles(reactor, granted=[spec])
+    handle = handles.listen(spec, 0)
+    events = PoolEvents()
+    worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
+    masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    control = MasterControl(worker, handles)
+    reactor.adoptStreamConnection(masterEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control))
+    masterEnd.close()
+    worker.attach(FakeProcess(), control)
+    runtime = WorkerRuntime(
+        reactor,
+        1,
+        "tests.clusterapps.whoAmI",
+        ["tcp:0:interface=127.0.0.1"],
+        TIMEOUT,
+        controlFD=workerEnd.detach(),
+    )
+    done = runtime.run()
+    return handle, worker, events, runtime, done
+
+
+@pytest_twisted.inlineCallbacks
+def test_handoff_closes_the_masters_copy_after_the_ack():
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    assert worker.state == "listening"
+    before = openDescriptors()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    clients = yield gatherResults([connectProtocol(endpoint, Greeted()) for _ in range(20)])
+    greetings = yield gatherResults([c.greeting for c in clients]).addTimeout(TIMEOUT, reactor)
+    assert all(g.startswith(b"worker=") and f"pid={os.getpid()}".encode() in g for g in greetings)
+    yield handle.whenIdle().addTimeout(TIMEOUT, reactor)
+    # Each connection: the client's socket and the worker's.  The master's
+    # copy is closed after the ack (no third descriptor per connection).
+    assert openDescriptors() - before == 2 * len(clients)
+
+    # A graceful disconnect waits for the open connections, then ends.
+    worker.disconnect()
+    assert worker.state == "disconnecting"
+    for client in clients:
+        client.transport.loseConnection()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+    assert openDescriptors() <= before
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_key_is_refused_and_its_descriptor_closed():
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    a, b = socket.socketpair()
+    try:
+        before = openDescriptors()
+        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fd=a.fileno()).addTimeout(TIMEOUT, reactor)
+        assert answer == {"accepted": False}
+        assert openDescriptors() == before
+    finally:
+        a.close()
+        b.close()
+    worker.disconnect()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_may_not_listen_where_the_master_was_not_configured():
+    from twisted.internet import reactor
+
+    handles = Handles(reactor, granted=[ListenSpec.forTCP(0, interface="127.0.0.1")])
+    events = PoolEvents()
+    worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
+    masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    control = MasterControl(worker, handles)
+    reactor.adoptStreamConnection(masterEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control))
+    masterEnd.close()
+    worker.attach(FakeProcess(), control)
+    runtime = WorkerRuntime(
+        reactor, 1, "tests.clusterapps.whoAmI", ["tcp:0:interface=127.0.0.2"], TIMEOUT,
+        controlFD=workerEnd.detach(),
+    )
+    done = runtime.run()
+    failure = None
+    try:
+        yield done.addTimeout(TIMEOUT, reactor)
+    except Exception as e:
+        failure = e
+    assert "not configured to listen on 127.0.0.2:0:4:-1:0" in str(failure)
+    assert list(handles) == []
+    control.transport.loseConnection()

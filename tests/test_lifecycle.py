@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistcluster._lifecycle import LifecycleCore, makeLifecycle
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def becameOnline(self) -> None:
+        self.calls.append(("online",))
+
+    def becameReady(self) -> None:
+        self.calls.append(("ready",))
+
+    def beganDisconnect(self, connected: bool) -> None:
+        self.calls.append(("disconnect", connected))
+
+    def lostControl(self) -> None:
+        self.calls.append(("lostControl",))
+
+    def ended(self, code, signal) -> None:
+        self.calls.append(("ended", code, signal))
+
+
+class LifecycleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.hooks = Hooks()
+        self.core = LifecycleCore(self.hooks)
+        self.lifecycle = makeLifecycle(self.core)
+
+    def test_ordinaryLife(self) -> None:
+        states = []
+        for step in (
+            self.lifecycle.online,
+            self.lifecycle.listening,
+            self.lifecycle.listening,
+            self.lifecycle.disconnect,
+            self.lifecycle.controlLost,
+            lambda: self.lifecycle.exited(0, None),
+        ):
+            step()
+            states.append(self.core.state)
+        self.assertEqual(
+            states, ["online", "listening", "listening", "disconnecting", "disconnected", "dead"]
+        )
+        self.assertEqual(
+            self.hooks.calls,
+            [("online",), ("ready",), ("disconnect", True), ("lostControl",), ("ended", 0, None)],
+        )
+
+    def test_exitBeforeChannelCloses(self) -> None:
+        """
+        The process may end before its channel is seen to close: the worker
+        is taken out of rotation once, and late news changes nothing.
+        """
+        self.lifecycle.online()
+        self.lifecycle.listening()
+        self.lifecycle.exited(None, 9)
+        self.lifecycle.controlLost()
+        self.lifecycle.disconnect()
+        self.lifecycle.listening()
+        self.assertEqual(self.core.state, "dead")
+        self.assertEqual(self.hooks.calls[2:], [("lostControl",), ("ended", None, 9)])
+
+    def test_disconnectWhileSpawning(self) -> None:
+        self.lifecycle.disconnect()
+        self.assertEqual(self.core.state, "disconnecting")
+        self.lifecycle.online()
+        self.lifecycle.listening()
+        self.assertEqual(self.core.state, "disconnecting")
+        self.assertNotIn(("ready",), self.hooks.calls)
+
+    def test_disconnectAfterChannelLost(self) -> None:
+        """
+        A worker whose channel is gone cannot be told to leave; it is only
+        given the kill timer.
+        """
+        self.lifecycle.online()
+        self.lifecycle.controlLost()
+        self.lifecycle.disconnect()
+        self.assertEqual(self.hooks.calls[-1], ("disconnect", False))
