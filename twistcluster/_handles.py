@@ -209,12 +209,22 @@ class Handles:
             )
         return handle
 
+    def discard(self, handle: RoundRobinHandle) -> None:
+        """
+        Forget C{handle} (its owner closes it); a later query for its key
+        binds afresh.
+        """
+        if self._byKey.get(handle.key) is handle:
+            del self._byKey[handle.key]
+
     def query(self, spec: ListenSpec, index: int) -> RoundRobinHandle:
         """
         Answer a worker's C{QueryServer}.
 
         @raise ListenRefused: Not granted, or the bind failed.
         """
+        if spec.kind not in ("tcp", "unix"):
+            raise ListenRefused(f"the master cannot share {spec.kind} sockets yet ({spec.key(index)})")
         if self._granted is not None and not any(spec.grantedBy(g) for g in self._granted):
             raise ListenRefused(f"the master was not configured to listen on {spec.key(index)}")
         try:

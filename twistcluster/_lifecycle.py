@@ -122,6 +122,8 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
         def exitedWithControl(
             lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None
         ) -> None:
+            # The channel is as good as gone: "disconnected" while its hook runs.
+            core.state = "disconnected"
             core.hooks.lostControl()
             core.state = "dead"
             core.hooks.ended(code, signal)

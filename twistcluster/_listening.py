@@ -4,18 +4,22 @@ Listening in a worker goes through the master, the way Node makes
 C{net.Server.listen} cluster-aware: a worker's listen asks the master for the
 socket (C{QueryServer}) and then serves the connections the master hands it.
 
-L{ClusterReactor} is the worker's reactor with C{listenTCP}, C{listenSSL} and
-C{listenUNIX} routed that way, so Twisted's endpoint strings (C{tcp:},
-C{tcp6:}, C{unix:}, C{ssl:}, wrappers such as C{haproxy:}) work unchanged.
+L{ClusterReactor} is the worker's reactor with C{listenTCP}, C{listenSSL},
+C{listenUNIX} and C{listenUDP} routed that way, so Twisted's endpoint strings
+(C{tcp:}, C{tcp6:}, C{unix:}, C{ssl:}, wrappers such as C{haproxy:}) work
+unchanged.  L{ClusterReactor.install} routes the real reactor's own listen
+methods too, so that ordinary Twisted code listens through the master.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +43,9 @@ class MasterChannel(Protocol):
         ...
 
     def connectionAdopted(self, transport: Any) -> None:
+        ...
+
+    def portRefused(self, port: Any, reason: Failure) -> None:
         ...
 
 
@@ -130,6 +137,8 @@ class ClusterPort:
         self._closed = True
         self._release()
         self.factory.doStop()
+        reason = listenError(self.spec, reason)
+        self._channel.portRefused(self, reason)
         self._settle(reason)
 
     def _settle(self, outcome: Failure | ClusterPort) -> None:
@@ -155,6 +164,10 @@ class ClusterPort:
             return False
         self._channel.connectionAdopted(transport)
         return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def stopListening(self) -> Deferred[None]:
         if not self._closed:
@@ -187,6 +200,41 @@ def _failed(reason: Failure) -> Deferred[Any]:
     return d
 
 
+def listenError(spec: ListenSpec, reason: Failure) -> Failure:
+    """
+    The master's refusal of a listen, as the error a listen in one process
+    gives: L{CannotListenError}, whose C{socketError} has the master's errno
+    (C{EADDRINUSE}, C{EACCES}, ...) when a bind failed.
+    """
+    if reason.check(CannotListenError):
+        return reason
+    text = reason.getErrorMessage()
+    found = re.search(r"\[Errno (\d+)\] ([^.]*)", text)
+    error: Exception = OSError(int(found.group(1)), found.group(2)) if found else reason.value
+    address = spec.address or "any"
+    return Failure(CannotListenError(address, spec.port if spec.port >= 0 else address, error))
+
+
+#: The reactor methods a worker routes through the master.
+ROUTED_LISTENS = ("listenTCP", "listenSSL", "listenUNIX", "listenUDP")
+
+
+class DirectReactor:
+    """
+    The real reactor with its own, unrouted listen methods: a listen of one
+    worker alone (Node's C{exclusive: true}).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        directlyProvides(self, *providedBy(reactor))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ROUTED_LISTENS:
+            return getattr(type(self._reactor), name).__get__(self._reactor)
+        return getattr(self._reactor, name)
+
+
 class ClusterReactor:
     """
     The worker's reactor, with its stream listens routed through the master.
@@ -197,15 +245,60 @@ class ClusterReactor:
         self._reactor = reactor
         self._channel = channel
         self._indexes = _Indexes()
+        self._ports: list[Any] = []
         directlyProvides(self, *providedBy(reactor))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
+    def install(self) -> None:
+        """
+        Route the real reactor's own listen methods through the master, so
+        that C{reactor.listenTCP(...)} and C{serverFromString(reactor, ...)}
+        in any code of this worker listen through it, as Node makes
+        C{net.Server.listen} cluster-aware in a worker.
+        """
+        for name in ROUTED_LISTENS:
+            setattr(self._reactor, name, getattr(self, name))
+
+    @property
+    def direct(self) -> DirectReactor:
+        """
+        The reactor with its own listen methods, for a listen that bypasses
+        the master.
+        """
+        return DirectReactor(self._reactor)
+
+    @property
+    def ports(self) -> list[Any]:
+        """
+        Every listen made through this reactor and not stopped yet.
+        """
+        self._ports = [p for p in self._ports if not p.closed]
+        return list(self._ports)
+
     def _listen(self, spec: ListenSpec, factory: IProtocolFactory) -> ClusterPort:
         port = ClusterPort(self._reactor, self._channel, self._indexes, spec, factory)
+        self._ports.append(port)
         port.startListening()
         return port
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        """
+        Ask the master for a shared datagram socket (Node: UDP is always
+        shared, never round-robin) and adopt it.
+        """
+        from ._datagram import ClusterDatagramPort
+
+        datagramPort = ClusterDatagramPort(
+            self._reactor, self._channel, self._indexes,
+            ListenSpec("udp", interface, int(port)), protocol, maxPacketSize,
+        )
+        self._ports.append(datagramPort)
+        datagramPort.startListening()
+        return datagramPort
 
     def listenTCP(
         self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""

@@ -31,6 +31,9 @@ class Master(Service):
 
     @ivar handles: The listening sockets, by Node's key.
     @ivar pool: The worker processes.
+    @ivar _grantAny: Whether workers may listen anywhere (a clustered
+        plugin whose endpoints the master cannot tell), not only on
+        C{listens}.
     """
 
     _log = Logger()
@@ -43,11 +46,14 @@ class Master(Service):
         workerArguments: Sequence[str],
         workers: int,
         shutdownTimeout: float,
+        grantAny: bool = False,
     ) -> None:
         self._reactor = reactor
         self._listens = list(listens)
         self._shutdownTimeout = shutdownTimeout
-        self.handles = Handles(reactor, granted=[spec for _, spec in self._listens])
+        self._grantAny = grantAny
+        granted = None if grantAny else [spec for _, spec in self._listens]
+        self.handles = Handles(reactor, granted=granted)
         self.pool = WorkerPool(reactor, self.handles, workerArguments, workers, shutdownTimeout)
         self._stopping = False
 
@@ -79,6 +85,8 @@ class Master(Service):
                 description=description,
                 address=describeAddress(handle.sockname),
             )
+        if self._grantAny:
+            self._log.info("workers may listen on any endpoint they ask for")
 
     def _running(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):

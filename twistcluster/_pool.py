@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from attrs import field, frozen
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
@@ -22,6 +23,29 @@ from ._protocol import CONTROL_FD
 from ._workers import MasterControl, Worker, WorkerProcessProtocol
 
 WORKER_MODULE = "twistcluster._worker"
+
+
+@frozen
+class WorkerCommand:
+    """
+    How to start one worker process.
+
+    @ivar argv: The command line, the executable first.
+    @ivar env: Set in the worker's environment, over the master's.
+    @ivar cwd: The worker's working directory (the master's if L{None}).
+    @ivar uid: Run the worker as this user.
+    @ivar gid: Run the worker as this group.
+    @ivar relayOutput: Whether the worker's stdout and stderr are pipes whose
+        lines the master logs with the worker id; otherwise the worker
+        shares the master's.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(factory=dict)
+    cwd: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    relayOutput: bool = True
 
 
 class WorkerPool:
@@ -63,20 +87,29 @@ class WorkerPool:
         while len(self.workers) < self.size:
             self.spawn()
 
-    def spawn(self) -> Worker:
+    def spawn(self, command: WorkerCommand | None = None) -> Worker:
         """
         Start one worker process, its end of the control channel as fd 3.
+
+        @param command: How; by default C{python -m twistcluster._worker}
+            with this pool's worker arguments.
         """
+        if command is None:
+            command = self._workerCommand()
         self._lastId += 1
         worker = Worker(self._lastId, self._reactor, self._handles, self, self._shutdownTimeout)
         parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        output: dict[int, str | int] = {1: "r", 2: "r"} if command.relayOutput else {1: 1, 2: 2}
         try:
             process = self._reactor.spawnProcess(
                 WorkerProcessProtocol(worker),
-                sys.executable,
-                [sys.executable, "-m", WORKER_MODULE, *self._workerArguments],
-                env=self._environment(worker.id),
-                childFDs={0: "w", 1: "r", 2: "r", CONTROL_FD: childEnd.fileno()},
+                command.argv[0],
+                list(command.argv),
+                env=dict(os.environ, **command.env, TWISTCLUSTER_WORKER_ID=str(worker.id)),
+                path=command.cwd,
+                uid=command.uid,
+                gid=command.gid,
+                childFDs={0: "w", **output, CONTROL_FD: childEnd.fileno()},
             )
         except BaseException:
             parentEnd.close()
@@ -96,12 +129,10 @@ class WorkerPool:
         self._log.debug("worker {workerId} spawned (pid {pid})", workerId=worker.id, pid=worker.pid)
         return worker
 
-    def _environment(self, workerId: int) -> dict[str, str]:
-        return dict(
-            os.environ,
-            TWISTCLUSTER_WORKER_ID=str(workerId),
-            PYTHONPATH=os.pathsep.join(sys.path),
-            PYTHONUNBUFFERED="1",
+    def _workerCommand(self) -> WorkerCommand:
+        return WorkerCommand(
+            [sys.executable, "-m", WORKER_MODULE, *self._workerArguments],
+            env={"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"},
         )
 
     @property

@@ -1,6 +1,9 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 C{twist cluster}: the command line, and the service it makes.
+
+    twist cluster [options] FACTORY
+    twist cluster [options] -- SUBCOMMAND [its options]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from twisted.python import usage
 from ._endpoints import ListenSpec, specFromDescription
 from ._factory import BadFactory, loadFactory
 from ._master import Master, StartupError
+from ._subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -33,11 +37,13 @@ def fail(message: str, status: int = EX_USAGE) -> NoReturn:
 
 
 class Options(usage.Options):
-    synopsis = "[options] FACTORY"
+    synopsis = "[options] FACTORY | [options] -- SUBCOMMAND [its options]"
     longdesc = (
         "Serve FACTORY (a dotted name: a protocol factory instance, a factory "
         "class, or a zero-argument callable returning one) on N worker "
-        "processes behind the --listen endpoints, which the master owns."
+        "processes behind the --listen endpoints, which the master owns.  "
+        "Or run another twist plugin (SUBCOMMAND, e.g. web) in every worker, "
+        "its listens going through the master."
     )
     optParameters = [
         ["workers", "w", None, "Worker processes. [default: the number of CPUs]"],
@@ -65,10 +71,17 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
-    def parseArgs(self, *factory: str) -> None:
-        if len(factory) != 1:
-            fail(f"give exactly one FACTORY (a dotted name), not {len(factory)}")
-        self["factory"] = factory[0]
+    def parseArgs(self, *arguments: str) -> None:
+        self["factory"] = self["subcommand"] = None
+        self["subArguments"] = []
+        if arguments and arguments[0] in plugins():
+            self["subcommand"], *self["subArguments"] = arguments
+        elif len(arguments) == 1:
+            self["factory"] = arguments[0]
+        elif arguments and "." not in arguments[0]:
+            fail(f"no twist plugin is called {arguments[0]!r} (installed: {', '.join(sorted(plugins()))})")
+        else:
+            fail(f"give exactly one FACTORY (a dotted name), not {len(arguments)}")
 
     def postOptions(self) -> None:
         if self["workers"] is None:
@@ -77,7 +90,10 @@ class Options(usage.Options):
             self["workers"] = _number("--workers", self["workers"], int, minimum=1)
         for name in ("shutdown-timeout", "worker-timeout"):
             self[name] = _number(f"--{name}", self[name], float, minimum=0)
-        if not self["listen"]:
+        if self["subcommand"] is not None:
+            if self["listen"]:
+                fail(f"--listen is for a FACTORY; give {self['subcommand']} its own listen options")
+        elif not self["listen"]:
             self["listen"] = ["tcp:8080"]
 
 
@@ -102,31 +118,56 @@ def _reactorName(reactor: Any) -> str | None:
     return None
 
 
-def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+def _parseListens(descriptions: list[str], culprit: str) -> list[tuple[str, ListenSpec]]:
+    listens = []
+    for description in descriptions:
+        try:
+            spec: ListenSpec = specFromDescription(description)
+        except ValueError as e:
+            fail(f"{culprit} {description!r}: {e}")
+        listens.append((description, spec))
+    return listens
 
-    # Resolve FACTORY as `python -m` would: from the current directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+
+def _factoryMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
     try:
         loadFactory(options["factory"])
     except BadFactory as e:
         fail(f"FACTORY: {e}")
-    listens = []
-    for description in options["listen"]:
-        try:
-            spec: ListenSpec = specFromDescription(description)
-        except ValueError as e:
-            fail(f"--listen {description!r}: {e}")
-        listens.append((description, spec))
-
+    listens = _parseListens(options["listen"], "--listen")
     workerArguments = ["--factory", options["factory"]]
     for description in options["listen"]:
         workerArguments += ["--listen", description]
+    return listens, workerArguments, False
+
+
+def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
+    name = options["subcommand"]
+    try:
+        subOptions = parseSubcommand(name, options["subArguments"])
+    except BadSubcommand as e:
+        fail(str(e))
+    descriptions = endpointsOf(subOptions)
+    listens = _parseListens(descriptions or [], f"{name}: listen")
+    return listens, ["--subcommand", name], descriptions is None
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    # Resolve names as `python -m` would: from the current directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if options["subcommand"] is None:
+        listens, workerArguments, grantAny = _factoryMode(options)
+    else:
+        listens, workerArguments, grantAny = _subcommandMode(options)
     workerArguments += ["--shutdown-timeout", str(options["shutdown-timeout"])]
     reactorName = _reactorName(reactor)
     if reactorName is not None:
         workerArguments += ["--reactor", reactorName]
+    if options["subcommand"] is not None:
+        workerArguments += ["--", *options["subArguments"]]
 
     master = _StartChecked(
         reactor,
@@ -134,6 +175,7 @@ def makeService(options: Options) -> IService:
         workerArguments,
         workers=options["workers"],
         shutdownTimeout=options["shutdown-timeout"],
+        grantAny=grantAny,
     )
     service = MultiService()
     master.setServiceParent(service)

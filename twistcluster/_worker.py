@@ -17,9 +17,9 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -27,13 +27,16 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from ._endpoints import ListenSpec
+from ._events import Latch
 from ._factory import loadFactory
-from ._listening import ClusterPort, ClusterReactor
+from ._listening import ClusterReactor
 from ._protocol import (
     CONTROL_FD,
     Close,
     ControlChannel,
     Disconnect,
+    ExitedAfterDisconnect,
+    ListenRefused,
     Listening,
     NewConn,
     Online,
@@ -74,9 +77,24 @@ class WorkerControl(ControlChannel):
     def ping(self) -> dict[str, Any]:
         return {}
 
+    def messageReceived(self, value: Any) -> None:
+        self._runtime.messageReceived(value)
+
     def connectionLost(self, reason: Failure) -> None:
         self._runtime.controlLost()
         super().connectionLost(reason)
+
+
+class RuntimeListener(Protocol):
+    """
+    What the worker's C{cluster.worker} hears from the runtime.
+    """
+
+    def messageReceived(self, value: Any) -> None:
+        ...
+
+    def disconnected(self) -> None:
+        ...
 
 
 class WorkerRuntime:
@@ -85,6 +103,8 @@ class WorkerRuntime:
     draining on the way out.
 
     @ivar ports: The worker's granted listens, by the master's handle key.
+    @ivar clusterReactor: The reactor whose listens go through the master.
+    @ivar listener: Told of user messages and of the channel's end.
     """
 
     _log = Logger()
@@ -93,91 +113,120 @@ class WorkerRuntime:
         self,
         reactor: Any,
         workerId: int,
-        factoryName: str,
-        descriptions: Sequence[str],
-        shutdownTimeout: float,
+        factoryName: str | None = None,
+        descriptions: Sequence[str] = (),
+        shutdownTimeout: float = 30.0,
         controlFD: int = CONTROL_FD,
+        failOnRefusal: bool = True,
     ) -> None:
         self._reactor = reactor
         self._controlFD = controlFD
-        self._workerId = workerId
+        self.workerId = workerId
         self._factoryName = factoryName
         self._descriptions = list(descriptions)
         self._shutdownTimeout = shutdownTimeout
+        self._failOnRefusal = failOnRefusal
         self._control: WorkerControl | None = None
         self._connected = False
         self._disconnecting = False
+        self._drainedAll = False
         self._connections: set[Any] = set()
         self._drained: Deferred[None] | None = None
-        self._allPorts: list[ClusterPort] = []
-        self.ports: dict[str, ClusterPort] = {}
-        self._done: Deferred[None] = Deferred()
+        self.ports: dict[str, Any] = {}
+        self.clusterReactor = ClusterReactor(reactor, self)
+        self.listener: RuntimeListener | None = None
+        self._done: Latch[None] = Latch()
 
-    def run(self) -> Deferred[None]:
-        """
-        Start the worker.
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
-        @return: Fires when the worker should exit; fails if it could not
-            start serving.
+    def connect(self) -> None:
         """
+        Adopt the control channel and tell the master this worker is online.
+        """
+        if self._control is not None:
+            return
         self._control = WorkerControl(self)
         self._reactor.adoptStreamConnection(
             self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: self._control)
         )
         os.close(self._controlFD)
         self._connected = True
-        self._send(Online, workerId=self._workerId, pid=os.getpid())
+        self._send(Online, workerId=self.workerId, pid=os.getpid())
+
+    def routeListens(self) -> None:
+        """
+        Make the real reactor's own listens go through the master.
+        """
+        self.clusterReactor.install()
+
+    def run(self) -> Deferred[None]:
+        """
+        Start the worker: serve the factory on the endpoints it was given.
+
+        @return: Fires when the worker should exit; fails if it could not
+            start serving.
+        """
+        self.connect()
+        assert self._factoryName is not None
         factory = loadFactory(self._factoryName)
-        clusterReactor = ClusterReactor(self._reactor, self)
         listening = [
-            serverFromString(clusterReactor, description)
+            serverFromString(self.clusterReactor, description)
             .listen(factory)
-            .addCallback(self._startedListening)
+            .addCallback(lambda port: port.whenListening())
             for description in self._descriptions
         ]
         gatherResults(listening, consumeErrors=True).addCallbacks(
             self._ready, self._couldNotListen
         )
-        return self._done
+        return self.whenDone()
 
-    def _startedListening(self, port: ClusterPort) -> Deferred[ClusterPort]:
-        self._allPorts.append(port)
-        return port.whenListening()
+    def whenDone(self) -> Deferred[None]:
+        """
+        Fires when the worker should exit: it left, and finished its
+        connections; fails if it could not serve.
+        """
+        return self._done.wait()
 
-    def _ready(self, ports: list[ClusterPort]) -> None:
+    def _ready(self, ports: list[Any]) -> None:
         self._log.info(
             "worker {workerId} serving {factory} on {keys}",
-            workerId=self._workerId,
+            workerId=self.workerId,
             factory=self._factoryName,
             keys=", ".join(p.key or "?" for p in ports),
         )
 
     def _couldNotListen(self, reason: Failure) -> None:
         error = reason.value.subFailure if hasattr(reason.value, "subFailure") else reason
-        self._log.error(
-            "worker {workerId} could not listen: {error}",
-            workerId=self._workerId,
-            error=error.getErrorMessage(),
-        )
-        if not self._done.called:
-            self._done.errback(error)
+        self._done.fail(lambda: error.value)
 
     # MasterChannel, for the worker's cluster ports
 
     def queryServer(self, spec: ListenSpec, index: int) -> Deferred[dict[str, Any]]:
-        assert self._control is not None
+        if self._control is None or not self._connected or self._disconnecting:
+            return fail(ListenRefused(f"worker {self.workerId} is not connected to the master"))
         return self._control.callRemote(QueryServer, spec=spec.toJSON(), index=index)
 
-    def portListening(self, port: ClusterPort) -> None:
+    def portListening(self, port: Any) -> None:
         assert port.key is not None
         self.ports[port.key] = port
         self._send(Listening, key=port.key, address=port.sockname)
 
-    def portClosed(self, port: ClusterPort) -> None:
+    def portClosed(self, port: Any) -> None:
         assert port.key is not None
         if self.ports.get(port.key) is port:
             del self.ports[port.key]
         self._send(Close, key=port.key)
+
+    def portRefused(self, port: Any, reason: Failure) -> None:
+        self._log.warn(
+            "worker {workerId} could not listen: {error}",
+            workerId=self.workerId,
+            error=reason.getErrorMessage(),
+        )
+        if self._failOnRefusal:
+            self._done.fail(lambda: reason.value)
 
     def connectionAdopted(self, transport: Any) -> None:
         # adoptStreamConnection gives no hook for a connection's end, and a
@@ -200,57 +249,131 @@ class WorkerRuntime:
         if self._connected and self._control is not None:
             self._control.callRemote(command, **arguments)
 
+    # Messages
+
+    def sendMessage(self, chunks: list[bytes]) -> Deferred[None] | None:
+        """
+        Send a user message (already encoded) to the master.
+
+        @return: Fires once the master has it; L{None} if not connected.
+        """
+        if not self._connected or self._control is None:
+            return None
+        return self._control.sendChunks(chunks)
+
+    def messageReceived(self, value: Any) -> None:
+        if self.listener is not None:
+            self.listener.messageReceived(value)
+
     # Leaving
 
     def disconnect(self) -> None:
         """
-        Close every server, let open connections finish (up to the shutdown
-        timeout), then exit.
+        The master asked (or SIGTERM, or the master is gone): close every
+        server, let open connections finish (up to the shutdown timeout),
+        close the channel, then exit.
         """
+        self._leave(tellMaster=False)
+
+    def leave(self) -> None:
+        """
+        The worker leaves of its own will (C{cluster.worker.disconnect()}):
+        as L{disconnect}, and the master hears it was voluntary before the
+        channel closes.
+        """
+        self._leave(tellMaster=True)
+
+    def sayExitedAfterDisconnect(self) -> Deferred[None]:
+        """
+        Tell the master this worker leaves of its own will.
+
+        @return: Fires once the master knows (or cannot be told).
+        """
+        if not self._connected or self._control is None:
+            return succeed(None)
+        d = self._control.callRemote(ExitedAfterDisconnect)
+        return d.addCallbacks(lambda answer: None, lambda reason: None)
+
+    def _leave(self, tellMaster: bool) -> None:
         if self._disconnecting:
             return
         self._disconnecting = True
-        for port in self._allPorts:
+        for port in self.clusterReactor.ports:
             port.stopListening()
         self._log.info(
             "worker {workerId} closing; {count} connections open",
-            workerId=self._workerId,
+            workerId=self.workerId,
             count=len(self._connections),
         )
         if not self._connections:
-            self._finish()
+            self._finishedConnections(tellMaster)
             return
         self._drained = Deferred()
         self._drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
-        self._drained.addBoth(lambda _: self._finish())
+        self._drained.addBoth(lambda _: self._finishedConnections(tellMaster))
+
+    def _finishedConnections(self, tellMaster: bool) -> None:
+        self._drainedAll = True
+        if not self._connected:
+            self._done.fire(None)
+        elif tellMaster:
+            self.sayExitedAfterDisconnect().addCallback(lambda _: self._closeChannel())
+        else:
+            self._closeChannel()
+
+    def _closeChannel(self) -> None:
+        # The channel's end (controlLost) finishes the worker.
+        if self._connected and self._control is not None and self._control.transport is not None:
+            self._control.transport.loseConnection()
 
     def controlLost(self) -> None:
         self._connected = False
+        if self.listener is not None:
+            self.listener.disconnected()
         if not self._disconnecting:
             self._log.warn(
                 "worker {workerId}: the master went away; finishing open connections",
-                workerId=self._workerId,
+                workerId=self.workerId,
             )
-        self.disconnect()
+            self.disconnect()
+        elif self._drainedAll:
+            self._done.fire(None)
 
-    def _finish(self) -> None:
-        if self._control is not None and self._connected:
-            self._control.transport.loseConnection()  # type: ignore[union-attr]
-        if not self._done.called:
-            self._done.callback(None)
+
+def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
+    """
+    A worker's signals: Ctrl-C reaches the whole process group, and the
+    master alone orchestrates, so SIGINT is ignored; a SIGTERM sent to the
+    worker itself (systemd signals the whole control group) drains like a
+    disconnect instead of dropping connections.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Installed once running, to replace the reactor's own.
+    reactor.callWhenRunning(
+        signal.signal,
+        signal.SIGTERM,
+        lambda signum, frame: reactor.callFromThread(runtime.disconnect),
+    )
 
 
 def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m twistcluster._worker")
     parser.add_argument("--reactor", default=None)
-    parser.add_argument("--factory", required=True)
+    parser.add_argument("--factory", default=None)
+    parser.add_argument("--subcommand", default=None)
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--shutdown-timeout", type=float, default=30.0)
-    return parser.parse_args(argv)
+    parser.add_argument("subArguments", nargs=argparse.REMAINDER)
+    arguments = parser.parse_args(argv)
+    if (arguments.factory is None) == (arguments.subcommand is None):
+        parser.error("give --factory or --subcommand")
+    if arguments.subArguments[:1] == ["--"]:
+        del arguments.subArguments[0]
+    return arguments
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Ctrl-C reaches the whole process group; the master alone orchestrates.
+    # Before anything can reach the reactor: see handleSignals.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A hung worker is killed with SIGABRT first: leave a traceback behind.
     faulthandler.enable()
@@ -261,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         installReactor(arguments.reactor)
     from twisted.internet import task
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
+
+    from ._cluster import cluster
 
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stderr)], redirectStandardIO=False
@@ -275,14 +400,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             arguments.listen,
             arguments.shutdown_timeout,
         )
-        # A SIGTERM sent to the worker itself (systemd signals the whole
-        # control group) drains like a disconnect instead of dropping
-        # connections.  Installed once running, to replace the reactor's.
-        reactor.callWhenRunning(
-            signal.signal,
-            signal.SIGTERM,
-            lambda signum, frame: reactor.callFromThread(runtime.disconnect),
-        )
+        handleSignals(reactor, runtime)
+        runtime.connect()
+        runtime.routeListens()
+        # The factory's code may use the cluster API too (cluster.worker).
+        cluster._attach(runtime)  # type: ignore[union-attr]
+        if arguments.subcommand is not None:
+            from ._subcommand import startSubcommand
+
+            startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
+            return runtime.whenDone()
         return runtime.run()
 
     task.react(run)

@@ -10,7 +10,6 @@ import json
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import LogLevel, Logger, eventFromJSON, formatEvent
@@ -24,11 +23,13 @@ from ._protocol import (
     Close,
     ControlChannel,
     Disconnect,
+    ExitedAfterDisconnect,
     ListenRefused,
     Listening,
     Online,
     QueryServer,
 )
+from ._workerapi import ChildProcess, ListeningAddress, WorkerAPI, toSignal
 
 
 class PoolEvents(Protocol):
@@ -43,10 +44,10 @@ class PoolEvents(Protocol):
         ...
 
 
-class Worker:
+class Worker(WorkerAPI):
     """
     One worker process, as the master sees it (Node's C{Worker} in the
-    primary).
+    primary; L{WorkerAPI} has its events, their Deferreds, and C{send}).
 
     @ivar id: Unique in this master's life, counting from 1, never reused.
     @ivar pid: The process id, kept after the process is gone.
@@ -67,19 +68,20 @@ class Worker:
     ) -> None:
         self.id = id
         self.pid: int | None = None
-        self.process: IProcessTransport | None = None
+        self.process: ChildProcess | None = None
         self.exitedAfterDisconnect = False
         self.everReady = False
         self._reactor = reactor
         self._handles = handles
         self._events = events
         self._shutdownTimeout = shutdownTimeout
-        self._control: amp.AMP | None = None
+        self._control: ControlChannel | None = None
         self._killTimer: IDelayedCall | None = None
         self._exit: tuple[int | None, int | None] | None = None
         self._exitWaiters: list[Deferred[tuple[int | None, int | None]]] = []
         self._core = LifecycleCore(self)
         self._lifecycle = makeLifecycle(self._core)
+        self._initWorkerAPI()
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
@@ -88,8 +90,8 @@ class Worker:
     def state(self) -> str:
         return self._core.state
 
-    def attach(self, process: IProcessTransport, control: amp.AMP) -> None:
-        self.process = process
+    def attach(self, process: IProcessTransport, control: ControlChannel) -> None:
+        self.process = ChildProcess(process, control)
         self.pid = process.pid
         self._control = control
 
@@ -97,26 +99,24 @@ class Worker:
         assert self._control is not None
         return self._control.callRemote(command, **arguments)
 
-    def isConnected(self) -> bool:
-        return self.state not in ("disconnected", "dead")
-
-    def isDead(self) -> bool:
-        return self.state == "dead"
-
-    def disconnect(self) -> None:
+    def disconnect(self) -> Worker:
         """
         Ask the worker to close its servers, finish its connections and exit;
         it is killed if it has not exited after the shutdown timeout.
         """
         self.exitedAfterDisconnect = True
         self._lifecycle.disconnect()
+        return self
 
-    def kill(self, signal: str | int = "TERM") -> None:
+    def kill(self, signal: str | int = "SIGTERM") -> None:
+        """
+        Send C{signal} to the worker now, without waiting for a graceful
+        disconnect (Node's C{worker.kill()} in the primary).
+        """
         if self.process is not None:
-            try:
-                self.process.signalProcess(signal)
-            except ProcessExitedAlready:
-                pass
+            self.process.kill(signal)
+
+    destroy = kill
 
     def whenExited(self) -> Deferred[tuple[int | None, int | None]]:
         """
@@ -134,20 +134,24 @@ class Worker:
         if event == "online":
             self._lifecycle.online()
 
-    def listeningOn(self, key: str) -> None:
+    def listeningOn(self, key: str, address: dict[str, Any] | None = None) -> None:
         if self.state in ("spawning", "online", "listening") and self._handles.workerListening(self, key):
             self._lifecycle.listening()
+            if address is not None:
+                self._announce("listening", ListeningAddress.fromSockname(address))
 
     def controlLost(self) -> None:
         self._lifecycle.controlLost()
 
     def processEnded(self, reason: Failure) -> None:
-        self._lifecycle.exited(reason.value.exitCode, reason.value.signal)
+        signal = reason.value.signal
+        self._lifecycle.exited(reason.value.exitCode, None if signal is None else toSignal(signal))
 
     # LifecycleHooks
 
     def becameOnline(self) -> None:
         self._log.debug("worker {workerId} (pid {pid}) online", workerId=self.id, pid=self.pid)
+        self._announce("online")
 
     def becameReady(self) -> None:
         self.everReady = True
@@ -174,6 +178,7 @@ class Worker:
         # Before AMP fails the outstanding hand-offs: they must go to another
         # worker, never back to this one.
         self._handles.workerGone(self)
+        self._announce("disconnect")
 
     def ended(self, code: int | None, signal: int | None) -> None:
         if self._killTimer is not None:
@@ -188,10 +193,13 @@ class Worker:
             pid=self.pid,
             status=f"signal {signal}" if signal is not None else f"code {code}",
         )
+        if self.process is not None:
+            self.process.ended(code, signal)  # type: ignore[arg-type]
         waiters, self._exitWaiters = self._exitWaiters, []
         for waiter in waiters:
             waiter.callback(self._exit)
         self._events.workerExited(self, code, signal)
+        self._announce("exit", code, signal)
 
 
 class MasterControl(ControlChannel):
@@ -222,8 +230,16 @@ class MasterControl(ControlChannel):
 
     @Listening.responder
     def listening(self, key: str, address: Any) -> dict[str, Any]:
-        self._worker.listeningOn(key)
+        self._worker.listeningOn(key, address)
         return {}
+
+    @ExitedAfterDisconnect.responder
+    def exitedAfterDisconnect(self) -> dict[str, Any]:
+        self._worker.exitedAfterDisconnect = True
+        return {}
+
+    def messageReceived(self, value: Any) -> None:
+        self._worker._announce("message", value)
 
     @Close.responder
     def close(self, key: str) -> dict[str, Any]:

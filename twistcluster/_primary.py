@@ -1,0 +1,246 @@
+# -*- test-case-name: tests.test_primary -*-
+"""
+C{cluster} in the primary, as Node's C{cluster} module is there: C{fork()},
+C{workers}, C{settings}/C{setupPrimary()}, C{schedulingPolicy},
+C{disconnect()}, and the cluster's events.
+
+It runs on the same engine as C{twist cluster}'s master (L{WorkerPool},
+L{Worker}, L{Handles}), with Node's rules where the command line has its
+own: workers are started only by C{fork()} and never replaced (C{'exit'} is
+where an application forks again), any listen a worker asks for is granted,
+and a listening socket closes once no worker is left.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from ._events import EventEmitter
+from ._handles import Handles
+from ._messages import encodeMessage
+from ._pool import WorkerPool
+from ._settings import (
+    SCHED_NONE,
+    SCHED_RR,
+    BadSetting,
+    defaultSettings,
+    mergeSettings,
+    policyFromEnvironment,
+    workerCommand,
+)
+from ._workers import Worker
+
+
+class PrimaryCluster(EventEmitter):
+    """
+    Node's C{cluster} in the primary.
+
+    Events: C{'fork'} (worker), C{'online'} (worker), C{'listening'}
+    (worker, address), C{'disconnect'} (worker), C{'exit'} (worker, code,
+    signal), C{'message'} (worker, message), C{'setup'} (settings).
+
+    @ivar workers: The live workers, by id; a worker leaves once it has
+        exited.
+    """
+
+    _log = Logger()
+    isPrimary = True
+    isMaster = True
+    isWorker = False
+    worker = None
+    Worker = Worker
+    SCHED_NONE = SCHED_NONE
+    SCHED_RR = SCHED_RR
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        environ: Mapping[str, str] | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> None:
+        self._givenReactor = reactor
+        self._environ = os.environ if environ is None else environ
+        self._argv = list(sys.argv if argv is None else argv)
+        self._settings: dict[str, Any] | None = None
+        self._policy: int | None = None
+        self._policyFrozen = False
+        self.workers: dict[int, Worker] = {}
+        self._handles: Handles | None = None
+        self._pool: WorkerPool | None = None
+        self._forkAnnounced: set[int] = set()
+        self._idleWaiters: list[Deferred[None]] = []
+        self._shutdownTrigger: Any = None
+
+    @property
+    def _reactor(self) -> Any:
+        if self._givenReactor is None:
+            from twisted.internet import reactor
+
+            self._givenReactor = reactor
+        return self._givenReactor
+
+    # Settings
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """
+        The settings in force (read-only; change them with L{setupPrimary}):
+        empty until the first C{setupPrimary()} or C{fork()}.
+        """
+        return MappingProxyType(dict(self._settings or {}))
+
+    @property
+    def schedulingPolicy(self) -> int:
+        """
+        L{SCHED_RR} or L{SCHED_NONE}; C{$TWISTCLUSTER_SCHED_POLICY} by
+        default.  Frozen by the first C{setupPrimary()} or C{fork()}.
+        """
+        if self._policy is None:
+            self._policy = policyFromEnvironment(self._environ)
+        return self._policy
+
+    @schedulingPolicy.setter
+    def schedulingPolicy(self, policy: int) -> None:
+        if policy not in (SCHED_RR, SCHED_NONE):
+            raise BadSetting(f"schedulingPolicy is SCHED_RR or SCHED_NONE, not {policy!r}")
+        if self._policyFrozen and policy != self._policy:
+            raise BadSetting("schedulingPolicy is frozen once setupPrimary() or fork() was called")
+        self._policy = policy
+
+    def setupPrimary(self, settings: Mapping[str, Any] | None = None, **more: Any) -> None:
+        """
+        Change the settings of the workers forked from now on, over the
+        current ones: C{exec} (the script; C{sys.argv[0]}), C{args}
+        (C{sys.argv[1:]}), C{execArgv} (the interpreter's options), C{cwd},
+        C{env}, C{uid}, C{gid}, C{silent} (relay the workers' output to the
+        log instead of sharing stdout and stderr), C{shutdownTimeout}
+        (seconds a disconnecting worker has before it is killed).  Emits
+        C{'setup'}.
+
+        @raise BadSetting: An unknown setting or a bad value.
+        """
+        current = self._settings if self._settings is not None else defaultSettings(self._argv)
+        self._settings = mergeSettings(current, {**(settings or {}), **more})
+        if not self._policyFrozen:
+            self.schedulingPolicy  # noqa: B018 (read: resolves the default)
+            self._policyFrozen = True
+        self._reactor.callLater(0, self.emit, "setup", self.settings)
+
+    setupMaster = setupPrimary
+
+    # Workers
+
+    def fork(self, env: Mapping[str, Any] | None = None) -> Worker:
+        """
+        Start a worker running the script in C{settings['exec']}, with
+        C{env} over the primary's environment.
+
+        @raise BadSetting: The settings cannot start a worker.
+        """
+        self.setupPrimary()
+        assert self._settings is not None
+        command = workerCommand(self._settings, env)
+        worker = self._engine().spawn(command)
+        self.workers[worker.id] = worker
+        worker.relayEventsTo(self._workerEvent)
+        self._reactor.callLater(0, self._announceFork, worker)
+        return worker
+
+    def _engine(self) -> WorkerPool:
+        if self._pool is None:
+            if self.schedulingPolicy == SCHED_NONE:
+                # The shared-handle policy belongs to the master's handles;
+                # until they have it, say so instead of silently using RR.
+                raise BadSetting("schedulingPolicy SCHED_NONE is not supported yet; use SCHED_RR")
+            assert self._settings is not None
+            self._handles = Handles(self._reactor, granted=None)
+            self._pool = WorkerPool(
+                self._reactor, self._handles, [], 0, self._settings["shutdownTimeout"]
+            )
+            self._shutdownTrigger = self._reactor.addSystemEventTrigger(
+                "before", "shutdown", self._shutdown
+            )
+        return self._pool
+
+    def _announceFork(self, worker: Worker) -> None:
+        if worker.id not in self._forkAnnounced:
+            self._forkAnnounced.add(worker.id)
+            self.emit("fork", worker)
+
+    def _workerEvent(self, name: str, worker: Worker, *args: Any) -> None:
+        # 'fork' comes first even if the worker was quicker than a tick.
+        self._announceFork(worker)
+        if name != "exit":
+            self.emit(name, worker, *args)
+            return
+        self.workers.pop(worker.id, None)
+        self._forkAnnounced.discard(worker.id)
+        self.emit("exit", worker, *args)
+        self._whenNoWorkers()
+
+    def broadcast(self, message: Any) -> int:
+        """
+        Send C{message} to every connected worker.
+
+        @return: How many workers it was sent to.
+        @raise TypeError: C{message} is not JSON-serialisable.
+        """
+        chunks = encodeMessage(message)
+        return sum(worker._sendChunks(chunks, None) for worker in list(self.workers.values()))
+
+    def disconnect(self, callback: Callable[[], object] | None = None) -> Deferred[None]:
+        """
+        Disconnect every worker (each closes its servers, finishes its
+        connections, and exits).
+
+        @param callback: Called once every worker is gone and every listening
+            socket closed.
+        @return: Fires at the same time.
+        """
+        done: Deferred[None] = Deferred()
+        self._idleWaiters.append(done)
+        for worker in list(self.workers.values()):
+            if worker.isConnected():
+                worker.disconnect()
+        if not self.workers:
+            self._reactor.callLater(0, self._whenNoWorkers)
+        if callback is not None:
+            done.addCallback(lambda _: callback())
+        return done
+
+    def _whenNoWorkers(self) -> None:
+        """
+        With no worker left, close every listening socket (as Node does, so
+        that a later worker binds again), then fire L{disconnect}'s waiters.
+        """
+        if self.workers:
+            return
+        closing = []
+        for handle in list(self._handles or ()):
+            assert self._handles is not None
+            self._handles.discard(handle)
+            closing.append(handle.stopAccepting())
+            handle.closeWaiting()
+        waiters, self._idleWaiters = self._idleWaiters, []
+        if waiters:
+            closed: Deferred[Any] = DeferredList(closing)
+            for waiter in waiters:
+                closed.addBoth(lambda _, waiter=waiter: waiter.callback(None))
+
+    def _shutdown(self) -> Deferred[None] | None:
+        # The reactor is stopping: let the workers finish and exit first.
+        return self.disconnect() if self.workers else None
+
+    def _forget(self) -> None:
+        """
+        Stop watching for the reactor's shutdown (tests make many primaries).
+        """
+        if self._shutdownTrigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
+            self._shutdownTrigger = None

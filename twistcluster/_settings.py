@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_primary -*-
+"""
+C{cluster.settings} and C{cluster.schedulingPolicy}, as Node has them: what
+C{fork()} starts, and how the primary spreads connections.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from ._pool import WorkerCommand
+
+#: Node's scheduling policies: the kernel spreads connections (the listening
+#: socket is shared), or the primary hands them out in turn.
+SCHED_NONE = 1
+SCHED_RR = 2
+
+#: The environment variable that sets the policy (C{rr} or C{none}), as
+#: C{NODE_CLUSTER_SCHED_POLICY} does in Node.
+POLICY_VARIABLE = "TWISTCLUSTER_SCHED_POLICY"
+_POLICIES = {"rr": SCHED_RR, "none": SCHED_NONE}
+
+
+class BadSetting(ValueError):
+    """
+    A setting that cannot work; the message names it, in one line.
+    """
+
+
+def policyFromEnvironment(environ: Mapping[str, str]) -> int:
+    """
+    @raise BadSetting: The variable names no policy.
+    """
+    name = environ.get(POLICY_VARIABLE, "rr")
+    try:
+        return _POLICIES[name]
+    except KeyError:
+        raise BadSetting(f"{POLICY_VARIABLE}={name!r}: the cluster API knows 'rr' and 'none'") from None
+
+
+def defaultSettings(argv: Sequence[str]) -> dict[str, Any]:
+    """
+    Node's defaults, in Python: the worker runs the primary's own script
+    (C{sys.argv[0]}) with its arguments and the same interpreter.
+    """
+    return {
+        "exec": os.path.abspath(argv[0]) if argv and argv[0] not in ("", "-c", "-m") else None,
+        "args": list(argv[1:]),
+        "execArgv": [],
+        "cwd": None,
+        "env": {},
+        "uid": None,
+        "gid": None,
+        "silent": False,
+        "shutdownTimeout": 30.0,
+    }
+
+
+_KINDS: dict[str, tuple[type, ...]] = {
+    "exec": (str, os.PathLike),
+    "args": (list, tuple),
+    "execArgv": (list, tuple),
+    "cwd": (str, os.PathLike, type(None)),
+    "env": (dict,),
+    "uid": (int, type(None)),
+    "gid": (int, type(None)),
+    "silent": (bool,),
+    "shutdownTimeout": (int, float),
+}
+
+
+def mergeSettings(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    C{current} with C{given} over it (Node: defaults, then the current
+    settings, then the new ones).
+
+    @raise BadSetting: An unknown setting, or a value of the wrong kind.
+    """
+    merged = dict(current)
+    for name, value in given.items():
+        kinds = _KINDS.get(name)
+        if kinds is None:
+            raise BadSetting(f"no setting is called {name!r} (known: {', '.join(_KINDS)})")
+        if not isinstance(value, kinds):
+            raise BadSetting(f"setting {name!r} cannot be {value!r}")
+        if name == "exec":
+            value = os.path.abspath(value)
+        elif name in ("args", "execArgv"):
+            value = [str(v) for v in value]
+        elif name == "env":
+            value = {str(k): str(v) for k, v in value.items()}
+        merged[name] = value
+    return merged
+
+
+def workerCommand(settings: Mapping[str, Any], env: Mapping[str, Any] | None) -> WorkerCommand:
+    """
+    How C{fork(env)} starts a worker under C{settings}.
+
+    @raise BadSetting: There is no script to run, or no such script or
+        directory.
+    """
+    script, cwd = settings["exec"], settings["cwd"]
+    if script is None:
+        raise BadSetting("no script to fork: call cluster.setupPrimary(exec='worker.py') first")
+    where = cwd if cwd is not None else os.getcwd()
+    if not os.path.isfile(os.path.join(where, script)):
+        raise BadSetting(f"setting 'exec' is not a file: {script!r}")
+    if cwd is not None and not os.path.isdir(cwd):
+        raise BadSetting(f"setting 'cwd' is not a directory: {cwd!r}")
+    environment = dict(settings["env"])
+    environment.update({str(k): str(v) for k, v in (env or {}).items()})
+    return WorkerCommand(
+        [sys.executable, *settings["execArgv"], script, *settings["args"]],
+        env=environment,
+        cwd=None if cwd is None else os.fspath(cwd),
+        uid=settings["uid"],
+        gid=settings["gid"],
+        relayOutput=settings["silent"],
+    )

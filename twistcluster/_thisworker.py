@@ -1,0 +1,267 @@
+# -*- test-case-name: tests.test_thisworker -*-
+"""
+C{cluster} in a worker, as Node's C{cluster} module is in a child:
+C{cluster.worker} (this worker: C{send}, C{disconnect}, C{kill}, its
+C{'message'} and C{'disconnect'} events) and listens that go through the
+primary.
+
+The worker connects to its primary on the first use of C{cluster}, on the
+reactor installed at that moment: install another reactor before touching
+C{cluster}, as before importing C{twisted.internet.reactor}.  From then on
+the reactor's own listens (C{listenTCP}, C{listenSSL}, C{listenUNIX},
+C{listenUDP}, and every endpoint built on them) go through the primary, and
+the reactor stops once the worker has disconnected and finished its
+connections, so that C{reactor.run()} returns and the script ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import stat
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IProtocolFactory
+
+from ._events import EventEmitter, Latch
+from ._messages import encodeMessage
+from ._protocol import CONTROL_FD
+from ._settings import SCHED_NONE, SCHED_RR
+from ._worker import WorkerRuntime, handleSignals
+from ._workerapi import toSignal
+from ._workers import Worker
+
+#: The environment variable that makes a process a worker (Node's
+#: C{NODE_UNIQUE_ID}); its value is the worker's id.
+WORKER_ID_VARIABLE = "TWISTCLUSTER_WORKER_ID"
+
+
+class NotAWorker(RuntimeError):
+    """
+    C{TWISTCLUSTER_WORKER_ID} is set, but this process was not started by a
+    primary: there is no control channel.
+    """
+
+
+class ThisProcess(EventEmitter):
+    """
+    This worker's process (Node's C{process} in a worker): its pid, and the
+    same C{'message'} and C{'disconnect'} events as C{cluster.worker}.
+    """
+
+    def __init__(self, worker: ThisWorker) -> None:
+        self.pid = os.getpid()
+        self._worker = worker
+
+    @property
+    def connected(self) -> bool:
+        return self._worker.isConnected()
+
+    def send(self, message: Any, callback: Callable[[BaseException | None], object] | None = None) -> bool:
+        return self._worker.send(message, callback)
+
+
+class ThisWorker(EventEmitter):
+    """
+    This worker, in the worker (Node's C{cluster.worker}).
+
+    Events: C{'message'} (message), C{'disconnect'}.
+
+    @ivar id: This worker's id, as the primary knows it.
+    @ivar state: C{'online'}, then C{'disconnecting'} or C{'destroying'},
+        then C{'disconnected'}.
+    @ivar exitedAfterDisconnect: Whether this worker is leaving of its own
+        will, or because the primary asked.
+    """
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.id = runtime.workerId
+        self.state = "online"
+        self.exitedAfterDisconnect = False
+        self.process = ThisProcess(self)
+        self._runtime = runtime
+        self._disconnected: Latch[None] = Latch()
+        runtime.listener = self
+
+    def __repr__(self) -> str:
+        return f"<ThisWorker {self.id} {self.state}>"
+
+    def isConnected(self) -> bool:
+        return self._runtime.connected
+
+    def isDead(self) -> bool:
+        return False
+
+    def whenDisconnected(self) -> Deferred[None]:
+        """
+        Fires once the control channel to the primary has closed.
+        """
+        return self._disconnected.wait()
+
+    def send(self, message: Any, callback: Callable[[BaseException | None], object] | None = None) -> bool:
+        """
+        Send C{message} (any JSON-serialisable value, of any size) to the
+        primary, where the worker and the cluster emit C{'message'}.
+
+        @param callback: Called with L{None} once the primary has it, or
+            with the error if it never will.
+        @return: Whether it was sent (C{False} once disconnected).
+        @raise TypeError: C{message} is not JSON-serialisable.
+        """
+        delivered = self._runtime.sendMessage(encodeMessage(message))
+        if delivered is None:
+            return False
+        if callback is not None:
+            delivered.addCallbacks(lambda _: callback(None), lambda reason: callback(reason.value))
+        delivered.addErrback(lambda reason: None)
+        return True
+
+    def disconnect(self) -> ThisWorker:
+        """
+        Close every server, wait for their connections to end, tell the
+        primary this worker leaves of its own will, and close the channel:
+        C{'disconnect'} follows, then the reactor stops.
+        """
+        if self.state == "online":
+            self.state = "disconnecting"
+            self.exitedAfterDisconnect = True
+            self._runtime.leave()
+        return self
+
+    def kill(self, signal: str | int = "SIGTERM") -> None:
+        """
+        Tell the primary this worker leaves of its own will, then kill this
+        process with C{signal}.
+
+        Node's documentation says a worker kills itself with C{signal}; its
+        code ignores C{signal} and exits 0.  This follows the documentation.
+        """
+        signum = toSignal(signal)
+        self.state = "destroying"
+        self.exitedAfterDisconnect = True
+        self._runtime.sayExitedAfterDisconnect().addCallback(lambda _: _killSelf(signum))
+
+    destroy = kill
+
+    # RuntimeListener
+
+    def messageReceived(self, value: Any) -> None:
+        self.emit("message", value)
+        self.process.emit("message", value)
+
+    def disconnected(self) -> None:
+        self.state = "disconnected"
+        self._disconnected.fire(None)
+        self.emit("disconnect")
+        self.process.emit("disconnect")
+
+
+def _killSelf(signum: _signal.Signals) -> None:
+    if signum not in (_signal.SIGKILL, _signal.SIGSTOP):
+        # Our own handlers (SIGTERM drains) must not stand in the way.
+        _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+class WorkerCluster(EventEmitter):
+    """
+    Node's C{cluster} in a worker.
+    """
+
+    Worker = Worker
+    SCHED_NONE = SCHED_NONE
+    SCHED_RR = SCHED_RR
+
+    def __init__(self, workerId: str, reactor: Any = None, controlFD: int = CONTROL_FD) -> None:
+        self._workerId = workerId
+        self._givenReactor = reactor
+        self._controlFD = controlFD
+        self._worker: ThisWorker | None = None
+
+    # The first use of cluster in a worker connects it (Node does it before
+    # any user code runs; a Python module can only do it lazily).
+
+    @property
+    def isPrimary(self) -> bool:
+        self._activate()
+        return False
+
+    isMaster = isPrimary
+
+    @property
+    def isWorker(self) -> bool:
+        self._activate()
+        return True
+
+    @property
+    def worker(self) -> ThisWorker:
+        """
+        This worker.
+        """
+        self._activate()
+        assert self._worker is not None
+        return self._worker
+
+    def listen(self, description: str, factory: IProtocolFactory, exclusive: bool = False) -> Deferred[Any]:
+        """
+        Listen on a server endpoint description through the primary: the
+        n-th listen on one address in every worker shares one socket.
+
+        @param exclusive: Listen in this worker alone, not through the
+            primary (Node's C{exclusive: true}).
+        @return: Fires with the listening port once the primary granted it;
+            fails with L{twisted.internet.error.CannotListenError}.
+        """
+        self._activate()
+        assert self._worker is not None
+        reactor = self._worker._runtime.clusterReactor
+        endpoint = serverFromString(reactor.direct if exclusive else reactor, description)
+        listening = endpoint.listen(factory)
+        if not exclusive:
+            listening.addCallback(lambda port: port.whenListening())
+        return listening
+
+    def _attach(self, runtime: WorkerRuntime) -> None:
+        """
+        Make C{runtime} (C{twist cluster}'s worker) this process's worker.
+        """
+        if self._worker is None:
+            self._worker = ThisWorker(runtime)
+
+    def _activate(self) -> None:
+        if self._worker is not None:
+            return
+        try:
+            workerId = int(self._workerId)
+            isSocket = stat.S_ISSOCK(os.fstat(self._controlFD).st_mode)
+        except (ValueError, OSError):
+            isSocket = False
+        if not isSocket:
+            raise NotAWorker(
+                f"{WORKER_ID_VARIABLE}={self._workerId!r} is set, but this process has no "
+                f"control channel from a primary on fd {self._controlFD}"
+            )
+        if self._givenReactor is None:
+            from twisted.internet import reactor
+
+            self._givenReactor = reactor
+        reactor = self._givenReactor
+        runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
+        handleSignals(reactor, runtime)
+        runtime.connect()
+        runtime.routeListens()
+        self._worker = ThisWorker(runtime)
+        runtime.whenDone().addBoth(lambda _: _stop(reactor))
+
+
+def _stop(reactor: Any) -> None:
+    if not reactor.running:
+        reactor.callWhenRunning(_stop, reactor)
+        return
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
