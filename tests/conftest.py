@@ -1,6 +1,7 @@
 import pytest
 
 from tests._cluster import Cluster
+from tests._primary import makePrimary, primary  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -19,3 +20,4 @@ def cluster():
     yield start
     for c in started:
         c.close()
+

@@ -29,3 +29,5 @@ def makeCluster(
 
 
 cluster = makeCluster()
+if isinstance(cluster, WorkerCluster):
+    cluster.activateWithReactor()

@@ -8,6 +8,7 @@ socket the master only hands off.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any, Callable
 
 from twisted.internet import tcp, unix
@@ -131,6 +132,21 @@ class HandOffUNIXPort(_HandOffAccepting, unix.Port):
         pass
 
 
+#: The longest path a UNIX socket address holds (sun_path, less the NUL).
+_SUN_PATH_MAX = 107
+
+
+def _bindablePath(path: str) -> str:
+    """
+    A UNIX socket path too long for C{sun_path} is bound relative to the
+    current directory when that is short enough, as Node's primary does.
+    """
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    relative = os.path.relpath(path)
+    return relative if len(os.fsencode(relative)) < len(os.fsencode(path)) else path
+
+
 def listenForHandOff(
     reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int], object]
 ) -> IListeningPort:
@@ -143,7 +159,7 @@ def listenForHandOff(
     port: _HandOffAccepting
     if spec.kind == "unix":
         port = HandOffUNIXPort(
-            spec.address.encode(), _SilentFactory(), spec.backlog, spec.mode, reactor
+            _bindablePath(spec.address).encode(), _SilentFactory(), spec.backlog, spec.mode, reactor
         )
     else:
         port = HandOffTCPPort(spec.port, _SilentFactory(), spec.backlog, spec.address, reactor)

@@ -5,10 +5,10 @@ C{cluster.worker} (this worker: C{send}, C{disconnect}, C{kill}, its
 C{'message'} and C{'disconnect'} events) and listens that go through the
 primary.
 
-The worker connects to its primary on the first use of C{cluster}, on the
-reactor installed at that moment: install another reactor before touching
-C{cluster}, as before importing C{twisted.internet.reactor}.  From then on
-the reactor's own listens (C{listenTCP}, C{listenSSL}, C{listenUNIX},
+A worker connects to its primary as soon as both C{twistcluster} is
+imported and a reactor is installed (whichever comes last), or on the first
+use of C{cluster}, so that any reactor the application installs is the one
+used.  From then on the reactor's own listens (C{listenTCP}, C{listenSSL}, C{listenUNIX},
 C{listenUDP}, and every endpoint built on them) go through the primary, and
 the reactor stops once the worker has disconnected and finished its
 connections, so that C{reactor.run()} returns and the script ends.
@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import signal as _signal
 import stat
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -30,9 +31,13 @@ from ._events import EventEmitter, Latch
 from ._messages import encodeMessage
 from ._protocol import CONTROL_FD
 from ._settings import SCHED_NONE, SCHED_RR
-from ._worker import WorkerRuntime, handleSignals
 from ._workerapi import toSignal
 from ._workers import Worker
+
+if TYPE_CHECKING:
+    # Imported when needed: `python -m twistcluster._worker` imports this
+    # package first, which must not have imported that module already.
+    from ._worker import WorkerRuntime
 
 #: The environment variable that makes a process a worker (Node's
 #: C{NODE_UNIQUE_ID}); its value is the worker's id.
@@ -180,6 +185,7 @@ class WorkerCluster(EventEmitter):
         self._givenReactor = reactor
         self._controlFD = controlFD
         self._worker: ThisWorker | None = None
+        self._restoreInstallReactor: Callable[[], None] | None = None
 
     # The first use of cluster in a worker connects it (Node does it before
     # any user code runs; a Python module can only do it lazily).
@@ -224,6 +230,49 @@ class WorkerCluster(EventEmitter):
             listening.addCallback(lambda port: port.whenListening())
         return listening
 
+    def activateWithReactor(self) -> None:
+        """
+        Connect to the primary now if a reactor is installed, else as soon
+        as one is (C{twistcluster} is imported in a worker: from then on,
+        every listen of this process goes through the primary, as in Node).
+        """
+        if "twisted.internet.reactor" in sys.modules:
+            self._activateIfWorker()
+            return
+        from twisted.internet import main
+
+        original = main.installReactor
+
+        def installReactor(reactor: Any) -> None:
+            original(reactor)
+            self._manual()
+            if self._givenReactor is None:
+                self._givenReactor = reactor
+            self._activateIfWorker()
+
+        def restore() -> None:
+            if main.installReactor is installReactor:
+                main.installReactor = original
+
+        main.installReactor = installReactor
+        self._restoreInstallReactor = restore
+
+    def _manual(self) -> None:
+        """
+        Connect only when asked (C{twist cluster}'s worker connects itself).
+        """
+        if self._restoreInstallReactor is not None:
+            self._restoreInstallReactor()
+            self._restoreInstallReactor = None
+
+    def _activateIfWorker(self) -> None:
+        try:
+            self._activate()
+        except NotAWorker:
+            # A process that inherited the variable without the channel (a
+            # grandchild): it fails when it uses cluster, not on import.
+            pass
+
     def _attach(self, runtime: WorkerRuntime) -> None:
         """
         Make C{runtime} (C{twist cluster}'s worker) this process's worker.
@@ -234,6 +283,7 @@ class WorkerCluster(EventEmitter):
     def _activate(self) -> None:
         if self._worker is not None:
             return
+        self._manual()
         try:
             workerId = int(self._workerId)
             isSocket = stat.S_ISSOCK(os.fstat(self._controlFD).st_mode)
@@ -249,6 +299,8 @@ class WorkerCluster(EventEmitter):
 
             self._givenReactor = reactor
         reactor = self._givenReactor
+        from ._worker import WorkerRuntime, handleSignals
+
         runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
         handleSignals(reactor, runtime)
         runtime.connect()

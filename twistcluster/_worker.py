@@ -378,14 +378,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A hung worker is killed with SIGABRT first: leave a traceback behind.
     faulthandler.enable()
     arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
+    from ._cluster import cluster
+
+    # This worker connects itself, below, once its reactor is installed.
+    cluster._manual()  # type: ignore[union-attr]
     if arguments.reactor:
         from twisted.application.reactors import installReactor
 
         installReactor(arguments.reactor)
     from twisted.internet import task
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
-
-    from ._cluster import cluster
 
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stderr)], redirectStandardIO=False
