@@ -57,14 +57,24 @@ class Cluster:
     One `twist --log-format text cluster ARGS...` process.
     """
 
-    def __init__(self, *args: str, cwd: Path = PROJECT, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path = PROJECT,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ):
+        """
+        @param command: Run this instead of C{twist ... cluster ARGS} (a
+            primary script, say).
+        """
         self.marker = uuid.uuid4().hex
         environ = dict(os.environ, **(env or {}))
         environ[MARKER] = self.marker
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
         self.process = subprocess.Popen(
-            [TWIST, "--log-format", "text", "cluster", *args],
+            command or [TWIST, "--log-format", "text", "cluster", *args],
             cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,

@@ -43,6 +43,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--workers", "many", "tests.clusterapps.whoAmI"], "--workers takes a number, not 'many'"),
         (["--shutdown-timeout", "-1", "tests.clusterapps.whoAmI"], "--shutdown-timeout must be at least 0"),
         ([], "give exactly one FACTORY"),
+        (["--", "nosuchplugin", "--x"], "no twist plugin is called 'nosuchplugin' (installed: "),
+        (["--", "web", "--bogus"], "web: option --bogus not recognized"),
+        (["--listen", "tcp:0", "--", "web"], "--listen is for a FACTORY; give web its own listen options"),
+        (["--", "web", "--listen", "bogus:1"], "web: listen 'bogus:1': Unknown endpoint type: 'bogus'"),
     ],
 )
 def test_bad_command_line(args, culprit):

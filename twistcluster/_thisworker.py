@@ -153,15 +153,17 @@ class ThisWorker(EventEmitter):
 
     # RuntimeListener
 
+    # As in Node, the process hears first, then the worker.
+
     def messageReceived(self, value: Any) -> None:
-        self.emit("message", value)
         self.process.emit("message", value)
+        self.emit("message", value)
 
     def disconnected(self) -> None:
         self.state = "disconnected"
         self._disconnected.fire(None)
-        self.emit("disconnect")
         self.process.emit("disconnect")
+        self.emit("disconnect")
 
 
 def _killSelf(signum: _signal.Signals) -> None:

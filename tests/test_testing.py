@@ -1,0 +1,68 @@
+"""
+twistcluster.testing, as users use it: the examples' trial and pytest tests
+run under their own runners, and a test that fails still leaves no cluster
+process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+from tests._cluster import MARKER, PROJECT, processesWithMarker
+from twistcluster.testing import RunningCluster
+
+SAMPLES = PROJECT / "tests" / "samples"
+
+
+def run(command: list[str], cwd) -> tuple[subprocess.CompletedProcess, str]:
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, PROJECT=str(PROJECT), **{MARKER: marker})
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return result, marker
+
+
+def test_trial_example(tmp_path):
+    """
+    examples/test_echo_trial.py passes under trial's own runner.
+    """
+    result, marker = run(
+        [sys.executable, "-m", "twisted.trial", str(PROJECT / "examples" / "test_echo_trial.py")], tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED (successes=1)" in result.stdout
+    assert processesWithMarker(marker) == []
+
+
+def test_trial_helper_cleans_up_a_failed_test(tmp_path):
+    result, marker = run([sys.executable, "-m", "twisted.trial", str(SAMPLES / "failing_trial.py")], tmp_path)
+    assert result.returncode == 1
+    assert "FAILED (failures=1)" in result.stdout, result.stdout + result.stderr
+    assert re.search(r"pids \d+ \d+ \d+", result.stdout)
+    assert processesWithMarker(marker) == []
+
+
+def test_pytest_fixture_cleans_up_a_failed_test(tmp_path):
+    result, marker = run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(SAMPLES / "failing_pytest.py")],
+        tmp_path,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "AssertionError: on purpose" in result.stdout
+    assert re.search(r"pids \d+ \d+ \d+", result.stdout)
+    assert processesWithMarker(marker) == []
+
+
+def test_running_cluster_reads_the_masters_log():
+    running = RunningCluster(123)
+    for line in [
+        "2026-01-01T00:00:00+0000 [twistcluster._tap._StartChecked#info] listening on tcp:0:interface=127.0.0.1 at tcp:127.0.0.1:4321",
+        "2026-01-01T00:00:00+0000 [twistcluster._workers.Worker#info] worker 1 (pid 77) ready",
+    ]:
+        running.lineReceived(line)
+    assert running.address == ("127.0.0.1", 4321)
+    assert running.pids == {1: 77}
+    assert running.ready(1) and not running.ready(2)
