@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -82,6 +83,9 @@ class ClusterDatagramPort:
         try:
             if self.closed:
                 return
+            # Twisted's datagram port reads until EWOULDBLOCK: a blocking
+            # socket would hang the worker after its first datagram.
+            setNonBlocking(fd)
             self._port = self._reactor.adoptDatagramPort(
                 fd, self.spec.family, self.protocol, self._maxPacketSize
             )
