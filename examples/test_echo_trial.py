@@ -8,7 +8,7 @@ cleanup stops it, passed or failed.
 
 import os
 
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 

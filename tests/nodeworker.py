@@ -59,7 +59,7 @@ def scenario_listen(*descriptions):
 
 
 def scenario_exit(code):
-    cluster.worker  # connect, as any use of cluster does
+    assert cluster.isWorker  # connects, as any use of cluster does
     exitNow(int(code))
 
 

@@ -236,9 +236,9 @@ def test_kill_and_disconnect_from_the_worker(makePrimary):
         primary = makePrimary()
         primary.setupPrimary(args=["leave", how])
         worker = primary.fork()
-        flags = []
+        flags: list[bool] = []
         for name in ("disconnect", "exit"):
-            worker.on(name, lambda *a: flags.append(worker.exitedAfterDisconnect))
+            worker.on(name, lambda *a, worker=worker, flags=flags: flags.append(worker.exitedAfterDisconnect))
         _, code, sig = yield primary.recorder.wait("exit")
         assert flags == [True, True], how
         results[how] = (code, sig)
@@ -272,7 +272,7 @@ def test_disconnect(primary):
     from twisted.internet import reactor
 
     descriptions = ["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"]
-    for cycle in range(2):
+    for _cycle in range(2):
         primary.setupPrimary(args=["listen", *descriptions])
         workers = [primary.fork(), primary.fork()]
         reports = yield gatherResults(
@@ -285,8 +285,8 @@ def test_disconnect(primary):
             client.transport.write(b"ping")
             yield client.expect(b"ping")
             client.transport.loseConnection()
-        called = []
-        yield primary.disconnect(lambda: called.append(True)).addTimeout(TIMEOUT, reactor)
+        called: list[bool] = []
+        yield primary.disconnect(lambda called=called: called.append(True)).addTimeout(TIMEOUT, reactor)
         assert called == [True]
         assert primary.workers == {}
         assert all(w.isDead() and w.exitedAfterDisconnect for w in workers)

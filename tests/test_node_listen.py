@@ -21,7 +21,6 @@ from twisted.internet.defer import gatherResults
 
 from tests._cluster import waitUntil as waitUntilSync
 from tests._primary import TIMEOUT, freePort, processGone
-from tests.test_node_lifecycle import connectTo
 
 PRIMARY_SCRIPT = str(Path(__file__).with_name("nodeprimary.py"))
 

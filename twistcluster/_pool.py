@@ -22,7 +22,7 @@ from ._handles import Handles
 from ._protocol import CONTROL_FD
 from ._workers import MasterControl, Worker, WorkerProcessProtocol
 
-WORKER_MODULE = "twistcluster._worker"
+WORKER_MODULE = "twistcluster._workermain"
 
 
 @frozen
@@ -54,7 +54,7 @@ class WorkerPool:
 
     @ivar workers: The live workers, by id.
     @ivar _workerArguments: The worker entry point's command line, after
-        C{python -m twistcluster._worker}.
+        C{python -m twistcluster._workermain}.
     @ivar _bootRetryDelay: Seconds to wait before replacing a worker after
         the n-th consecutive one that died before it was ready.
     """
@@ -91,7 +91,7 @@ class WorkerPool:
         """
         Start one worker process, its end of the control channel as fd 3.
 
-        @param command: How; by default C{python -m twistcluster._worker}
+        @param command: How; by default C{python -m twistcluster._workermain}
             with this pool's worker arguments.
         """
         if command is None:

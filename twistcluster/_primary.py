@@ -34,7 +34,7 @@ from ._settings import (
     policyFromEnvironment,
     workerCommand,
 )
-from ._workers import Worker
+from . import _workers
 
 
 class PrimaryCluster(EventEmitter):
@@ -54,7 +54,7 @@ class PrimaryCluster(EventEmitter):
     isMaster = True
     isWorker = False
     worker = None
-    Worker = Worker
+    Worker = _workers.Worker
     SCHED_NONE = SCHED_NONE
     SCHED_RR = SCHED_RR
 
@@ -70,7 +70,7 @@ class PrimaryCluster(EventEmitter):
         self._settings: dict[str, Any] | None = None
         self._policy: int | None = None
         self._policyFrozen = False
-        self.workers: dict[int, Worker] = {}
+        self.workers: dict[int, _workers.Worker] = {}
         self._handles: Handles | None = None
         self._pool: WorkerPool | None = None
         self._forkAnnounced: set[int] = set()
@@ -136,7 +136,7 @@ class PrimaryCluster(EventEmitter):
 
     # Workers
 
-    def fork(self, env: Mapping[str, Any] | None = None) -> Worker:
+    def fork(self, env: Mapping[str, Any] | None = None) -> _workers.Worker:
         """
         Start a worker running the script in C{settings['exec']}, with
         C{env} over the primary's environment.
@@ -168,12 +168,12 @@ class PrimaryCluster(EventEmitter):
             )
         return self._pool
 
-    def _announceFork(self, worker: Worker) -> None:
+    def _announceFork(self, worker: _workers.Worker) -> None:
         if worker.id not in self._forkAnnounced:
             self._forkAnnounced.add(worker.id)
             self.emit("fork", worker)
 
-    def _workerEvent(self, name: str, worker: Worker, *args: Any) -> None:
+    def _workerEvent(self, name: str, worker: _workers.Worker, *args: Any) -> None:
         # 'fork' comes first even if the worker was quicker than a tick.
         self._announceFork(worker)
         if name != "exit":
@@ -229,9 +229,12 @@ class PrimaryCluster(EventEmitter):
             handle.closeWaiting()
         waiters, self._idleWaiters = self._idleWaiters, []
         if waiters:
-            closed: Deferred[Any] = DeferredList(closing)
-            for waiter in waiters:
-                closed.addBoth(lambda _, waiter=waiter: waiter.callback(None))
+
+            def closed(result: object) -> None:
+                for waiter in waiters:
+                    waiter.callback(None)
+
+            DeferredList(closing).addBoth(closed)
 
     def _shutdown(self) -> Deferred[None] | None:
         # The reactor is stopping: let the workers finish and exit first.

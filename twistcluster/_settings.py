@@ -85,14 +85,18 @@ def mergeSettings(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[
             raise BadSetting(f"no setting is called {name!r} (known: {', '.join(_KINDS)})")
         if not isinstance(value, kinds):
             raise BadSetting(f"setting {name!r} cannot be {value!r}")
-        if name == "exec":
-            value = os.path.abspath(value)
-        elif name in ("args", "execArgv"):
-            value = [str(v) for v in value]
-        elif name == "env":
-            value = {str(k): str(v) for k, v in value.items()}
-        merged[name] = value
+        merged[name] = _normalised(name, value)
     return merged
+
+
+def _normalised(name: str, value: Any) -> Any:
+    if name == "exec":
+        return os.path.abspath(value)
+    if name in ("args", "execArgv"):
+        return [str(v) for v in value]
+    if name == "env":
+        return {str(k): str(v) for k, v in value.items()}
+    return value
 
 
 def workerCommand(settings: Mapping[str, Any], env: Mapping[str, Any] | None) -> WorkerCommand:

@@ -35,8 +35,8 @@ from ._workerapi import toSignal
 from ._workers import Worker
 
 if TYPE_CHECKING:
-    # Imported when needed: `python -m twistcluster._worker` imports this
-    # package first, which must not have imported that module already.
+    # Imported when needed: `python -m twistcluster._workermain` imports
+    # this package first, which must not have imported it already.
     from ._worker import WorkerRuntime
 
 #: The environment variable that makes a process a worker (Node's
@@ -301,7 +301,8 @@ class WorkerCluster(EventEmitter):
 
             self._givenReactor = reactor
         reactor = self._givenReactor
-        from ._worker import WorkerRuntime, handleSignals
+        from ._worker import WorkerRuntime
+        from ._workermain import handleSignals
 
         runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
         handleSignals(reactor, runtime)

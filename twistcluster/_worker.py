@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_worker -*-
 """
-The worker process: C{python -m twistcluster._worker ...}.
+A worker's runtime (the process's entry point is L{twistcluster._workermain}).
 
 It adopts its end of the control channel (fd 3), tells the master it is
 online, listens through the master on every endpoint it was given, and
@@ -11,12 +11,8 @@ closes (a master killed with SIGKILL leaves no orphans).
 
 from __future__ import annotations
 
-import argparse
-import faulthandler
 import os
-import signal
 import socket
-import sys
 from typing import Any, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -105,6 +101,8 @@ class WorkerRuntime:
     @ivar ports: The worker's granted listens, by the master's handle key.
     @ivar clusterReactor: The reactor whose listens go through the master.
     @ivar listener: Told of user messages and of the channel's end.
+    @ivar _failOnRefusal: Whether a refused listen ends the worker (the
+        command line's workers; an application handles its own).
     """
 
     _log = Logger()
@@ -156,9 +154,7 @@ class WorkerRuntime:
         self._send(Online, workerId=self.workerId, pid=os.getpid())
 
     def routeListens(self) -> None:
-        """
-        Make the real reactor's own listens go through the master.
-        """
+        """Make the real reactor's own listens go through the master."""
         self.clusterReactor.install()
 
     def run(self) -> Deferred[None]:
@@ -277,17 +273,15 @@ class WorkerRuntime:
 
     def leave(self) -> None:
         """
-        The worker leaves of its own will (C{cluster.worker.disconnect()}):
-        as L{disconnect}, and the master hears it was voluntary before the
-        channel closes.
+        As L{disconnect}, of the worker's own will: the master hears so
+        before the channel closes (C{cluster.worker.disconnect()}).
         """
         self._leave(tellMaster=True)
 
     def sayExitedAfterDisconnect(self) -> Deferred[None]:
         """
-        Tell the master this worker leaves of its own will.
-
-        @return: Fires once the master knows (or cannot be told).
+        @return: Fires once the master knows this worker leaves of its own
+            will (or cannot be told).
         """
         if not self._connected or self._control is None:
             return succeed(None)
@@ -338,84 +332,3 @@ class WorkerRuntime:
             self.disconnect()
         elif self._drainedAll:
             self._done.fire(None)
-
-
-def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
-    """
-    A worker's signals: Ctrl-C reaches the whole process group, and the
-    master alone orchestrates, so SIGINT is ignored; a SIGTERM sent to the
-    worker itself (systemd signals the whole control group) drains like a
-    disconnect instead of dropping connections.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Installed once running, to replace the reactor's own.
-    reactor.callWhenRunning(
-        signal.signal,
-        signal.SIGTERM,
-        lambda signum, frame: reactor.callFromThread(runtime.disconnect),
-    )
-
-
-def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m twistcluster._worker")
-    parser.add_argument("--reactor", default=None)
-    parser.add_argument("--factory", default=None)
-    parser.add_argument("--subcommand", default=None)
-    parser.add_argument("--listen", action="append", default=[])
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0)
-    parser.add_argument("subArguments", nargs=argparse.REMAINDER)
-    arguments = parser.parse_args(argv)
-    if (arguments.factory is None) == (arguments.subcommand is None):
-        parser.error("give --factory or --subcommand")
-    if arguments.subArguments[:1] == ["--"]:
-        del arguments.subArguments[0]
-    return arguments
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    # Before anything can reach the reactor: see handleSignals.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A hung worker is killed with SIGABRT first: leave a traceback behind.
-    faulthandler.enable()
-    arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
-    from ._cluster import cluster
-
-    # This worker connects itself, below, once its reactor is installed.
-    cluster._manual()  # type: ignore[union-attr]
-    if arguments.reactor:
-        from twisted.application.reactors import installReactor
-
-        installReactor(arguments.reactor)
-    from twisted.internet import task
-    from twisted.logger import globalLogBeginner, jsonFileLogObserver
-
-    globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
-    workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
-
-    def run(reactor: Any) -> Deferred[None]:
-        runtime = WorkerRuntime(
-            reactor,
-            workerId,
-            arguments.factory,
-            arguments.listen,
-            arguments.shutdown_timeout,
-        )
-        handleSignals(reactor, runtime)
-        runtime.connect()
-        runtime.routeListens()
-        # The factory's code may use the cluster API too (cluster.worker).
-        cluster._attach(runtime)  # type: ignore[union-attr]
-        if arguments.subcommand is not None:
-            from ._subcommand import startSubcommand
-
-            startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
-            return runtime.whenDone()
-        return runtime.run()
-
-    task.react(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,4 +9,4 @@ import os
 def test_fails(twistcluster):
     running = twistcluster("tests.clusterapps.WhoAmIFactory", workers=2, cwd=os.environ["PROJECT"])
     print("pids", running.masterPid, *running.pids.values())
-    assert False, "on purpose"
+    raise AssertionError("on purpose")

@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_cluster -*-
+"""
+The worker process of C{twist cluster}: C{python -m twistcluster._workermain
+(--factory NAME --listen ENDPOINT ... | --subcommand NAME -- OPTIONS)}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
+
+from ._worker import WorkerRuntime
+
+
+def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
+    """
+    A worker's signals: Ctrl-C reaches the whole process group, and the
+    master alone orchestrates, so SIGINT is ignored; a SIGTERM sent to the
+    worker itself (systemd signals the whole control group) drains like a
+    disconnect instead of dropping connections.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Installed once running, to replace the reactor's own.
+    reactor.callWhenRunning(
+        signal.signal,
+        signal.SIGTERM,
+        lambda signum, frame: reactor.callFromThread(runtime.disconnect),
+    )
+
+
+def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m twistcluster._workermain")
+    parser.add_argument("--reactor", default=None)
+    parser.add_argument("--factory", default=None)
+    parser.add_argument("--subcommand", default=None)
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0)
+    parser.add_argument("subArguments", nargs=argparse.REMAINDER)
+    arguments = parser.parse_args(argv)
+    if (arguments.factory is None) == (arguments.subcommand is None):
+        parser.error("give --factory or --subcommand")
+    if arguments.subArguments[:1] == ["--"]:
+        del arguments.subArguments[0]
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # before any reactor: see handleSignals
+    # A hung worker is killed with SIGABRT first: leave a traceback behind.
+    faulthandler.enable()
+    arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
+    from ._cluster import cluster
+
+    # This worker connects itself, below, once its reactor is installed.
+    cluster._manual()  # type: ignore[union-attr]
+    if arguments.reactor:
+        from twisted.application.reactors import installReactor
+
+        installReactor(arguments.reactor)
+    from twisted.internet import task
+    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(sys.stderr)], redirectStandardIO=False
+    )
+    workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
+
+    def run(reactor: Any) -> Deferred[None]:
+        runtime = WorkerRuntime(
+            reactor,
+            workerId,
+            arguments.factory,
+            arguments.listen,
+            arguments.shutdown_timeout,
+        )
+        handleSignals(reactor, runtime)
+        runtime.connect()
+        runtime.routeListens()
+        # The factory's code may use the cluster API too (cluster.worker).
+        cluster._attach(runtime)  # type: ignore[union-attr]
+        if arguments.subcommand is not None:
+            from ._subcommand import startSubcommand
+
+            startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
+            return runtime.whenDone()
+        return runtime.run()
+
+    task.react(run)
+
+
+if __name__ == "__main__":
+    main()
