@@ -201,7 +201,7 @@ class WorkerRuntime:
 
     def queryServer(self, spec: ListenSpec, index: int) -> Deferred[dict[str, Any]]:
         if self._control is None or not self._connected or self._disconnecting:
-            return fail(ListenRefused(f"worker {self.workerId} is not connected to the master"))
+            return fail(ListenRefused(f"worker {self.workerId} is disconnecting or not connected"))
         return self._control.callRemote(QueryServer, spec=spec.toJSON(), index=index)
 
     def portListening(self, port: Any) -> None:
