@@ -13,6 +13,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
@@ -146,12 +147,22 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
         reactor, 1, "tests.clusterapps.whoAmI", ["tcp:0:interface=127.0.0.2"], TIMEOUT,
         controlFD=workerEnd.detach(),
     )
-    done = runtime.run()
-    failure = None
+    events = []
+    globalLogPublisher.addObserver(events.append)
     try:
-        yield done.addTimeout(TIMEOUT, reactor)
-    except Exception as e:
-        failure = e
-    assert "not configured to listen on 127.0.0.2:0:4:-1:0" in str(failure)
+        done = runtime.run()
+        failure = None
+        try:
+            yield done.addTimeout(TIMEOUT, reactor)
+        except SystemExit as e:
+            failure = e
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert failure is not None and failure.code == 3
+    assert any(
+        "could not start: ListenRefused: the master was not configured to listen on 127.0.0.2:0:4:-1:0"
+        in formatEvent(e)
+        for e in events
+    )
     assert list(handles) == []
     control.transport.loseConnection()

@@ -28,6 +28,9 @@ class HandOffTarget(Protocol):
 
     id: int
 
+    def connectionTaken(self) -> None:
+        ...
+
     def callRemote(self, command: type, **kwargs: Any) -> Deferred[dict[str, Any]]:
         ...
 
@@ -147,6 +150,8 @@ class RoundRobinHandle:
 
     def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fd: int) -> None:
         self._scheduler.answered(worker, fd, answer["accepted"])
+        if answer["accepted"]:
+            worker.connectionTaken()
         self._afterChange()
 
     def _failed(self, reason: Failure, worker: HandOffTarget, fd: int) -> None:
@@ -232,6 +237,14 @@ class Handles:
     def workerClosed(self, worker: HandOffTarget, key: str) -> None:
         handle = self._byKey.get(key)
         if handle is not None:
+            handle.retire(worker)
+
+    def workerLeaving(self, worker: HandOffTarget) -> None:
+        """
+        Hand C{worker} nothing new on any handle; its hand-offs in flight are
+        still answered.
+        """
+        for handle in self:
             handle.retire(worker)
 
     def workerGone(self, worker: HandOffTarget) -> None:

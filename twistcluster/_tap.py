@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from ._endpoints import ListenSpec, specFromDescription
 from ._factory import BadFactory, loadFactory
-from ._master import Master, StartupError
+from ._master import Limits, Master, StartupError
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -51,7 +51,20 @@ class Options(usage.Options):
             "worker-timeout",
             None,
             "30",
-            "Seconds a worker may fail its heartbeat before it is replaced.",
+            "Seconds a ready worker may leave its heartbeat unanswered before it is aborted and replaced.",
+        ],
+        ["boot-timeout", None, "60", "Seconds a new worker may take to become ready."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Replace a worker (gracefully) after it took this many connections, plus up to 10% jitter.",
+        ],
+        [
+            "max-memory",
+            None,
+            None,
+            "Replace a worker (gracefully) whose resident memory exceeds SIZE (bytes, or with K, M, G).",
         ],
     ]
 
@@ -75,8 +88,12 @@ class Options(usage.Options):
             self["workers"] = len(os.sched_getaffinity(0))
         else:
             self["workers"] = _number("--workers", self["workers"], int, minimum=1)
-        for name in ("shutdown-timeout", "worker-timeout"):
+        for name in ("shutdown-timeout", "worker-timeout", "boot-timeout"):
             self[name] = _number(f"--{name}", self[name], float, minimum=0)
+        if self["max-connections"] is not None:
+            self["max-connections"] = _number("--max-connections", self["max-connections"], int, minimum=1)
+        if self["max-memory"] is not None:
+            self["max-memory"] = _size("--max-memory", self["max-memory"])
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
 
@@ -89,6 +106,25 @@ def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
     if value < minimum:
         fail(f"{option} must be at least {minimum:g}, not {text}")
     return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(option: str, text: str) -> int:
+    """
+    A size in bytes from C{"512M"}, C{"2G"}, C{"100000K"} or C{"1048576"}.
+    """
+    number, unit = text.strip().upper().rstrip("IB"), ""
+    if number and number[-1] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        fail(f"{option} takes a size such as 512M or 2G, not {text!r}")
+    if value < 1:
+        fail(f"{option} must be positive, not {text!r}")
+    return int(value)
 
 
 def _reactorName(reactor: Any) -> str | None:
@@ -128,13 +164,14 @@ def makeService(options: Options) -> IService:
     if reactorName is not None:
         workerArguments += ["--reactor", reactorName]
 
-    master = _StartChecked(
-        reactor,
-        listens,
-        workerArguments,
-        workers=options["workers"],
+    limits = Limits(
         shutdownTimeout=options["shutdown-timeout"],
+        workerTimeout=options["worker-timeout"],
+        bootTimeout=options["boot-timeout"],
+        maxConnections=options["max-connections"],
+        maxMemory=options["max-memory"],
     )
+    master = _StartChecked(reactor, listens, workerArguments, options["workers"], limits)
     service = MultiService()
     master.setServiceParent(service)
     return service

@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -40,6 +40,10 @@ from ._protocol import (
     Ping,
     QueryServer,
 )
+
+
+#: A worker's exit status when it could not start serving.
+BOOT_FAILED = 3
 
 
 class WorkerControl(ControlChannel):
@@ -127,6 +131,13 @@ class WorkerRuntime:
         os.close(self._controlFD)
         self._connected = True
         self._send(Online, workerId=self._workerId, pid=os.getpid())
+        try:
+            self._listenAll()
+        except Exception:
+            self._couldNotStart(Failure())
+        return self._done
+
+    def _listenAll(self) -> None:
         factory = loadFactory(self._factoryName)
         clusterReactor = ClusterReactor(self._reactor, self)
         listening = [
@@ -136,9 +147,8 @@ class WorkerRuntime:
             for description in self._descriptions
         ]
         gatherResults(listening, consumeErrors=True).addCallbacks(
-            self._ready, self._couldNotListen
+            self._ready, self._couldNotStart
         )
-        return self._done
 
     def _startedListening(self, port: ClusterPort) -> Deferred[ClusterPort]:
         self._allPorts.append(port)
@@ -152,15 +162,18 @@ class WorkerRuntime:
             keys=", ".join(p.key or "?" for p in ports),
         )
 
-    def _couldNotListen(self, reason: Failure) -> None:
-        error = reason.value.subFailure if hasattr(reason.value, "subFailure") else reason
-        self._log.error(
-            "worker {workerId} could not listen: {error}",
+    def _couldNotStart(self, reason: Failure) -> None:
+        if isinstance(reason.value, FirstError):
+            reason = reason.value.subFailure
+        self._log.failure(
+            "worker {workerId} could not start: {error}",
+            reason,
             workerId=self._workerId,
-            error=error.getErrorMessage(),
+            error=f"{reason.type.__name__}: {reason.getErrorMessage()}",
         )
         if not self._done.called:
-            self._done.errback(error)
+            # Exit non-zero without task.react logging it a second time.
+            self._done.errback(SystemExit(BOOT_FAILED))
 
     # MasterChannel, for the worker's cluster ports
 

@@ -42,6 +42,9 @@ class PoolEvents(Protocol):
     def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None:
         ...
 
+    def workerWornOut(self, worker: Worker, why: str) -> None:
+        ...
+
 
 class Worker:
     """
@@ -53,7 +56,15 @@ class Worker:
     @ivar exitedAfterDisconnect: Whether the master asked it to leave.
     @ivar everReady: Whether it ever became ready (listening); a worker that
         dies before that failed to boot.
+    @ivar lastError: The last error it reported (a log event at error level,
+        or a line on its stderr): the culprit when it fails to boot.
+    @ivar connectionsTaken: How many connections it accepted.
+    @ivar connectionLimit: After this many it is replaced (L{None}: never).
     """
+
+    #: Seconds between SIGABRT (which makes faulthandler log the stack) and
+    #: SIGKILL for a hung worker.
+    abortGrace = 3.0
 
     _log = Logger()
 
@@ -70,6 +81,9 @@ class Worker:
         self.process: IProcessTransport | None = None
         self.exitedAfterDisconnect = False
         self.everReady = False
+        self.lastError: str | None = None
+        self.connectionsTaken = 0
+        self.connectionLimit: int | None = None
         self._reactor = reactor
         self._handles = handles
         self._events = events
@@ -78,6 +92,7 @@ class Worker:
         self._killTimer: IDelayedCall | None = None
         self._exit: tuple[int | None, int | None] | None = None
         self._exitWaiters: list[Deferred[tuple[int | None, int | None]]] = []
+        self._readyWaiters: list[Deferred[bool]] = []
         self._core = LifecycleCore(self)
         self._lifecycle = makeLifecycle(self._core)
 
@@ -118,6 +133,44 @@ class Worker:
             except ProcessExitedAlready:
                 pass
 
+    def whenReady(self) -> Deferred[bool]:
+        """
+        Fires with C{True} once the worker is ready (listening), or C{False}
+        if it ended (or began to leave) before that.
+        """
+        if self.everReady or self.state not in ("spawning", "online"):
+            return succeed(self.everReady)
+        waiter: Deferred[bool] = Deferred()
+        self._readyWaiters.append(waiter)
+        return waiter
+
+    def _settleReady(self, ready: bool) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiter in waiters:
+            waiter.callback(ready)
+
+    def abort(self, why: str) -> None:
+        """
+        The worker is hung: take it out of rotation, then SIGABRT (its
+        faulthandler logs where it was stuck), then SIGKILL.  It is replaced
+        like a crashed worker.
+        """
+        self._log.error(
+            "worker {workerId} (pid {pid}) is hung ({why}); aborting it",
+            workerId=self.id,
+            pid=self.pid,
+            why=why,
+        )
+        self._handles.workerLeaving(self)
+        self.kill("ABRT")
+        if self._killTimer is None:
+            self._killTimer = self._reactor.callLater(self.abortGrace, self.kill, "KILL")
+
+    def connectionTaken(self) -> None:
+        self.connectionsTaken += 1
+        if self.connectionsTaken == self.connectionLimit:
+            self._events.workerWornOut(self, f"took {self.connectionsTaken} connections")
+
     def whenExited(self) -> Deferred[tuple[int | None, int | None]]:
         """
         Fires with C{(exit code, signal)} once the process has ended.
@@ -153,8 +206,12 @@ class Worker:
         self.everReady = True
         self._log.info("worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid)
         self._events.workerReady(self)
+        self._settleReady(True)
 
     def beganDisconnect(self, connected: bool) -> None:
+        # Out of rotation now, not when the worker gets round to closing.
+        self._handles.workerLeaving(self)
+        self._settleReady(False)
         if connected:
             self.callRemote(Disconnect).addErrback(lambda reason: None)
         if self._killTimer is None:
@@ -180,6 +237,7 @@ class Worker:
             self._killTimer.cancel()
             self._killTimer = None
         self._exit = (code, signal)
+        self._settleReady(False)
         level = LogLevel.info if self.exitedAfterDisconnect else LogLevel.warn
         self._log.emit(
             level,
@@ -269,6 +327,8 @@ class WorkerProcessProtocol(ProcessProtocol):
                 self._relayEvent(event)
                 return
         text = line.decode("utf-8", "replace").rstrip("\r")
+        if text and childFD == 2:
+            self._worker.lastError = text.strip()
         if text:
             self._log.emit(
                 LogLevel.info if childFD == 1 else LogLevel.warn,
@@ -281,6 +341,9 @@ class WorkerProcessProtocol(ProcessProtocol):
         level = event.get("log_level")
         if not isinstance(level, type(LogLevel.info)):
             level = LogLevel.info
+        text = formatEvent(event)
+        if level in (LogLevel.error, LogLevel.critical):
+            self._worker.lastError = text
         extra: dict[str, Any] = {}
         if "log_failure" in event:
             extra["log_failure"] = event["log_failure"]
@@ -288,7 +351,7 @@ class WorkerProcessProtocol(ProcessProtocol):
             level,
             "[worker {workerId}] {text}",
             workerId=self._worker.id,
-            text=formatEvent(event),
+            text=text,
             workerNamespace=event.get("log_namespace"),
             **extra,
         )
