@@ -53,3 +53,38 @@ notAFactory = 42
 
 def brokenCallable() -> Factory:
     raise RuntimeError("no factory today")
+
+
+class Troubled(Protocol):
+    """
+    WhoAmI, plus commands that get the worker into trouble: C{hang} (a busy
+    loop in the event loop) and C{grow} (200 MiB more resident memory).
+    """
+
+    hoard: list = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()}\n".encode())
+
+    def dataReceived(self, data: bytes) -> None:
+        if data.strip() == b"hang":
+            while True:
+                pass
+        if data.strip() == b"grow":
+            self.hoard.append(b"x" * (200 << 20))
+        self.transport.write(data)
+
+
+class TroubledFactory(Factory):
+    protocol = Troubled
+
+
+class CannotStart(Factory):
+    """
+    Fine in the master, which only makes it; fails in every worker.
+    """
+
+    protocol = WhoAmI
+
+    def startFactory(self) -> None:
+        raise RuntimeError("boom: this factory never starts")

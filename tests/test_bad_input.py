@@ -42,6 +42,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--workers", "0", "tests.clusterapps.whoAmI"], "--workers must be at least 1, not 0"),
         (["--workers", "many", "tests.clusterapps.whoAmI"], "--workers takes a number, not 'many'"),
         (["--shutdown-timeout", "-1", "tests.clusterapps.whoAmI"], "--shutdown-timeout must be at least 0"),
+        (["--max-memory", "lots", "tests.clusterapps.whoAmI"], "--max-memory takes a size such as 512M or 2G, not 'lots'"),
+        (["--max-connections", "0", "tests.clusterapps.whoAmI"], "--max-connections must be at least 1, not 0"),
         ([], "give exactly one FACTORY"),
     ],
 )

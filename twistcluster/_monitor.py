@@ -98,13 +98,20 @@ class WorkerMonitor:
             if worker.id in self._reported:
                 continue
             self._firstSeen.setdefault(worker.id, now)
-            if worker.state in ("spawning", "online"):
-                self._checkBoot(worker, now)
-            elif worker.state == "listening":
-                self._checkHeartbeat(worker, now)
-                self._checkMemory(worker)
+            try:
+                self._checkOne(worker, now)
+            except Exception:
+                # One worker's trouble must not stop the watch over the others.
+                self._log.failure("checking worker {workerId} failed", workerId=worker.id)
         for gone in set(self._firstSeen) - alive:
             self._forget(gone)
+
+    def _checkOne(self, worker: Watched, now: float) -> None:
+        if worker.state in ("spawning", "online"):
+            self._checkBoot(worker, now)
+        elif worker.state == "listening":
+            self._checkHeartbeat(worker, now)
+            self._checkMemory(worker)
 
     def _checkBoot(self, worker: Watched, now: float) -> None:
         if now - self._firstSeen[worker.id] > self._bootTimeout:

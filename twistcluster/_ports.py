@@ -42,6 +42,7 @@ class _HandOffAccepting:
     _acceptBatch = 256
     _paused = False
     _waitingForResources: Any = None
+    _outOfResourcesSince: str | None = None
     reactor: IReactorTime
     socket: Any
     _log = Logger()
@@ -79,6 +80,11 @@ class _HandOffAccepting:
                     self._outOfResources(e)
                     return False
                 raise
+            if self._outOfResourcesSince is not None:
+                self._log.info(
+                    "accepting again after {error}", error=self._outOfResourcesSince
+                )
+                self._outOfResourcesSince = None
             connectionAccepted(fd)
             if stopWhenPaused and self._paused:
                 return False
@@ -99,11 +105,14 @@ class _HandOffAccepting:
                 self.startReading()  # type: ignore[attr-defined]
 
     def _outOfResources(self, error: OSError) -> None:
-        self._log.warn(
-            "accept() failed: {error}; accepting again in {delay}s",
-            error=errno.errorcode.get(error.errno or 0, str(error)),
-            delay=self._resourceRetryDelay,
-        )
+        if self._outOfResourcesSince is None:
+            # Once per episode: it may last, and we retry ten times a second.
+            self._outOfResourcesSince = errno.errorcode.get(error.errno or 0, str(error))
+            self._log.warn(
+                "accept() failed: {error}; retrying every {delay}s until descriptors are free",
+                error=self._outOfResourcesSince,
+                delay=self._resourceRetryDelay,
+            )
         self.stopReading()  # type: ignore[attr-defined]
         self._waitingForResources = self.reactor.callLater(
             self._resourceRetryDelay, self._resourcesMayBeBack

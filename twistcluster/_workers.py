@@ -7,6 +7,7 @@ output the master relays to its log), and its lifecycle.
 from __future__ import annotations
 
 import json
+import signal as signals
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -127,9 +128,15 @@ class Worker:
         self._lifecycle.disconnect()
 
     def kill(self, signal: str | int = "TERM") -> None:
+        """
+        Send C{signal} (a number, or a name such as C{"KILL"} or
+        C{"SIGABRT"}) to the worker process.
+        """
+        if isinstance(signal, str):
+            signal = signals.Signals["SIG" + signal.upper().removeprefix("SIG")]
         if self.process is not None:
             try:
-                self.process.signalProcess(signal)
+                self.process.signalProcess(int(signal))
             except ProcessExitedAlready:
                 pass
 
