@@ -138,6 +138,22 @@ class RoundRobinSchedulerTests(SynchronousTestCase):
         self.assertEqual(record.sent[-1], ("b", 1))
         self.assertEqual(scheduler.workers, ["b"])
 
+    def test_listeningAgainAfterRetiring(self) -> None:
+        """
+        A worker that closed its server and listens again (same key) is back
+        in rotation, with its earlier hand-offs still accounted for.
+        """
+        scheduler, record = make(window=4)
+        scheduler.addWorker("a")
+        scheduler.connectionAccepted(1)
+        scheduler.retireWorker("a")
+        scheduler.addWorker("a")
+        scheduler.connectionAccepted(2)
+        self.assertEqual(record.sent, [("a", 1), ("a", 2)])
+        self.assertEqual(scheduler.inFlight("a"), 2)
+        scheduler.answered("a", 1, True)
+        self.assertEqual(record.closed, [1])
+
     def test_fullWhenQueueReachesLimit(self) -> None:
         scheduler, _ = make(queueLimit=3)
         for fd in range(3):

@@ -140,7 +140,12 @@ class RoundRobinHandle:
             self._port.pauseAccepting()  # type: ignore[attr-defined]
 
     def _handOff(self, worker: HandOffTarget, fd: int) -> None:
-        d = worker.callRemote(NewConn, key=self.key, fd=fd)
+        try:
+            d = worker.callRemote(NewConn, key=self.key, fd=fd)
+        except Exception:
+            # Never into the accept loop: the socket goes to another worker.
+            self._failed(Failure(), worker, fd)
+            return
         d.addCallbacks(
             self._answered,
             self._failed,

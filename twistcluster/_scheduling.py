@@ -83,10 +83,16 @@ class RoundRobinScheduler(Generic[W]):
         """
         C{worker} is listening: it takes its turn from now on.
         """
-        if worker in self._inFlight:
+        if worker in self._retired:
+            # It closed and listens again while answers are still due.
+            self._retired.discard(worker)
+            if len(self._inFlight[worker]) < self.window:
+                self._ready.append(worker)
+        elif worker in self._inFlight:
             return
-        self._inFlight[worker] = set()
-        self._ready.append(worker)
+        else:
+            self._inFlight[worker] = set()
+            self._ready.append(worker)
         self.dispatch()
 
     def retireWorker(self, worker: W) -> None:
