@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from attrs import frozen
 from twisted.application.service import Service
@@ -71,8 +71,10 @@ class Master(Service):
         workerArguments: Sequence[str],
         workers: int,
         limits: Limits = Limits(),
+        startupFailed: Callable[[str], object] | None = None,
     ) -> None:
         self._reactor = reactor
+        self._startupFailed = startupFailed
         self._listens = list(listens)
         self._limits = limits
         self.exitStatus = 0
@@ -104,9 +106,16 @@ class Master(Service):
         Bind every configured endpoint now, so a bad address fails the start
         before any worker exists; spawn the workers once the reactor runs.
 
-        @raise StartupError: An endpoint could not be bound.
+        @raise StartupError: An endpoint could not be bound (unless a
+            C{startupFailed} handler was given, which is called instead).
         """
-        self._bindAll()
+        try:
+            self._bindAll()
+        except StartupError as e:
+            if self._startupFailed is None:
+                raise
+            self._startupFailed(str(e))
+            return
         super().startService()
         self._reactor.callWhenRunning(self._running)
 

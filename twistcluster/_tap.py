@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from ._endpoints import ListenSpec, specFromDescription
 from ._factory import BadFactory, loadFactory
-from ._master import Limits, Master, StartupError
+from ._master import Limits, Master
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -171,20 +171,14 @@ def makeService(options: Options) -> IService:
         maxConnections=options["max-connections"],
         maxMemory=options["max-memory"],
     )
-    master = _StartChecked(reactor, listens, workerArguments, options["workers"], limits)
+    master = Master(
+        reactor,
+        listens,
+        workerArguments,
+        options["workers"],
+        limits,
+        startupFailed=lambda message: fail(message, EX_START),
+    )
     service = MultiService()
     master.setServiceParent(service)
     return service
-
-
-class _StartChecked(Master):
-    """
-    The master, turning a start-up failure into a one-line error and a
-    non-zero exit (twist would print a traceback).
-    """
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except StartupError as e:
-            fail(str(e), EX_START)
