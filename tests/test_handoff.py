@@ -17,7 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
-from twistcluster._protocol import NewConn
+from twistcluster._protocol import NewConn, adoptControlChannel
 from twistcluster._worker import WorkerRuntime
 from twistcluster._workers import MasterControl, Worker
 
@@ -69,7 +69,7 @@ def startPair(reactor):
     worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
     masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     control = MasterControl(worker, handles)
-    reactor.adoptStreamConnection(masterEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control))
+    adoptControlChannel(reactor, masterEnd.fileno(), Factory.forProtocol(lambda: control))
     masterEnd.close()
     worker.attach(FakeProcess(), control)
     runtime = WorkerRuntime(
@@ -120,8 +120,8 @@ def test_unknown_key_is_refused_and_its_descriptor_closed():
     a, b = socket.socketpair()
     try:
         before = openDescriptors()
-        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fd=a.fileno()).addTimeout(TIMEOUT, reactor)
-        assert answer == {"accepted": False}
+        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fds=[a.fileno()]).addTimeout(TIMEOUT, reactor)
+        assert answer == {"accepted": [False]}
         assert openDescriptors() == before
     finally:
         a.close()
@@ -166,3 +166,45 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
     )
     assert list(handles) == []
     control.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_accepted_together_travel_in_one_box():
+    """
+    Connections accepted in one turn of the master's reactor go to a worker
+    in one NewConn (a batch), and each is acked on its own.
+    """
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    boxes = []
+    callRemote = worker.callRemote
+
+    def counting(command, **arguments):
+        if command is NewConn:
+            boxes.append(arguments["fds"])
+        return callRemote(command, **arguments)
+
+    worker.callRemote = counting
+    allTaken: Deferred[None] = Deferred()
+    connectionTaken = worker.connectionTaken
+
+    def counted():
+        connectionTaken()
+        if worker.connectionsTaken == 10:
+            allTaken.callback(None)
+
+    worker.connectionTaken = counted
+    # The kernel completes these handshakes before the reactor runs again,
+    # so the master's next accept pass finds all ten waiting.
+    clients = [socket.create_connection(("127.0.0.1", handle.sockname["port"])) for _ in range(10)]
+    try:
+        yield allTaken.addTimeout(TIMEOUT, reactor)
+        assert [len(fds) for fds in boxes] == [10]
+    finally:
+        for client in clients:
+            client.close()
+    worker.disconnect()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()

@@ -67,7 +67,10 @@ class RoundRobinHandle:
     ) -> None:
         self.key = key
         self.spec = spec
+        self._reactor = reactor
         self._idleWaiters: list[Deferred[None]] = []
+        self._outgoing: dict[HandOffTarget, list[int]] = {}
+        self._flushing: Any = None
         self._scheduler: RoundRobinScheduler[HandOffTarget] = RoundRobinScheduler(
             self._handOff, close
         )
@@ -140,35 +143,51 @@ class RoundRobinHandle:
             self._port.pauseAccepting()  # type: ignore[attr-defined]
 
     def _handOff(self, worker: HandOffTarget, fd: int) -> None:
-        try:
-            d = worker.callRemote(NewConn, key=self.key, fd=fd)
-        except Exception:
-            # Never into the accept loop: the socket goes to another worker.
-            self._failed(Failure(), worker, fd)
-            return
-        d.addCallbacks(
-            self._answered,
-            self._failed,
-            callbackArgs=(worker, fd),
-            errbackArgs=(worker, fd),
-        )
+        # Everything handed to one worker in this turn of the reactor goes in
+        # one NewConn box: under load the box's cost is shared by many.
+        batch = self._outgoing.get(worker)
+        if batch is None:
+            batch = self._outgoing[worker] = []
+            if self._flushing is None:
+                self._flushing = self._reactor.callLater(0, self._flush)
+        batch.append(fd)
 
-    def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fd: int) -> None:
-        self._scheduler.answered(worker, fd, answer["accepted"])
-        if answer["accepted"]:
-            worker.connectionTaken()
+    def _flush(self) -> None:
+        self._flushing = None
+        outgoing, self._outgoing = self._outgoing, {}
+        for worker, fds in outgoing.items():
+            try:
+                d = worker.callRemote(NewConn, key=self.key, fds=fds)
+            except Exception:
+                # Never into the reactor: the sockets go to another worker.
+                self._failed(Failure(), worker, fds)
+                continue
+            d.addCallbacks(
+                self._answered,
+                self._failed,
+                callbackArgs=(worker, fds),
+                errbackArgs=(worker, fds),
+            )
+
+    def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fds: list[int]) -> None:
+        answered = self._scheduler.answered
+        for fd, accepted in zip(fds, answer["accepted"]):
+            answered(worker, fd, accepted)
+            if accepted:
+                worker.connectionTaken()
         self._afterChange()
 
-    def _failed(self, reason: Failure, worker: HandOffTarget, fd: int) -> None:
+    def _failed(self, reason: Failure, worker: HandOffTarget, fds: list[int]) -> None:
         # Every callback on the control channel handles its own errors: one
         # escaping here would make AMP drop a healthy worker's channel.
         if not reason.check(ConnectionDone, ConnectionLost):
             self._log.failure(
-                "hand-off to worker {workerId} failed; giving the connection to another",
+                "hand-off to worker {workerId} failed; giving its connections to others",
                 reason,
                 workerId=worker.id,
             )
-        self._scheduler.answered(worker, fd, False)
+        for fd in fds:
+            self._scheduler.answered(worker, fd, False)
         self._afterChange()
 
     def _afterChange(self) -> None:

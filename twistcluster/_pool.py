@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ._handles import Handles
-from ._protocol import CONTROL_FD
+from ._protocol import CONTROL_FD, adoptControlChannel
 from ._respawn import RespawnPolicy
 from ._workers import MasterControl, Worker, WorkerProcessProtocol
 
@@ -107,9 +107,7 @@ class WorkerPool:
             # never see the channel end when the worker dies.
             childEnd.close()
         control = MasterControl(worker, self._handles)
-        self._reactor.adoptStreamConnection(
-            parentEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
+        adoptControlChannel(self._reactor, parentEnd.fileno(), Factory.forProtocol(lambda: control))
         parentEnd.close()
         worker.attach(process, control)
         process.closeStdin()

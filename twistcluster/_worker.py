@@ -58,15 +58,17 @@ class WorkerControl(ControlChannel):
         self._runtime = runtime
 
     @NewConn.responder
-    def newConn(self, key: str, fd: int) -> dict[str, bool]:
-        try:
-            port = self._runtime.ports.get(key)
-            accepted = port is not None and port.connectionReceived(fd)
-        except Exception:
-            self._log.failure("could not serve a connection for {key}", key=key)
-            accepted = False
-        finally:
-            os.close(fd)
+    def newConn(self, key: str, fds: list[int]) -> dict[str, list[bool]]:
+        port = self._runtime.ports.get(key)
+        accepted = []
+        for fd in fds:
+            try:
+                accepted.append(port is not None and port.connectionReceived(fd))
+            except Exception:
+                self._log.failure("could not serve a connection for {key}", key=key)
+                accepted.append(False)
+            finally:
+                os.close(fd)
         return {"accepted": accepted}
 
     @Disconnect.responder
