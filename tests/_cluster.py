@@ -57,14 +57,20 @@ class Cluster:
     One `twist --log-format text cluster ARGS...` process.
     """
 
-    def __init__(self, *args: str, cwd: Path = PROJECT, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path = PROJECT,
+        env: dict[str, str] | None = None,
+        twistArgs: tuple[str, ...] = (),
+    ):
         self.marker = uuid.uuid4().hex
         environ = dict(os.environ, **(env or {}))
         environ[MARKER] = self.marker
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
         self.process = subprocess.Popen(
-            [TWIST, "--log-format", "text", "cluster", *args],
+            [TWIST, "--log-format", "text", *twistArgs, "cluster", *args],
             cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,

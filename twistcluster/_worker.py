@@ -158,10 +158,11 @@ class WorkerRuntime:
 
     def _ready(self, ports: list[ClusterPort]) -> None:
         self._log.info(
-            "worker {workerId} serving {factory} on {keys}",
+            "worker {workerId} serving {factory} on {keys} ({reactor})",
             workerId=self._workerId,
             factory=self._factoryName,
             keys=", ".join(p.key or "?" for p in ports),
+            reactor=type(self._reactor).__name__,
         )
 
     def _couldNotStart(self, reason: Failure) -> None:
