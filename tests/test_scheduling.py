@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._scheduling import RoundRobinScheduler
+from twistcluster._scheduling import HandOffScheduler
 
 
 class Recorder:
@@ -15,9 +15,9 @@ class Recorder:
         self.closed: list[int] = []
 
 
-def make(window: int = 2, queueLimit: int = 4) -> tuple[RoundRobinScheduler[str], Recorder]:
+def make(window: int = 2, queueLimit: int = 4) -> tuple[HandOffScheduler[str], Recorder]:
     record = Recorder()
-    scheduler: RoundRobinScheduler[str] = RoundRobinScheduler(
+    scheduler: HandOffScheduler[str] = HandOffScheduler(
         lambda worker, fd: record.sent.append((worker, fd)),
         record.closed.append,
         window=window,
@@ -26,7 +26,7 @@ def make(window: int = 2, queueLimit: int = 4) -> tuple[RoundRobinScheduler[str]
     return scheduler, record
 
 
-class RoundRobinSchedulerTests(SynchronousTestCase):
+class HandOffSchedulerTests(SynchronousTestCase):
     def test_turns(self) -> None:
         """
         Connections go to the workers in turn.
@@ -153,14 +153,14 @@ class RoundRobinSchedulerTests(SynchronousTestCase):
         gone) re-enters the scheduler safely: the socket goes elsewhere.
         """
         sent: list[tuple[str, int]] = []
-        scheduler: RoundRobinScheduler[str]
+        scheduler: HandOffScheduler[str]
 
         def handOff(worker: str, fd: int) -> None:
             sent.append((worker, fd))
             if worker == "gone":
                 scheduler.removeWorker("gone")
 
-        scheduler = RoundRobinScheduler(handOff, lambda fd: None, window=4)
+        scheduler = HandOffScheduler(handOff, lambda fd: None, window=4)
         scheduler.addWorker("gone")
         scheduler.addWorker("ok")
         scheduler.connectionAccepted(9)

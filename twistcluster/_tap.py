@@ -13,9 +13,10 @@ from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._endpoints import ListenSpec, specFromDescription
-from ._factory import BadFactory, loadFactory
+from ._endpoints import ListenSpec, specFromDescription, workerDescription
+from ._factory import BadFactory, loadDatagramProtocols, loadFactory
 from ._master import Master, StartupError
+from ._policies import schedulingPolicy
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -53,6 +54,13 @@ class Options(usage.Options):
             "30",
             "Seconds a worker may fail its heartbeat before it is replaced.",
         ],
+        [
+            "scheduling",
+            None,
+            None,
+            "How connections are spread over the workers: rr, least-conn, none "
+            "or reuseport. [default: $TWISTCLUSTER_SCHED_POLICY, or rr]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -79,6 +87,10 @@ class Options(usage.Options):
             self[name] = _number(f"--{name}", self[name], float, minimum=0)
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        try:
+            self["scheduling"] = schedulingPolicy(self["scheduling"], os.environ)
+        except ValueError as e:
+            fail(str(e))
 
 
 def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
@@ -102,27 +114,48 @@ def _reactorName(reactor: Any) -> str | None:
     return None
 
 
-def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
-
-    # Resolve FACTORY as `python -m` would: from the current directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        loadFactory(options["factory"])
-    except BadFactory as e:
-        fail(f"FACTORY: {e}")
+def _parseListens(descriptions: list[str]) -> list[tuple[str, ListenSpec]]:
     listens = []
-    for description in options["listen"]:
+    for description in descriptions:
         try:
-            spec: ListenSpec = specFromDescription(description)
+            spec = specFromDescription(description)
         except ValueError as e:
             fail(f"--listen {description!r}: {e}")
         listens.append((description, spec))
+    datagram = [d for d, spec in listens if spec.kind == "udp"]
+    if datagram and len(datagram) != len(listens):
+        fail(
+            f"--listen {datagram[0]!r}: a udp: endpoint is served by a DatagramProtocol,"
+            " and one FACTORY cannot also serve stream endpoints"
+        )
+    return listens
+
+
+def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
+    """
+    Resolve FACTORY as `python -m` would, from the current directory, and as
+    the workers will: a protocol factory, or datagram protocols for udp:.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if specs and specs[0].kind == "udp":
+            loadDatagramProtocols(name, len(specs))
+        else:
+            loadFactory(name)
+    except BadFactory as e:
+        fail(f"FACTORY: {e}")
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    listens = _parseListens(options["listen"])
+    _checkFactory(options["factory"], [spec for _, spec in listens])
 
     workerArguments = ["--factory", options["factory"]]
-    for description in options["listen"]:
-        workerArguments += ["--listen", description]
+    for description, spec in listens:
+        workerArguments += ["--listen", workerDescription(description, spec)]
     workerArguments += ["--shutdown-timeout", str(options["shutdown-timeout"])]
     reactorName = _reactorName(reactor)
     if reactorName is not None:
@@ -134,6 +167,7 @@ def makeService(options: Options) -> IService:
         workerArguments,
         workers=options["workers"],
         shutdownTimeout=options["shutdown-timeout"],
+        policy=options["scheduling"],
     )
     service = MultiService()
     master.setServiceParent(service)
