@@ -45,13 +45,14 @@ class Chatty(Factory):
 
 class PeerAndWhoAmI(WhoAmI):
     """
-    Also says who it thinks the client is (the PROXY header's address, behind
-    haproxy:).
+    Also says, with each echo, who it thinks the client is: behind haproxy:,
+    the PROXY header's address (known once the header has arrived, so not
+    yet in connectionMade).
     """
 
-    def connectionMade(self) -> None:
+    def dataReceived(self, data: bytes) -> None:
         peer = self.transport.getPeer()
-        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()} peer={peer.host}:{peer.port}\n".encode())
+        self.transport.write(f"peer={peer.host}:{peer.port} ".encode() + data)
 
 
 class PeerAndWhoAmIFactory(Factory):

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
+from twistcluster._policies import SchedulingPolicy
 from twistcluster._protocol import NewConn
 from twistcluster._worker import WorkerRuntime
 from twistcluster._workers import MasterControl, Worker
@@ -60,9 +61,9 @@ class Greeted(Protocol):
         self.closed.callback(None)
 
 
-def startPair(reactor):
+def startPair(reactor, policy=SchedulingPolicy.RR):
     spec = ListenSpec.forTCP(0, interface="127.0.0.1")
-    handles = Handles(reactor, granted=[spec])
+    handles = Handles(reactor, [spec], policy)
     handle = handles.listen(spec, 0)
     events = PoolEvents()
     worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
@@ -155,3 +156,65 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
     assert "not configured to listen on 127.0.0.2:0:4:-1:0" in str(failure)
     assert list(handles) == []
     control.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_none_gives_the_worker_the_listening_socket():
+    """
+    Under none the master binds and never accepts: QueryServer's answer
+    carries the socket, the worker accepts on it, and the master's lent copy
+    is closed once the worker listens.
+    """
+    from twisted.internet import reactor
+
+    before = openDescriptors()
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.NONE)
+    masterSocket = handle._socket.fileno()
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    assert not [r for r in reactor.getReaders() if r.fileno() == masterSocket]
+    assert handle._lent == {}
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    client = yield connectProtocol(endpoint, Greeted())
+    greeting = yield client.greeting.addTimeout(TIMEOUT, reactor)
+    assert greeting.startswith(b"worker=")
+
+    worker.disconnect()
+    client.transport.loseConnection()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+    assert openDescriptors() <= before
+
+
+@pytest_twisted.inlineCallbacks
+def test_least_conn_worker_reports_closed_connections():
+    """
+    Under least-conn the worker tells the master, in a batch, how many of
+    its connections ended; the master counts them off.
+    """
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.LEAST_CONN)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    clients = yield gatherResults([connectProtocol(endpoint, Greeted()) for _ in range(3)])
+    yield gatherResults([c.greeting for c in clients]).addTimeout(TIMEOUT, reactor)
+    strategy = handle.scheduler.strategy
+    assert strategy.live(worker) == 3
+
+    reported: Deferred[int] = Deferred()
+    original = handle.connectionsClosed
+
+    def connectionsClosed(who, count):
+        original(who, count)
+        if strategy.live(worker) == 1 and not reported.called:
+            reported.callback(count)
+
+    handle.connectionsClosed = connectionsClosed
+    clients[0].transport.loseConnection()
+    clients[1].transport.loseConnection()
+    yield reported.addTimeout(TIMEOUT, reactor)
+
+    worker.disconnect()
+    clients[2].transport.loseConnection()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()

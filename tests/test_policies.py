@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import collections
 import signal
+import socket
 
 import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
+from twistcluster._policies import SchedulingPolicy, schedulingPolicy
 from tests._cluster import (
     connect,
     listeningSockets,
@@ -21,6 +24,27 @@ from tests._cluster import (
 
 APP = "tests.clusterapps.WhoAmIFactory"
 POLICY_ENVIRONMENT = "TWISTCLUSTER_SCHED_POLICY"
+
+
+class ChoosingAPolicyTests(SynchronousTestCase):
+    def test_default(self) -> None:
+        self.assertIs(schedulingPolicy(None, {}), SchedulingPolicy.RR)
+        self.assertIs(schedulingPolicy(None, {POLICY_ENVIRONMENT: ""}), SchedulingPolicy.RR)
+
+    def test_environment(self) -> None:
+        self.assertIs(schedulingPolicy(None, {POLICY_ENVIRONMENT: "least-conn"}), SchedulingPolicy.LEAST_CONN)
+
+    def test_optionWins(self) -> None:
+        self.assertIs(schedulingPolicy("reuseport", {POLICY_ENVIRONMENT: "none"}), SchedulingPolicy.REUSEPORT)
+
+    def test_unknownNamesItsSource(self) -> None:
+        error = self.assertRaises(ValueError, schedulingPolicy, None, {POLICY_ENVIRONMENT: "random"})
+        self.assertEqual(
+            str(error),
+            f"${POLICY_ENVIRONMENT} 'random' is not a scheduling policy (choose from rr, least-conn, none, reuseport)",
+        )
+        error = self.assertRaises(ValueError, schedulingPolicy, "RR", {})
+        self.assertTrue(str(error).startswith("--scheduling 'RR' is not"))
 
 
 @pytest.mark.parametrize(
@@ -36,17 +60,21 @@ POLICY_ENVIRONMENT = "TWISTCLUSTER_SCHED_POLICY"
 )
 def test_policy_serves_tcp_and_unix(cluster, tmp_path, policy, options, env):
     """
-    Each policy serves a TCP port and a UNIX socket (mode honoured) with
-    every worker, holding the listening sockets where the policy says; a
-    graceful stop removes the socket file and leaves nothing running.
+    Each policy serves a TCP port and a UNIX socket (mode honoured, a stale
+    socket file replaced) with every worker, holding the listening sockets
+    where the policy says; a graceful stop removes the socket file and leaves
+    nothing running.
     """
     path = str(tmp_path / "app.sock")
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(path)
     c = cluster(
         "--workers", "2", *options,
         "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{path}:mode=600",
         APP, env=env,
     )
     pids = c.waitReady(2)
+    assert c.matches(rf"removed the stale socket file {path}$")
     address = c.address("tcp:0:interface=127.0.0.1")
     unixScheduling = "none" if policy == "reuseport" else policy
     assert [scheduling for _, _, scheduling in c.bound()] == [policy, unixScheduling]

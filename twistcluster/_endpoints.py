@@ -248,6 +248,13 @@ def specFromDescription(description: str) -> ListenSpec:
             failures[0].raiseException()
     except UnsupportedEndpoint:
         raise
+    except (IndexError, KeyError) as e:
+        if any(text == "systemd" for _, text in _fields(description)):
+            raise ValueError(
+                "no such inherited socket (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES"
+                " name the ones this process has)"
+            ) from e
+        raise ValueError(str(e) or type(e).__name__) from e
     except Exception as e:
         raise ValueError(str(e) or type(e).__name__) from e
     finally:

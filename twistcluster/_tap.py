@@ -121,6 +121,9 @@ def _parseListens(descriptions: list[str]) -> list[tuple[str, ListenSpec]]:
             spec = specFromDescription(description)
         except ValueError as e:
             fail(f"--listen {description!r}: {e}")
+        for earlier, earlierSpec in listens:
+            if spec.fd >= 0 and spec.fd == earlierSpec.fd:
+                fail(f"--listen {description!r}: the inherited socket (fd {spec.fd}) is already served by {earlier!r}")
         listens.append((description, spec))
     datagram = [d for d, spec in listens if spec.kind == "udp"]
     if datagram and len(datagram) != len(listens):

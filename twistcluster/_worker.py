@@ -248,19 +248,19 @@ class WorkerRuntime:
         if self._disconnecting:
             return
         self._disconnecting = True
-        for port in self._allPorts:
-            port.stopListening()
+        # A port on a socket the worker adopted closes on the next turn.
+        closed = gatherResults([port.stopListening() for port in self._allPorts])
         self._log.info(
             "worker {workerId} closing; {count} connections open",
             workerId=self._workerId,
             count=len(self._connections),
         )
         if not self._connections:
-            self._finish()
+            closed.addBoth(lambda _: self._finish())
             return
         self._drained = Deferred()
         self._drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
-        self._drained.addBoth(lambda _: self._finish())
+        self._drained.addBoth(lambda _: closed).addBoth(lambda _: self._finish())
 
     def controlLost(self) -> None:
         self._connected = False
