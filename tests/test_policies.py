@@ -80,7 +80,18 @@ def test_policy_serves_tcp_and_unix(cluster, tmp_path, policy, options, env):
     assert [scheduling for _, _, scheduling in c.bound()] == [policy, unixScheduling]
     assert (tmp_path / "app.sock").stat().st_mode & 0o777 == 0o600
 
-    master = c.process.pid
+    _assertServedAsThePolicySays(policy, c.process.pid, pids, address, path)
+
+    c.signal(signal.SIGTERM)
+    assert c.wait() == 0
+    assert not (tmp_path / "app.sock").exists()
+    assert c.leftovers() == []
+
+
+def _assertServedAsThePolicySays(policy: str, master: int, pids: dict[int, int], address, path: str) -> None:
+    """
+    Who holds the listening sockets (by their inodes), and who accepts.
+    """
     tcpSockets, unixSockets = listeningSockets(port=address[1]), listeningSockets(path=path)
     held = {pid: socketsHeldBy(pid) for pid in [master, *pids.values()]}
     workers = list(pids.values())
@@ -91,25 +102,20 @@ def test_policy_serves_tcp_and_unix(cluster, tmp_path, policy, options, env):
         for endpoint in (address, path):
             served = [whoServes(endpoint)[0] for _ in range(4)]
             assert served[0] != served[1] and served == served[:2] * 2, served
+        return
+    # Workers accept for themselves: on the master's one socket...
+    if policy == "none":
+        assert all(held[w] & tcpSockets == held[master] & tcpSockets != set() for w in workers)
     else:
-        # Workers accept for themselves: on the master's one socket...
-        if policy == "none":
-            assert all(held[w] & tcpSockets == held[master] & tcpSockets != set() for w in workers)
-        else:
-            # ...or each on its own (reuseport TCP), which the master no
-            # longer holds; the kernel spreads connections by hash.
-            own = [held[w] & tcpSockets for w in workers]
-            assert all(own) and not own[0] & own[1] and not held[master] & tcpSockets
-            served = collections.Counter(whoServes(address)[1] for _ in range(32))
-            assert set(served) == set(workers), served
-        # UNIX sockets have no SO_REUSEPORT group: shared under reuseport too.
-        assert all(held[w] & unixSockets == held[master] & unixSockets != set() for w in workers)
-        _eachWorkerAcceptsAlone(pids, [path] if policy == "reuseport" else [address, path])
-
-    c.signal(signal.SIGTERM)
-    assert c.wait() == 0
-    assert not (tmp_path / "app.sock").exists()
-    assert c.leftovers() == []
+        # ...or each on its own (reuseport TCP), which the master no longer
+        # holds; the kernel spreads connections by hash.
+        own = [held[w] & tcpSockets for w in workers]
+        assert all(own) and not own[0] & own[1] and not held[master] & tcpSockets
+        served = collections.Counter(whoServes(address)[1] for _ in range(32))
+        assert set(served) == set(workers), served
+    # UNIX sockets have no SO_REUSEPORT group: shared under reuseport too.
+    assert all(held[w] & unixSockets == held[master] & unixSockets != set() for w in workers)
+    _eachWorkerAcceptsAlone(pids, [path] if policy == "reuseport" else [address, path])
 
 
 def _eachWorkerAcceptsAlone(pids: dict[int, int], endpoints: list) -> None:

@@ -69,7 +69,7 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """
-        A Twisted server endpoint to serve (repeatable). [default: tcp:8080]
+        A Twisted server endpoint to serve, or udp:PORT (repeatable). [default: tcp:8080]
         """
         self["listen"].append(description)
 
