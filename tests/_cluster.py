@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -283,3 +285,13 @@ def listeningSockets(port: int | None = None, path: str | None = None) -> set[in
             if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
                 inodes.add(int(fields[6]))
     return inodes
+
+
+def temporaryPath(testCase, name: str = "path") -> str:
+    """
+    A path in a fresh temporary directory, removed after C{testCase}
+    (trial's C{mktemp} would leave it in the current directory under pytest).
+    """
+    directory = tempfile.mkdtemp(prefix="twistcluster-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, name)

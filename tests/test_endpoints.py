@@ -11,6 +11,8 @@ from twisted.internet.endpoints import _SystemdParser
 from twisted.python.systemd import ListenFDs
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._cluster import temporaryPath
+
 from twistcluster._endpoints import (
     ListenSpec,
     UnsupportedEndpoint,
@@ -95,7 +97,7 @@ class InheritedSocketTests(SynchronousTestCase):
             self.assertEqual(again.getsockname(), sock.getsockname())
 
     def test_unix(self) -> None:
-        path = self.mktemp()
+        path = temporaryPath(self)
         sock = socket.socket(socket.AF_UNIX)
         sock.bind(path)
         sock.listen()

@@ -14,6 +14,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._cluster import temporaryPath
+
 from twistcluster._endpoints import ListenSpec
 from twistcluster._ports import AdoptedUNIXPort
 from twistcluster._shared import ReusePortHandle, SharedHandle
@@ -66,7 +68,7 @@ class SharedHandleTests(SynchronousTestCase):
         The master removes the socket file it bound when it stops, with its
         mode as configured; not one it inherited.
         """
-        path = os.path.abspath(self.mktemp())
+        path = temporaryPath(self)
         handle = SharedHandle("k", ListenSpec.forUNIX(path, mode=0o640))
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
         self.assertTrue(connects(path, socket.AF_UNIX))
@@ -113,7 +115,7 @@ class ReusePortHandleTests(SynchronousTestCase):
 
 class StaleSocketFileTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.path = os.path.abspath(self.mktemp())
+        self.path = temporaryPath(self)
 
     def test_staleRemoved(self) -> None:
         dead = socket.socket(socket.AF_UNIX)
@@ -147,7 +149,7 @@ class AdoptedUNIXPortTests(SynchronousTestCase):
         only: no shutdown() (which would end the socket for every worker), no
         chmod, no removal of the file.
         """
-        path = os.path.abspath(self.mktemp())
+        path = temporaryPath(self)
         shared = socket.socket(socket.AF_UNIX)
         self.addCleanup(shared.close)
         shared.bind(path)
