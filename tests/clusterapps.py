@@ -6,7 +6,7 @@ Protocol factories that the integration tests run under `twist cluster`
 import os
 import sys
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 WORKER_ID = os.environ.get("TWISTCLUSTER_WORKER_ID", "?")
 
@@ -41,6 +41,31 @@ class Chatty(Factory):
 
     def stopFactory(self) -> None:
         print(f"factory stopped in worker {WORKER_ID}")
+
+
+class PeerAndWhoAmI(WhoAmI):
+    """
+    Also says, with each echo, who it thinks the client is: behind haproxy:,
+    the PROXY header's address (known once the header has arrived, so not
+    yet in connectionMade).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        peer = self.transport.getPeer()
+        self.transport.write(f"peer={peer.host}:{peer.port} ".encode() + data)
+
+
+class PeerAndWhoAmIFactory(Factory):
+    protocol = PeerAndWhoAmI
+
+
+class WhoAmIDatagram(DatagramProtocol):
+    """
+    Answers each datagram with the worker that read it, and the datagram.
+    """
+
+    def datagramReceived(self, data: bytes, address: tuple) -> None:
+        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()} ".encode() + data, address)
 
 
 def makeWhoAmI() -> Factory:

@@ -17,6 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
+from twistcluster._policies import SchedulingPolicy
 from twistcluster._protocol import NewConn, adoptControlChannel
 from twistcluster._worker import WorkerRuntime
 from twistcluster._workers import MasterControl, Worker
@@ -26,6 +27,32 @@ TIMEOUT = 10
 
 def openDescriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def whenControlLost(worker: Worker) -> Deferred[None]:
+    """
+    Fires once the master's end of C{worker}'s control channel has closed.
+    """
+    lost: Deferred[None] = Deferred()
+    controlLost = worker.controlLost
+
+    def recorded() -> None:
+        controlLost()
+        if not lost.called:
+            lost.callback(None)
+
+    worker.controlLost = recorded  # type: ignore[method-assign]
+    return lost
+
+
+def describeDescriptors() -> dict[str, str]:
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[name] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return found
 
 
 class FakeProcess:
@@ -61,9 +88,9 @@ class Greeted(Protocol):
         self.closed.callback(None)
 
 
-def startPair(reactor):
+def startPair(reactor, policy=SchedulingPolicy.RR):
     spec = ListenSpec.forTCP(0, interface="127.0.0.1")
-    handles = Handles(reactor, granted=[spec])
+    handles = Handles(reactor, [spec], policy)
     handle = handles.listen(spec, 0)
     events = PoolEvents()
     worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
@@ -206,5 +233,72 @@ def test_connections_accepted_together_travel_in_one_box():
         for client in clients:
             client.close()
     worker.disconnect()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+
+
+@pytest_twisted.inlineCallbacks
+def test_none_gives_the_worker_the_listening_socket():
+    """
+    Under none the master binds and never accepts: QueryServer's answer
+    carries the socket, the worker accepts on it, and the master's lent copy
+    is closed once the worker listens.
+    """
+    from twisted.internet import reactor
+
+    before = openDescriptors()
+    beforeNames = describeDescriptors()
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.NONE)
+    masterSocket = handle._socket.fileno()
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    assert not [r for r in reactor.getReaders() if r.fileno() == masterSocket]
+    assert handle._lent == {}
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    client = yield connectProtocol(endpoint, Greeted())
+    greeting = yield client.greeting.addTimeout(TIMEOUT, reactor)
+    assert greeting.startswith(b"worker=")
+
+    controlClosed = whenControlLost(worker)
+    worker.disconnect()
+    client.transport.loseConnection()
+    yield client.closed.addTimeout(TIMEOUT, reactor)
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield controlClosed.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+    after = describeDescriptors()
+    assert openDescriptors() <= before, {k: v for k, v in after.items() if beforeNames.get(k) != v}
+
+
+@pytest_twisted.inlineCallbacks
+def test_least_conn_worker_reports_closed_connections():
+    """
+    Under least-conn the worker tells the master, in a batch, how many of
+    its connections ended; the master counts them off.
+    """
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.LEAST_CONN)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    clients = yield gatherResults([connectProtocol(endpoint, Greeted()) for _ in range(3)])
+    yield gatherResults([c.greeting for c in clients]).addTimeout(TIMEOUT, reactor)
+    strategy = handle.scheduler.strategy
+    assert strategy.live(worker) == 3
+
+    reported: Deferred[int] = Deferred()
+    original = handle.connectionsClosed
+
+    def connectionsClosed(who, count):
+        original(who, count)
+        if strategy.live(worker) == 1 and not reported.called:
+            reported.callback(count)
+
+    handle.connectionsClosed = connectionsClosed
+    clients[0].transport.loseConnection()
+    clients[1].transport.loseConnection()
+    yield reported.addTimeout(TIMEOUT, reactor)
+
+    worker.disconnect()
+    clients[2].transport.loseConnection()
     yield done.addTimeout(TIMEOUT, reactor)
     yield handle.stopAccepting()

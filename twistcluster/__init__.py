@@ -8,8 +8,8 @@ itself to a worker over an AMP control channel.
 
 from ._endpoints import ListenSpec
 from ._master import Master
-from ._scheduling import RoundRobinScheduler
+from ._scheduling import HandOffScheduler
 
 __version__ = "0.1.0"
 
-__all__ = ["ListenSpec", "Master", "RoundRobinScheduler", "__version__"]
+__all__ = ["ListenSpec", "Master", "HandOffScheduler", "__version__"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 from attrs import frozen
@@ -18,9 +19,11 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ._endpoints import ListenSpec
-from ._handles import Handles, describeAddress
+from ._handles import Handles
 from ._monitor import WorkerMonitor
+from ._policies import SchedulingPolicy
 from ._pool import WorkerPool
+from ._sockets import describeAddress
 
 
 class StartupError(Exception):
@@ -72,13 +75,14 @@ class Master(Service):
         workers: int,
         limits: Limits = Limits(),
         startupFailed: Callable[[str], object] | None = None,
+        policy: SchedulingPolicy = SchedulingPolicy.RR,
     ) -> None:
         self._reactor = reactor
         self._startupFailed = startupFailed
         self._listens = list(listens)
         self._limits = limits
         self.exitStatus = 0
-        self.handles = Handles(reactor, granted=[spec for _, spec in self._listens])
+        self.handles = Handles(reactor, [spec for _, spec in self._listens], policy)
         self.pool = WorkerPool(
             reactor,
             self.handles,
@@ -121,9 +125,14 @@ class Master(Service):
 
     def _bindAll(self) -> None:
         bound = []
+        # As in a worker (Node's index): the n-th listen on one address gets
+        # index n, so two `--listen tcp:0` are two sockets on two ports.
+        indexes: Counter[str] = Counter()
         for description, spec in self._listens:
+            index = indexes[spec.key(0)]
+            indexes[spec.key(0)] += 1
             try:
-                handle = self.handles.listen(spec, 0)
+                handle = self.handles.listen(spec, index)
             except CannotListenError as e:
                 for earlier in bound:
                     earlier.closeNow()
@@ -132,9 +141,10 @@ class Master(Service):
                 raise StartupError(f"cannot listen on {description!r}: {text}") from e
             bound.append(handle)
             self._log.info(
-                "listening on {description} at {address}",
+                "listening on {description} at {address} (scheduling {scheduling})",
                 description=description,
-                address=describeAddress(handle.sockname),
+                address=describeAddress(spec, handle.sockname),
+                scheduling=handle.scheduling,
             )
 
     def _running(self) -> None:

@@ -3,6 +3,9 @@
 The master's listening ports: they accept connections and pass each one on
 as a bare file descriptor, never building a transport or a protocol for a
 socket the master only hands off.
+
+Also L{AdoptedUNIXPort}, for a UNIX listening socket made elsewhere (by the
+master for a worker, or by systemd for the master).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import errno
 from typing import Any, Callable
 
 from twisted.internet import tcp, unix
+from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from ._endpoints import ListenSpec
+from ._sockets import removeStaleSocketFile
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -130,6 +135,33 @@ class _HandOffAccepting:
         super().connectionLost(reason)  # type: ignore[misc]
 
 
+class AdoptedUNIXPort(unix.Port):
+    """
+    A UNIX port on a listening socket that someone else made and others
+    share.  Twisted's own adopted UNIX port would C{chmod} the file and
+    C{listen()} again with its own mode and backlog, C{shutdown()} the socket
+    when it stops (ending it for every process that shares it) and remove
+    the file; this one does none of that.
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        assert self._preexistingSocket is not None, "only for adopted sockets"
+        tcp._reservedFD.reserve()
+        skt, self._preexistingSocket = self._preexistingSocket, None
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        # tcp.Port's, not unix.Port's: the file belongs to whoever bound it.
+        tcp.Port.connectionLost(self, reason)
+
+
 class HandOffTCPPort(_HandOffAccepting, tcp.Port):
     def _logConnectionLostMsg(self) -> None:
         pass
@@ -140,17 +172,29 @@ class HandOffUNIXPort(_HandOffAccepting, unix.Port):
         pass
 
 
+class AdoptedHandOffUNIXPort(_HandOffAccepting, AdoptedUNIXPort):
+    def _logConnectionLostMsg(self) -> None:
+        pass
+
+
 def listenForHandOff(
     reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int], object]
 ) -> IListeningPort:
     """
-    Bind and listen as C{spec} says; each accepted connection's descriptor
-    goes to C{connectionAccepted}.
+    Bind and listen as C{spec} says (or adopt the inherited socket it names);
+    each accepted connection's descriptor goes to C{connectionAccepted}.
 
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
     port: _HandOffAccepting
-    if spec.kind == "unix":
+    if spec.fd >= 0:
+        setNonBlocking(spec.fd)
+    if spec.fd >= 0 and spec.kind == "unix":
+        port = AdoptedHandOffUNIXPort._fromListeningDescriptor(reactor, spec.fd, _SilentFactory())
+    elif spec.fd >= 0:
+        port = HandOffTCPPort._fromListeningDescriptor(reactor, spec.fd, spec.family, _SilentFactory())
+    elif spec.kind == "unix":
+        removeStaleSocketFile(spec.address)
         port = HandOffUNIXPort(
             spec.address.encode(), _SilentFactory(), spec.backlog, spec.mode, reactor
         )

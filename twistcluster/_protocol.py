@@ -146,11 +146,21 @@ class QueryServer(amp.Command):
     W→M: a worker wants to listen.  The master creates the listening socket on
     the first query for a key and answers every query for it with the key and
     the bound address.
+
+    Where the worker accepts for itself (C{none}, C{reuseport}, UDP), the
+    answer carries the listening socket (C{fd}), which the worker adopts and
+    closes; otherwise the master hands it connections (C{NewConn}), and
+    C{reportClosed} asks it to tell when they end (C{ConnectionsClosed}).
     """
 
     commandName = b"queryServer"
     arguments = [(b"spec", JSON()), (b"index", amp.Integer())]
-    response = [(b"key", amp.Unicode()), (b"sockname", JSON())]
+    response = [
+        (b"key", amp.Unicode()),
+        (b"sockname", JSON()),
+        (b"fd", amp.Descriptor(optional=True)),
+        (b"reportClosed", amp.Boolean(optional=True)),
+    ]
     errors = {ListenRefused: b"LISTEN_REFUSED"}
 
 
@@ -176,6 +186,18 @@ class NewConn(amp.Command):
     commandName = b"newconn"
     arguments = [(b"key", amp.Unicode()), (b"fds", Descriptors())]
     response = [(b"accepted", amp.ListOf(amp.Boolean()))]
+
+
+class ConnectionsClosed(amp.Command):
+    """
+    W→M: C{count} connections the master handed over for C{key} have ended
+    (sent in batches, at most every few tens of milliseconds, and only when
+    C{QueryServer}'s answer asked for it).
+    """
+
+    commandName = b"connectionsClosed"
+    arguments = [(b"key", amp.Unicode()), (b"count", amp.Integer())]
+    requiresAnswer = False
 
 
 class Close(amp.Command):

@@ -13,9 +13,10 @@ from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._endpoints import ListenSpec, specFromDescription
-from ._factory import BadFactory, loadFactory
+from ._endpoints import ListenSpec, specFromDescription, workerDescription
+from ._factory import BadFactory, loadDatagramProtocols, loadFactory
 from ._master import Limits, Master
+from ._policies import schedulingPolicy
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -66,6 +67,13 @@ class Options(usage.Options):
             None,
             "Replace a worker (gracefully) whose resident memory exceeds SIZE (bytes, or with K, M, G).",
         ],
+        [
+            "scheduling",
+            None,
+            None,
+            "How connections are spread over the workers: rr, least-conn, none "
+            "or reuseport. [default: $TWISTCLUSTER_SCHED_POLICY, or rr]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -74,7 +82,7 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """
-        A Twisted server endpoint to serve (repeatable). [default: tcp:8080]
+        A Twisted server endpoint to serve, or udp:PORT (repeatable). [default: tcp:8080]
         """
         self["listen"].append(description)
 
@@ -96,6 +104,10 @@ class Options(usage.Options):
             self["max-memory"] = _size("--max-memory", self["max-memory"])
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        try:
+            self["scheduling"] = schedulingPolicy(self["scheduling"], os.environ)
+        except ValueError as e:
+            fail(str(e))
 
 
 def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
@@ -138,27 +150,51 @@ def _reactorName(reactor: Any) -> str | None:
     return None
 
 
-def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+def _parseListens(descriptions: list[str]) -> list[tuple[str, ListenSpec]]:
+    listens = []
+    for description in descriptions:
+        try:
+            spec = specFromDescription(description)
+        except ValueError as e:
+            fail(f"--listen {description!r}: {e}")
+        for earlier, earlierSpec in listens:
+            if spec.fd >= 0 and spec.fd == earlierSpec.fd:
+                fail(f"--listen {description!r}: the inherited socket (fd {spec.fd}) is already served by {earlier!r}")
+        listens.append((description, spec))
+    datagram = [d for d, spec in listens if spec.kind == "udp"]
+    if datagram and len(datagram) != len(listens):
+        fail(
+            f"--listen {datagram[0]!r}: a udp: endpoint is served by a DatagramProtocol,"
+            " and one FACTORY cannot also serve stream endpoints"
+        )
+    return listens
 
-    # Resolve FACTORY as `python -m` would: from the current directory.
+
+def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
+    """
+    Resolve FACTORY as `python -m` would, from the current directory, and as
+    the workers will: a protocol factory, or datagram protocols for udp:.
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        loadFactory(options["factory"])
+        if specs and specs[0].kind == "udp":
+            loadDatagramProtocols(name, len(specs))
+        else:
+            loadFactory(name)
     except BadFactory as e:
         fail(f"FACTORY: {e}")
-    listens = []
-    for description in options["listen"]:
-        try:
-            spec: ListenSpec = specFromDescription(description)
-        except ValueError as e:
-            fail(f"--listen {description!r}: {e}")
-        listens.append((description, spec))
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    listens = _parseListens(options["listen"])
+    _checkFactory(options["factory"], [spec for _, spec in listens])
 
     workerArguments = ["--factory", options["factory"]]
-    for description in options["listen"]:
-        workerArguments += ["--listen", description]
+    for description, spec in listens:
+        workerArguments += ["--listen", workerDescription(description, spec)]
     workerArguments += ["--shutdown-timeout", str(options["shutdown-timeout"])]
     reactorName = _reactorName(reactor)
     if reactorName is not None:
@@ -178,6 +214,7 @@ def makeService(options: Options) -> IService:
         options["workers"],
         limits,
         startupFailed=lambda message: fail(message, EX_START),
+        policy=options["scheduling"],
     )
     service = MultiService()
     master.setServiceParent(service)

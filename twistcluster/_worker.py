@@ -20,18 +20,19 @@ import sys
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._endpoints import ListenSpec
-from ._factory import loadFactory
-from ._listening import ClusterPort, ClusterReactor
+from ._endpoints import ListenSpec, isDatagram
+from ._factory import loadDatagramProtocols, loadFactory
+from ._listening import ClusterPort, ClusterReactor, listenOn
 from ._protocol import (
     CONTROL_FD,
     Close,
+    ConnectionsClosed,
     ControlChannel,
     Disconnect,
     Listening,
@@ -85,6 +86,34 @@ class WorkerControl(ControlChannel):
         super().connectionLost(reason)
 
 
+class ClosedConnectionReports:
+    """
+    Tells the master, in batches, how many of the connections it handed
+    over have ended: at most one C{ConnectionsClosed} per key every
+    C{interval} seconds, so a connection's end costs a counter increment.
+    """
+
+    def __init__(self, clock: IReactorTime, send: Any, interval: float = 0.05) -> None:
+        self._clock = clock
+        self._send = send
+        self.interval = interval
+        self._counts: dict[str, int] = {}
+        self._pending: IDelayedCall | None = None
+
+    def closed(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._pending is None:
+            self._pending = self._clock.callLater(self.interval, self.flush)
+
+    def flush(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        counts, self._counts = self._counts, {}
+        for key, count in counts.items():
+            self._send(ConnectionsClosed, key=key, count=count)
+
+
 class WorkerRuntime:
     """
     One worker's life: online, listening through the master, serving, and
@@ -117,6 +146,7 @@ class WorkerRuntime:
         self._drained: Deferred[None] | None = None
         self._allPorts: list[ClusterPort] = []
         self.ports: dict[str, ClusterPort] = {}
+        self._closedReports = ClosedConnectionReports(reactor, self._send)
         self._done: Deferred[None] = Deferred()
 
     def run(self) -> Deferred[None]:
@@ -140,17 +170,23 @@ class WorkerRuntime:
         return self._done
 
     def _listenAll(self) -> None:
-        factory = loadFactory(self._factoryName)
         clusterReactor = ClusterReactor(self._reactor, self)
         listening = [
-            serverFromString(clusterReactor, description)
-            .listen(factory)
-            .addCallback(self._startedListening)
-            for description in self._descriptions
+            listenOn(clusterReactor, description, serving).addCallback(self._startedListening)
+            for description, serving in zip(self._descriptions, self._loadServing())
         ]
         gatherResults(listening, consumeErrors=True).addCallbacks(
             self._ready, self._couldNotStart
         )
+
+    def _loadServing(self) -> list[Any]:
+        """
+        What serves each listen: the user's factory, or for udp: endpoints
+        a datagram protocol each.
+        """
+        if self._descriptions and all(map(isDatagram, self._descriptions)):
+            return list(loadDatagramProtocols(self._factoryName, len(self._descriptions)))
+        return [loadFactory(self._factoryName)] * len(self._descriptions)
 
     def _startedListening(self, port: ClusterPort) -> Deferred[ClusterPort]:
         self._allPorts.append(port)
@@ -195,22 +231,24 @@ class WorkerRuntime:
             del self.ports[port.key]
         self._send(Close, key=port.key)
 
-    def connectionAdopted(self, transport: Any) -> None:
-        # adoptStreamConnection gives no hook for a connection's end, and a
-        # protocol wrapper would cost every dataReceived call: wrap the
-        # transport's own connectionLost instead.
-        self._connections.add(transport)
-        lost = transport.connectionLost
+    def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
+        # Twisted gives no hook for a connection's end, and a protocol
+        # wrapper would cost every dataReceived call: wrap the protocol's
+        # own connectionLost instead.
+        self._connections.add(protocol)
+        lost = protocol.connectionLost
 
         def connectionLost(reason: Failure) -> None:
-            self._connections.discard(transport)
+            self._connections.discard(protocol)
             try:
                 lost(reason)
             finally:
+                if port.reportClosed and port.key is not None:
+                    self._closedReports.closed(port.key)
                 if self._drained is not None and not self._connections:
                     self._drained.callback(None)
 
-        transport.connectionLost = connectionLost
+        protocol.connectionLost = connectionLost
 
     def _send(self, command: type[amp.Command], **arguments: Any) -> None:
         if self._connected and self._control is not None:
@@ -226,19 +264,19 @@ class WorkerRuntime:
         if self._disconnecting:
             return
         self._disconnecting = True
-        for port in self._allPorts:
-            port.stopListening()
+        # A port on a socket the worker adopted closes on the next turn.
+        closed = gatherResults([port.stopListening() for port in self._allPorts])
         self._log.info(
             "worker {workerId} closing; {count} connections open",
             workerId=self._workerId,
             count=len(self._connections),
         )
         if not self._connections:
-            self._finish()
+            closed.addBoth(lambda _: self._finish())
             return
         self._drained = Deferred()
         self._drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
-        self._drained.addBoth(lambda _: self._finish())
+        self._drained.addBoth(lambda _: closed).addBoth(lambda _: self._finish())
 
     def controlLost(self) -> None:
         self._connected = False
@@ -250,6 +288,7 @@ class WorkerRuntime:
         self.disconnect()
 
     def _finish(self) -> None:
+        self._closedReports.flush()
         if self._control is not None and self._connected:
             self._control.transport.loseConnection()  # type: ignore[union-attr]
         if not self._done.called:

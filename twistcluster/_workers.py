@@ -23,6 +23,7 @@ from ._handles import Handles
 from ._lifecycle import LifecycleCore, makeLifecycle
 from ._protocol import (
     Close,
+    ConnectionsClosed,
     ControlChannel,
     Disconnect,
     ListenRefused,
@@ -282,12 +283,16 @@ class MasterControl(ControlChannel):
             listenSpec = ListenSpec.fromJSON(spec)
         except TypeError as e:
             raise ListenRefused(f"malformed listen: {e}") from e
-        handle = self._handles.query(listenSpec, index)
-        return {"key": handle.key, "sockname": handle.sockname}
+        return self._handles.query(listenSpec, index).answer(self._worker)
 
     @Listening.responder
     def listening(self, key: str, address: Any) -> dict[str, Any]:
         self._worker.listeningOn(key)
+        return {}
+
+    @ConnectionsClosed.responder
+    def connectionsClosed(self, key: str, count: int) -> dict[str, Any]:
+        self._handles.connectionsClosed(self._worker, key, count)
         return {}
 
     @Close.responder
