@@ -1,0 +1,223 @@
+"""
+The results as one table, the issue's targets as ratio lines, and as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ._configs import NODE, SINGLE, TWISTCLUSTER, TWISTCLUSTER_POLICIES
+from ._run import ConfigResult, RunOptions
+from ._spread import formatSpread
+
+COLUMNS = (
+    ("config", 24),
+    ("conn/s", 8),
+    ("p50 ms", 7),
+    ("p99 ms", 7),
+    ("ka req/s", 9),
+    ("ka p50", 7),
+    ("ka p99", 7),
+    ("cpu req/s", 9),
+    ("spread %", 12),
+    ("mCPU%", 6),
+    ("allCPU%", 7),
+    ("mRSS MiB", 8),
+    ("mHWM MiB", 8),
+    ("errors", 6),
+)
+
+LEGEND = """\
+conn/s     new connections per second, one request each (wrk -H 'Connection: close'); p50/p99 its latency
+ka req/s   requests per second on keep-alive connections; ka p50/p99 its latency (ms)
+cpu req/s  keep-alive requests per second to /work (a fixed CPU loop per request, ~1 ms in CPython)
+spread %   each worker's share of the short-connection phase's connections (worker 1/2/...)
+mCPU%      the master's CPU (utime+stime from /proc/PID/stat) during the short phase, % of one core;
+           allCPU% the same for the master and every worker together (single: the one process)
+mRSS MiB   the master's peak VmRSS sampled under load; mHWM its VmHWM (peak since start)
+errors     wrk's socket errors and non-2xx responses, all phases together"""
+
+
+def machineDescription() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0))
+    return f"{cores} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}" if digits == 0 else f"{value:.{digits}f}"
+
+
+def _latency(result: ConfigResult, phase: str, which: str) -> str:
+    measured = result.phases.get(phase)
+    if not measured or not measured.load:
+        return "-"
+    return _number(getattr(measured.load, which), 2)
+
+
+def rowFor(result: ConfigResult) -> list[str]:
+    if result.status != "ok":
+        return [result.name, f"{result.status}: {result.note}"]
+    short = result.phases.get("short")
+    errors = sum(sum(p.load.errors.values()) for p in result.phases.values() if p.load)
+    failedPhases = [name for name, p in result.phases.items() if p.error]
+    row = [
+        result.name,
+        _number(result.rate("short")),
+        _latency(result, "short", "p50"),
+        _latency(result, "short", "p99"),
+        _number(result.rate("keepalive")),
+        _latency(result, "keepalive", "p50"),
+        _latency(result, "keepalive", "p99"),
+        _number(result.rate("cpu")),
+        formatSpread(short.spread) if short else "-",
+        _number(short.masterCPU) if short and short.load else "-",
+        _number(short.allCPU) if short and short.load else "-",
+        _number(result.masterPeakRSSKiB / 1024, 1),
+        _number(result.masterHWMKiB / 1024, 1),
+        str(errors),
+    ]
+    if failedPhases:
+        row.append("phase failed: " + ", ".join(failedPhases))
+    return row
+
+
+def formatTable(results: Sequence[ConfigResult]) -> str:
+    header = "  ".join(name.rjust(width) if i else name.ljust(width) for i, (name, width) in enumerate(COLUMNS))
+    lines = [header, "-" * len(header)]
+    for result in results:
+        cells = rowFor(result)
+        if len(cells) == 2:
+            lines.append(f"{cells[0].ljust(COLUMNS[0][1])}  {cells[1]}")
+            continue
+        formatted = [
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, (_, width)) in enumerate(zip(cells, COLUMNS))
+        ]
+        lines.append("  ".join(formatted + cells[len(COLUMNS) :]))
+    return "\n".join(lines)
+
+
+@dataclass
+class TargetCheck:
+    """
+    One of the issue's targets, read off this run.
+
+    @ivar ratio: C{ours / theirs}, or L{None} if either is missing.
+    @ivar want: The bound the ratio must meet.
+    @ivar atLeast: Whether the ratio must be at least (or at most) C{want}.
+    @ivar strict: Whether C{want} itself fails ("below", not "at most").
+    """
+
+    description: str
+    ours: str
+    theirs: str
+    ratio: float | None
+    want: float
+    atLeast: bool
+    strict: bool = False
+
+    @property
+    def verdict(self) -> str:
+        if self.ratio is None:
+            return "n/a"
+        if self.atLeast:
+            return "MET" if self.ratio >= self.want else "MISSED"
+        ok = self.ratio < self.want if self.strict else self.ratio <= self.want
+        return "MET" if ok else "MISSED"
+
+    def format(self) -> str:
+        sign = ">=" if self.atLeast else ("<" if self.strict else "<=")
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
+        return f"{self.verdict:<7}{self.description:<62}{ratio:>8}  (want {sign} {self.want:g}x)"
+
+
+def _metric(result: ConfigResult | None, metric: str) -> float | None:
+    if result is None or result.status != "ok":
+        return None
+    if metric == "rss":
+        return float(result.masterPeakRSSKiB) or None
+    phase, _, field = metric.partition(".")
+    measured = result.phases.get(phase)
+    if not measured or not measured.load:
+        return None
+    return measured.load.perSecond if field == "rate" else getattr(measured.load, field)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or not theirs:
+        return None
+    return ours / theirs
+
+
+def targetChecks(results: Iterable[ConfigResult]) -> list[TargetCheck]:
+    """
+    The issue's targets, each as a ratio from this run.
+    """
+    byName = {r.name: r for r in results}
+
+    def check(description: str, ours: str, theirs: str, metric: str, want: float, atLeast: bool, strict: bool = False) -> TargetCheck:
+        ratio = _ratio(_metric(byName.get(ours), metric), _metric(byName.get(theirs), metric))
+        return TargetCheck(description, ours, theirs, ratio, want, atLeast, strict)
+
+    tc = f"{TWISTCLUSTER}-{{}}-2"
+    checks = [
+        check("new conn/s: twistcluster-rr-2 / node-rr-2", tc.format("rr"), f"{NODE}-rr-2", "short.rate", 1.3, True),
+    ]
+    for policy in ("none", "reuseport"):
+        checks.append(check(f"new conn/s: twistcluster-{policy}-2 / {SINGLE}", tc.format(policy), SINGLE, "short.rate", 0.9, True))
+    for policy in TWISTCLUSTER_POLICIES:
+        checks.append(check(f"keep-alive req/s: twistcluster-{policy}-2 / {SINGLE}", tc.format(policy), SINGLE, "keepalive.rate", 1.0, True))
+    for policy in TWISTCLUSTER_POLICIES:
+        node = f"{NODE}-{'none' if policy in ('none', 'reuseport') else 'rr'}-2"
+        checks.append(check(f"master RSS: twistcluster-{policy}-2 / {node} primary", tc.format(policy), node, "rss", 1.0, False, strict=True))
+    for phase, label in (("short", "short-conn"), ("keepalive", "keep-alive")):
+        checks.append(check(f"{label} p99: twistcluster-rr-2 / node-rr-2", tc.format("rr"), f"{NODE}-rr-2", f"{phase}.p99", 1.0, False))
+    return checks
+
+
+def formatTargets(checks: Sequence[TargetCheck]) -> str:
+    return "\n".join(["Targets (issue 6), ratios from this run:", *(c.format() for c in checks)])
+
+
+def writeJSON(path: Path, results: Sequence[ConfigResult], options: RunOptions, checks: Sequence[TargetCheck]) -> None:
+    document: dict[str, Any] = {
+        "machine": machineDescription(),
+        "options": {
+            "duration": options.duration,
+            "warmup": options.warmup,
+            "connections": options.connections,
+            "threads": options.threads,
+            "generator": options.generator,
+            "phases": list(options.phases),
+            "workIterations": options.workIterations,
+        },
+        "results": [r.toJSON() for r in results],
+        "targets": [
+            {
+                "description": c.description,
+                "ours": c.ours,
+                "theirs": c.theirs,
+                "ratio": c.ratio,
+                "want": c.want,
+                "atLeast": c.atLeast,
+                "verdict": c.verdict,
+            }
+            for c in checks
+        ],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
