@@ -23,26 +23,42 @@ def _bars(axes: Any, results: Sequence[ConfigResult], values: list[float], title
     axes.grid(axis="y", alpha=0.3)
 
 
-def _scaling(axes: Any, results: Sequence[ConfigResult]) -> None:
-    families: dict[str, list[tuple[int, float]]] = {}
+def _speedUps(results: Sequence[ConfigResult]) -> dict[str, list[tuple[int, float]]]:
+    """
+    CPU-bound throughput by worker count, per family, as a multiple of the
+    family's 1-worker rate (twistcluster: of the single process, when it
+    ran), so that Python and Node scale on one axis.
+    """
+    rates: dict[str, dict[int, float]] = {}
     for result in results:
         rate = result.rate("cpu")
-        if rate is not None:
-            families.setdefault(result.config.family, []).append((result.config.workers, rate))
-    for family, points in families.items():
-        if family == SINGLE:
-            axes.axhline(points[0][1], color=COLOURS[SINGLE], linestyle="--", label=family)
-            continue
-        points.sort()
+        if rate:
+            rates.setdefault(result.config.family, {})[result.config.workers] = rate
+    single = rates.pop(SINGLE, {}).get(1)
+    curves = {}
+    for family, byWorkers in rates.items():
+        base = single if family.startswith(TWISTCLUSTER) and single else byWorkers.get(1)
+        if base is None:
+            continue  # nothing to scale from
+        curves[family] = [(n, rate / base) for n, rate in sorted(byWorkers.items())]
+    return curves
+
+
+def _scaling(axes: Any, results: Sequence[ConfigResult]) -> None:
+    curves = _speedUps(results)
+    markers = iter("osD^vx*+")
+    for family, points in curves.items():
         kind = family.split("-", 1)[0]
         style = "-" if family.endswith("-rr") else ":"
-        axes.plot(*zip(*points), marker="o", linestyle=style, color=COLOURS.get(kind), label=family)
+        axes.plot(*zip(*points), marker=next(markers, "o"), linestyle=style,
+                  color=COLOURS.get(kind), label=family)
+    axes.plot([1, 4], [1, 4], color="grey", linewidth=0.8, alpha=0.5, label="linear")
     axes.set_xlabel("workers")
+    axes.set_ylabel("x the 1-worker (twistcluster: single-process) rate")
     axes.set_xticks([1, 2, 4])
-    axes.set_title("CPU-bound requests/s (/work) by workers", fontsize=10)
+    axes.set_title("CPU-bound variant (/work): throughput scaling with workers", fontsize=10)
     axes.grid(alpha=0.3)
-    if families:
-        axes.legend(fontsize=7)
+    axes.legend(fontsize=7)
 
 
 def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bool:
