@@ -15,15 +15,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ._configs import TWISTCLUSTER, BenchConfig
 from ._load import LoadFailed, LoadResult, runLoad
 from ._procstat import CPUMeter
 from ._run import RunOptions, measureConfig
 from ._servers import RunningServer
+from ._spread import readCounts
 
 TOP = 25
 
@@ -60,28 +61,96 @@ def frameName(frame: str) -> tuple[str, str]:
     return match.group("name"), shortFile(match.group("file"))
 
 
-def summariseStacks(collapsed: str) -> tuple[int, Counter[str], Counter[str], Counter[str]]:
+#: The master's hand-off path as exclusive stages: each busy sample goes
+#: to the first stage whose rule matches, a system call at the leaf first,
+#: then the innermost Python step on the stack.  (label, leaf names, frames)
+HAND_OFF_STAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("accept4() system call", ("accept4",), ()),
+    ("sendmsg()/send() on the control channel (fds via SCM_RIGHTS)", ("sendmsg", "send"), ()),
+    ("recvmsg()/recv() on the control channel", ("recvmsg", "recv"), ()),
+    ("close() of acked sockets", ("close",), ()),
+    ("NewConn: scheduler -> callRemote -> AMP encode", (), ("RoundRobinHandle._handOff",)),
+    ("ack: _answered -> scheduler.answered (minus the above)", (), ("RoundRobinHandle._answered",)),
+    ("control-channel write plumbing (doWrite, Python)", (), ("FileDescriptor.doWrite",)),
+    ("AMP decode + Deferred plumbing up to the ack callback", (), ("_SendmsgMixin.doRead",)),
+    ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_HandOffAccepting.doRead")),
+    ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
+)
+#: The reactor's handlers, inclusive: (label, frames).
+HANDLERS = (
+    ("listening socket readable (accept batch, first hand-offs)", ("_HandOffAccepting.doRead",)),
+    ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
+    ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),
+)
+
+
+def stageOf(names: Sequence[str]) -> str:
     """
-    From py-spy's collapsed stacks: the sample count, and samples by
-    function (self and inclusive) and by file (self).
+    The hand-off stage a sample (its stack's function names) belongs to.
     """
-    total = 0
-    selfTime: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    byFile: Counter[str] = Counter()
+    onStack = set(names)
+    for label, leaves, frames in HAND_OFF_STAGES:
+        if names and names[-1] in leaves:
+            return label
+        if onStack.intersection(frames):
+            return label
+    return HAND_OFF_STAGES[-1][0]
+
+
+@dataclass
+class StackSummary:
+    """
+    py-spy's collapsed stacks, counted.
+
+    @ivar busy: Samples not waiting in the reactor's poll.
+    @ivar stacks: The busy samples' stacks (function names), with counts.
+    """
+
+    total: int = 0
+    busy: int = 0
+    selfTime: Counter[str] = field(default_factory=Counter)
+    inclusive: Counter[str] = field(default_factory=Counter)
+    byFile: Counter[str] = field(default_factory=Counter)
+    stacks: list[tuple[list[str], int]] = field(default_factory=list)
+
+    def share(self, functions: Sequence[str]) -> int:
+        """
+        Busy samples whose stack holds any of C{functions}.
+        """
+        wanted = set(functions)
+        return sum(n for names, n in self.stacks if wanted.intersection(names))
+
+    def byStage(self) -> Counter[str]:
+        stages: Counter[str] = Counter()
+        for names, samples in self.stacks:
+            stages[stageOf(names)] += samples
+        return stages
+
+
+def summariseStacks(collapsed: str) -> StackSummary:
+    """
+    Count py-spy's collapsed stacks (C{frame;frame;... count}): by function
+    (self and inclusive) and by file, leaving out samples waiting in the
+    reactor's poll (py-spy's C{--native} mode counts those as active).
+    """
+    summary = StackSummary()
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         samples = int(count)
-        total += samples
+        summary.total += samples
         frames = [frameName(f) for f in stack.split(";")]
         leaf, leafFile = frames[-1]
-        selfTime[f"{leaf} ({leafFile})"] += samples
-        byFile[leafFile] += samples
+        if leaf in _WAITING:
+            continue
+        summary.busy += samples
+        summary.stacks.append(([name for name, _ in frames], samples))
+        summary.selfTime[f"{leaf} ({leafFile})"] += samples
+        summary.byFile[leafFile] += samples
         for name in {f"{n} ({f})" for n, f in frames}:
-            inclusive[name] += samples
-    return total, selfTime, inclusive, byFile
+            summary.inclusive[name] += samples
+    return summary
 
 
 def _table(title: str, counts: Counter[str], total: int) -> list[str]:
@@ -91,22 +160,49 @@ def _table(title: str, counts: Counter[str], total: int) -> list[str]:
     return lines + [""]
 
 
+def handOffBreakdown(summary: StackSummary) -> list[str]:
+    lines = ["The hand-off path, exclusive stages (they add up to 100%):"]
+    stages = summary.byStage()
+    for label, _, _ in HAND_OFF_STAGES:
+        samples = stages[label]
+        lines.append(f"  {100 * samples / summary.busy:5.1f}%  {samples:7d}  {label}")
+    lines += ["", "By reactor handler (inclusive):"]
+    for label, functions in HANDLERS:
+        samples = summary.share(functions)
+        lines.append(f"  {100 * samples / summary.busy:5.1f}%  {samples:7d}  {label}")
+    return lines + [""]
+
+
 def pySpyReport(collapsed: str) -> str:
-    total, selfTime, inclusive, byFile = summariseStacks(collapsed)
-    if not total:
-        return "py-spy took no samples (was the master idle?)\n"
-    lines = [f"{total} samples of the master on CPU (idle time excluded)", ""]
-    lines += _table("Self time by function (where the CPU is):", selfTime, total)
-    lines += _table("Inclusive time by function (what it is spent for):", inclusive, total)
-    lines += _table("Self time by file:", byFile, total)
+    summary = summariseStacks(collapsed)
+    if not summary.busy:
+        return "py-spy took no busy samples (was the master idle?)\n"
+    lines = [
+        f"{summary.total} samples, {summary.total - summary.busy} of them waiting in "
+        f"epoll_wait (idle, left out); shares below are of the {summary.busy} busy samples",
+        "",
+    ]
+    lines += handOffBreakdown(summary)
+    lines += _table("Self time by function (where the CPU is):", summary.selfTime, summary.busy)
+    lines += _table("Inclusive time by function:", summary.inclusive, summary.busy)
+    lines += _table("Self time by file:", summary.byFile, summary.busy)
     return "\n".join(lines)
 
 
 def cProfileReport(statsPath: Path, connections: int) -> str:
     stats = pstats.Stats(str(statsPath))
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for (_, _, tt, _, _) in entries.values()) or 1e-9
-    lines = [f"cProfile: {total:.2f}s of CPU in Python functions; {connections} connections", ""]
+    entries = {
+        where: values
+        for where, values in stats.stats.items()  # type: ignore[attr-defined]
+        if not _isWaiting(where[2])
+    }
+    total = sum(values[2] for values in entries.values()) or 1e-9
+    lines = [
+        f"cProfile: {total:.2f}s in the master outside epoll's poll (waiting excluded); "
+        f"{connections} connections; shares are of that time (cProfile's own overhead inflates "
+        "Python-level calls)",
+        "",
+    ]
     for title, index in (("Self time (tottime):", 2), ("Inclusive time (cumtime):", 3)):
         lines.append(title)
         ranked = sorted(entries.items(), key=lambda item: item[1][index], reverse=True)
@@ -118,6 +214,15 @@ def cProfileReport(statsPath: Path, connections: int) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+#: Where a reactor waits for events: idle time, not work.
+_WAITING = ("epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect")
+
+
+def _isWaiting(function: str) -> bool:
+    name = function.removeprefix("<method '").split("'", 1)[0]
+    return name in _WAITING
 
 
 class _Background:
@@ -194,26 +299,33 @@ class _ProfileWindow:
         load = _Background(lambda: runLoad(spec, options.generator))
         time.sleep(options.warmup)
         cpu = CPUMeter(server.masterPid)
+        before = sum(readCounts(server.countsDirectory).values())
         cpu.start()
         if self._profiler == "cprofile":
             _cProfileWindow(server, self._seconds)
         else:
             self.sections.append(_pySpyWindow(server.masterPid, self._seconds, self._collapsed))
         cpu.stop()
+        # Both readings lag by up to one reporting interval: the difference holds.
+        self.connections = sum(readCounts(server.countsDirectory).values()) - before
         result = load.join(spec.duration + 30)
         if result is None:
             raise LoadFailed(f"the load failed: {load.error}")
-        self.connections = result.requests
         self._rate = result.perSecond
         self._masterCPU, self._allCPU = cpu.masterPercent, cpu.allPercent
+
+    def masterMicroseconds(self) -> float:
+        if not self.connections:
+            return 0.0
+        return self._masterCPU / 100 * self._seconds / self.connections * 1e6
 
     def summary(self, name: str) -> str:
         return (
             f"{name} under short-connection load ({self._options.connections} connections, "
-            f"{self._options.generator}): {self._rate:,.0f} new conn/s, "
-            f"{self.connections} connections in all.\n"
-            f"During the {self._seconds:g}s profile the master used {self._masterCPU:.0f}% "
-            f"of a core; the master and its workers {self._allCPU:.0f}%."
+            f"{self._options.generator}): {self._rate:,.0f} new conn/s over the whole load.\n"
+            f"During the {self._seconds:g}s profile: {self.connections} connections; the master "
+            f"used {self._masterCPU:.0f}% of a core ({self.masterMicroseconds():.0f} us of CPU "
+            f"per connection), the master and its workers {self._allCPU:.0f}%."
         )
 
 

@@ -123,12 +123,16 @@ def launchFor(
 class RunningServer:
     """
     A started configuration: its process (the master, the Node primary, or
-    the single Twisted process) and its log file.
+    the single Twisted process), its log file, and where its workers write
+    their counts.
     """
 
-    def __init__(self, config: BenchConfig, launch: Launch, logPath: Path, port: int) -> None:
+    def __init__(
+        self, config: BenchConfig, launch: Launch, logPath: Path, port: int, counts: Path
+    ) -> None:
         self.config = config
         self.port = port
+        self.countsDirectory = counts
         self.logPath = logPath
         self._launch = launch
         self._log = logPath.open("wb")
@@ -226,7 +230,8 @@ def startServer(
     )
     env.pop("TWISTCLUSTER_SCHED_POLICY", None)
     launch = launchFor(config, port, env, masterPrefix)
-    server = RunningServer(config, launch, logDirectory / f"{config.name}.log", port)
+    logPath = logDirectory / f"{config.name}.log"
+    server = RunningServer(config, launch, logPath, port, countsDirectory)
     try:
         server.waitReady()
     except BaseException:
