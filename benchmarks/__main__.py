@@ -8,4 +8,9 @@ import sys
 
 from ._cli import main
 
-sys.exit(main())
+try:
+    sys.exit(main())
+except KeyboardInterrupt:
+    # Every process was stopped on the way out (finally blocks, atexit).
+    sys.stderr.write("benchmarks: interrupted\n")
+    sys.exit(130)

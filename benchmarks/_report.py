@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ._configs import NODE, SINGLE, TWISTCLUSTER, TWISTCLUSTER_POLICIES
-from ._run import ConfigResult, RunOptions
+from ._run import ConfigResult, PhaseResult, RunOptions
 from ._spread import formatSpread
 
 COLUMNS = (
@@ -26,7 +26,8 @@ COLUMNS = (
     ("cpu req/s", 9),
     ("spread %", 12),
     ("mCPU%", 6),
-    ("allCPU%", 7),
+    ("m us/c", 6),
+    ("all us/c", 8),
     ("mRSS MiB", 8),
     ("mHWM MiB", 8),
     ("errors", 6),
@@ -37,8 +38,9 @@ conn/s     new connections per second, one request each (wrk -H 'Connection: clo
 ka req/s   requests per second on keep-alive connections; ka p50/p99 its latency (ms)
 cpu req/s  keep-alive requests per second to /work (a fixed CPU loop per request, ~1 ms in CPython)
 spread %   each worker's share of the short-connection phase's connections (worker 1/2/...)
-mCPU%      the master's CPU (utime+stime from /proc/PID/stat) during the short phase, % of one core;
-           allCPU% the same for the master and every worker together (single: the one process)
+mCPU%      the master's CPU (utime+stime from /proc/PID/stat) during the short phase, % of one core
+m us/c     the master's CPU time per new connection (microseconds); all us/c the same for the master
+           and every worker together: the cost of a connection, less disturbed by a noisy machine
 mRSS MiB   the master's peak VmRSS sampled under load; mHWM its VmHWM (peak since start)
 errors     wrk's socket errors and non-2xx responses, all phases together"""
 
@@ -69,6 +71,15 @@ def _latency(result: ConfigResult, phase: str, which: str) -> str:
     return _number(getattr(measured.load, which), 2)
 
 
+def _perConnection(phase: PhaseResult | None, cpuPercent: float) -> float | None:
+    """
+    Microseconds of CPU per request (per connection, in the short phase).
+    """
+    if phase is None or phase.load is None or not phase.load.perSecond:
+        return None
+    return cpuPercent / 100 / phase.load.perSecond * 1e6
+
+
 def rowFor(result: ConfigResult) -> list[str]:
     if result.status != "ok":
         return [result.name, f"{result.status}: {result.note}"]
@@ -86,7 +97,8 @@ def rowFor(result: ConfigResult) -> list[str]:
         _number(result.rate("cpu")),
         formatSpread(short.spread) if short else "-",
         _number(short.masterCPU) if short and short.load else "-",
-        _number(short.allCPU) if short and short.load else "-",
+        _number(_perConnection(short, short.masterCPU if short else 0)),
+        _number(_perConnection(short, short.allCPU if short else 0)),
         _number(result.masterPeakRSSKiB / 1024, 1),
         _number(result.masterHWMKiB / 1024, 1),
         str(errors),
