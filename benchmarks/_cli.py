@@ -55,6 +55,8 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
     add("--profiler", choices=("py-spy", "cprofile"), default="py-spy",
         help="py-spy (falls back to cprofile if it cannot attach) or cprofile [py-spy]")
+    add("--profile-process", choices=("master", "worker"), default="master",
+        help="profile the master or the first worker (py-spy only) [master]")
     return parser.parse_args(argv)
 
 
@@ -139,12 +141,16 @@ def profile(arguments: argparse.Namespace, options: RunOptions) -> int:
     if config is None:
         raise SystemExit(f"--profile: no configuration named {arguments.profile!r} (see --list)")
     installTools([config], options, not arguments.no_install)
-    profiler = arguments.profiler
+    profiler, seconds = arguments.profiler, arguments.profile_seconds
     try:
-        path = profileConfig(config, options, arguments.results, arguments.profile_seconds, profiler)
+        path = profileConfig(
+            config, options, arguments.results, seconds, profiler, arguments.profile_process
+        )
     except ProfilerFailed as e:
+        if arguments.profile_process != "master":
+            raise SystemExit(f"benchmarks: {e}") from e
         print(f"benchmarks: {e}; profiling with cProfile instead", file=sys.stderr)
-        path = profileConfig(config, options, arguments.results, arguments.profile_seconds, "cprofile")
+        path = profileConfig(config, options, arguments.results, seconds, "cprofile")
     print(path.read_text())
     print(f"Written to {path}")
     return 0

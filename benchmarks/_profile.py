@@ -1,39 +1,36 @@
 """
-Where the master's time goes under short-connection load: py-spy samples it
-(C{--native}, so time in system calls shows), or cProfile does when py-spy
-cannot attach; the report lists the top functions with their shares.
+Where the master's (or a worker's) time goes under short-connection load:
+py-spy samples it (C{--native}, so time in system calls shows), or cProfile
+does when py-spy cannot attach; the report splits the hand-off path into
+stages and lists the top functions, with their shares.
 """
 
 from __future__ import annotations
 
 import pstats
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from ._configs import TWISTCLUSTER, BenchConfig
 from ._load import LoadFailed, LoadResult, runLoad
 from ._procstat import CPUMeter
 from ._run import RunOptions, measureConfig
 from ._servers import RunningServer
-from ._spread import readCounts
-
-TOP = 25
+from ._spread import difference, readCounts
+from ._stacks import MASTER_STAGES, TOP, WORKER_STAGES, isWaiting, pySpyReport, shortFile
 
 
 class ProfilerFailed(Exception):
     """
     py-spy is missing or could not attach; the message says why.
     """
-_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
 def pySpy() -> str | None:
@@ -41,160 +38,12 @@ def pySpy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def shortFile(path: str) -> str:
-    """
-    A source path without its installation prefix.
-    """
-    for marker in ("site-packages/", "lib/python3.11/", "/wt6/", "/work/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return path
-
-
-def frameName(frame: str) -> tuple[str, str]:
-    """
-    C{(function, file)} of one py-spy frame, C{"name (file:line)"}.
-    """
-    match = _FRAME.match(frame)
-    if not match:
-        return frame, "?"
-    return match.group("name"), shortFile(match.group("file"))
-
-
-#: The master's hand-off path as exclusive stages: each busy sample goes
-#: to the first stage whose rule matches, a system call at the leaf first,
-#: then the innermost Python step on the stack.  (label, leaf names, frames)
-HAND_OFF_STAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("accept4() system call", ("accept4",), ()),
-    ("sendmsg()/send() on the control channel (fds via SCM_RIGHTS)", ("sendmsg", "send"), ()),
-    ("recvmsg()/recv() on the control channel", ("recvmsg", "recv"), ()),
-    ("close() of acked sockets", ("close",), ()),
-    ("NewConn: scheduler -> callRemote -> AMP encode", (), ("RoundRobinHandle._handOff",)),
-    ("ack: _answered -> scheduler.answered (minus the above)", (), ("RoundRobinHandle._answered",)),
-    ("control-channel write plumbing (doWrite, Python)", (), ("FileDescriptor.doWrite",)),
-    ("AMP decode + Deferred plumbing up to the ack callback", (), ("_SendmsgMixin.doRead",)),
-    ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_HandOffAccepting.doRead")),
-    ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
-)
-#: The reactor's handlers, inclusive: (label, frames).
-HANDLERS = (
-    ("listening socket readable (accept batch, first hand-offs)", ("_HandOffAccepting.doRead",)),
-    ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
-    ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),
-)
-
-
-def stageOf(names: Sequence[str]) -> str:
-    """
-    The hand-off stage a sample (its stack's function names) belongs to.
-    """
-    onStack = set(names)
-    for label, leaves, frames in HAND_OFF_STAGES:
-        if names and names[-1] in leaves:
-            return label
-        if onStack.intersection(frames):
-            return label
-    return HAND_OFF_STAGES[-1][0]
-
-
-@dataclass
-class StackSummary:
-    """
-    py-spy's collapsed stacks, counted.
-
-    @ivar busy: Samples not waiting in the reactor's poll.
-    @ivar stacks: The busy samples' stacks (function names), with counts.
-    """
-
-    total: int = 0
-    busy: int = 0
-    selfTime: Counter[str] = field(default_factory=Counter)
-    inclusive: Counter[str] = field(default_factory=Counter)
-    byFile: Counter[str] = field(default_factory=Counter)
-    stacks: list[tuple[list[str], int]] = field(default_factory=list)
-
-    def share(self, functions: Sequence[str]) -> int:
-        """
-        Busy samples whose stack holds any of C{functions}.
-        """
-        wanted = set(functions)
-        return sum(n for names, n in self.stacks if wanted.intersection(names))
-
-    def byStage(self) -> Counter[str]:
-        stages: Counter[str] = Counter()
-        for names, samples in self.stacks:
-            stages[stageOf(names)] += samples
-        return stages
-
-
-def summariseStacks(collapsed: str) -> StackSummary:
-    """
-    Count py-spy's collapsed stacks (C{frame;frame;... count}): by function
-    (self and inclusive) and by file, leaving out samples waiting in the
-    reactor's poll (py-spy's C{--native} mode counts those as active).
-    """
-    summary = StackSummary()
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        summary.total += samples
-        frames = [frameName(f) for f in stack.split(";")]
-        leaf, leafFile = frames[-1]
-        if leaf in _WAITING:
-            continue
-        summary.busy += samples
-        summary.stacks.append(([name for name, _ in frames], samples))
-        summary.selfTime[f"{leaf} ({leafFile})"] += samples
-        summary.byFile[leafFile] += samples
-        for name in {f"{n} ({f})" for n, f in frames}:
-            summary.inclusive[name] += samples
-    return summary
-
-
-def _table(title: str, counts: Counter[str], total: int) -> list[str]:
-    lines = [title]
-    for name, samples in counts.most_common(TOP):
-        lines.append(f"  {100 * samples / total:5.1f}%  {samples:7d}  {name}")
-    return lines + [""]
-
-
-def handOffBreakdown(summary: StackSummary) -> list[str]:
-    lines = ["The hand-off path, exclusive stages (they add up to 100%):"]
-    stages = summary.byStage()
-    for label, _, _ in HAND_OFF_STAGES:
-        samples = stages[label]
-        lines.append(f"  {100 * samples / summary.busy:5.1f}%  {samples:7d}  {label}")
-    lines += ["", "By reactor handler (inclusive):"]
-    for label, functions in HANDLERS:
-        samples = summary.share(functions)
-        lines.append(f"  {100 * samples / summary.busy:5.1f}%  {samples:7d}  {label}")
-    return lines + [""]
-
-
-def pySpyReport(collapsed: str) -> str:
-    summary = summariseStacks(collapsed)
-    if not summary.busy:
-        return "py-spy took no busy samples (was the master idle?)\n"
-    lines = [
-        f"{summary.total} samples, {summary.total - summary.busy} of them waiting in "
-        f"epoll_wait (idle, left out); shares below are of the {summary.busy} busy samples",
-        "",
-    ]
-    lines += handOffBreakdown(summary)
-    lines += _table("Self time by function (where the CPU is):", summary.selfTime, summary.busy)
-    lines += _table("Inclusive time by function:", summary.inclusive, summary.busy)
-    lines += _table("Self time by file:", summary.byFile, summary.busy)
-    return "\n".join(lines)
-
-
 def cProfileReport(statsPath: Path, connections: int) -> str:
     stats = pstats.Stats(str(statsPath))
     entries = {
         where: values
         for where, values in stats.stats.items()  # type: ignore[attr-defined]
-        if not _isWaiting(where[2])
+        if not isWaiting(where[2])
     }
     total = sum(values[2] for values in entries.values()) or 1e-9
     lines = [
@@ -214,15 +63,6 @@ def cProfileReport(statsPath: Path, connections: int) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-#: Where a reactor waits for events: idle time, not work.
-_WAITING = ("epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect")
-
-
-def _isWaiting(function: str) -> bool:
-    name = function.removeprefix("<method '").split("'", 1)[0]
-    return name in _WAITING
 
 
 class _Background:
@@ -248,23 +88,29 @@ class _Background:
 
 
 def profileConfig(
-    config: BenchConfig, options: RunOptions, resultsDirectory: Path, seconds: float, profiler: str
+    config: BenchConfig,
+    options: RunOptions,
+    resultsDirectory: Path,
+    seconds: float,
+    profiler: str,
+    process: str = "master",
 ) -> Path:
     """
-    Run C{config} under short-connection load and profile its master for
-    C{seconds}; write the report beside the raw data.
+    Run C{config} under short-connection load and profile its master (or
+    its first worker) for C{seconds}; write the report beside the raw data.
 
-    @param profiler: C{py-spy} or C{cprofile}.
+    @param profiler: C{py-spy} or C{cprofile} (the master only).
+    @param process: C{master} or C{worker}.
     @return: The report's path.
     """
-    stem = resultsDirectory / f"profile-{config.name}"
+    stem = resultsDirectory / f"profile-{config.name}{'-worker' if process == 'worker' else ''}"
     statsPath = stem.with_suffix(".pstats")
     prefix = None
     if profiler == "cprofile":
-        if config.kind != TWISTCLUSTER:
-            raise SystemExit("--profiler cprofile works for twistcluster configurations only")
+        if config.kind != TWISTCLUSTER or process != "master":
+            raise SystemExit("--profiler cprofile profiles a twistcluster master only")
         prefix = [sys.executable, "-m", "benchmarks._cprofile_master", str(statsPath), "--"]
-    window = _ProfileWindow(options, seconds, profiler, stem.with_suffix(".collapsed"))
+    window = _ProfileWindow(options, seconds, profiler, process, stem.with_suffix(".collapsed"))
     outcome = measureConfig(config, options, resultsDirectory / "logs", window.run, prefix)
     if outcome.status != "ok":
         raise SystemExit(f"profiling {config.name} {outcome.status}: {outcome.note}")
@@ -277,56 +123,87 @@ def profileConfig(
 
 class _ProfileWindow:
     """
-    Profiles a running server's master under short-connection load.
+    Profiles one process of a running server under short-connection load.
     """
 
-    def __init__(self, options: RunOptions, seconds: float, profiler: str, collapsed: Path) -> None:
+    def __init__(
+        self, options: RunOptions, seconds: float, profiler: str, process: str, collapsed: Path
+    ) -> None:
         self._options = options
         self._seconds = seconds
         self._profiler = profiler
+        self._process = process
         self._collapsed = collapsed
         self.sections: list[str] = []
         self.connections = 0
+        self._targetConnections = 0
         self._rate = 0.0
-        self._masterCPU = 0.0
-        self._allCPU = 0.0
+        self._cpu: dict[str, float] = {}
+
+    def _target(self, server: RunningServer) -> int:
+        if self._process == "master":
+            return server.masterPid
+        workers = sorted(server.managed.noteDescendants())
+        if not workers:
+            raise LoadFailed(f"{server.config.name} has no worker process to profile")
+        return workers[0]
 
     def run(self, server: RunningServer) -> None:
         options = self._options
         spec = replace(
             options.loadFor("short", server.port), duration=self._seconds + options.warmup + 2
         )
+        target = self._target(server)
         load = _Background(lambda: runLoad(spec, options.generator))
         time.sleep(options.warmup)
-        cpu = CPUMeter(server.masterPid)
-        before = sum(readCounts(server.countsDirectory).values())
-        cpu.start()
+        master, profiled = CPUMeter(server.masterPid), CPUMeter(target)
+        before = readCounts(server.countsDirectory, byPid=True)
+        master.start()
+        profiled.start()
         if self._profiler == "cprofile":
             _cProfileWindow(server, self._seconds)
         else:
-            self.sections.append(_pySpyWindow(server.masterPid, self._seconds, self._collapsed))
-        cpu.stop()
+            stages = MASTER_STAGES if self._process == "master" else WORKER_STAGES
+            collapsed = _pySpyWindow(target, self._seconds, self._collapsed)
+            self.sections.append(f"py-spy raw stacks: {self._collapsed}\n\n")
+            self.sections.append(pySpyReport(collapsed, stages))
+        master.stop()
+        profiled.stop()
         # Both readings lag by up to one reporting interval: the difference holds.
-        self.connections = sum(readCounts(server.countsDirectory).values()) - before
+        served = difference(before, readCounts(server.countsDirectory, byPid=True))
+        self.connections = sum(served.values())
+        self._targetConnections = served.get(str(target), self.connections)
         result = load.join(spec.duration + 30)
         if result is None:
             raise LoadFailed(f"the load failed: {load.error}")
         self._rate = result.perSecond
-        self._masterCPU, self._allCPU = cpu.masterPercent, cpu.allPercent
+        self._cpu = {
+            "master": master.masterPercent,
+            "all": master.allPercent,
+            "profiled": profiled.masterPercent,
+        }
 
-    def masterMicroseconds(self) -> float:
-        if not self.connections:
-            return 0.0
-        return self._masterCPU / 100 * self._seconds / self.connections * 1e6
+    def _microseconds(self, percent: float, connections: int) -> float:
+        return percent / 100 * self._seconds / connections * 1e6 if connections else 0.0
 
     def summary(self, name: str) -> str:
-        return (
+        cpu = self._cpu
+        lines = [
             f"{name} under short-connection load ({self._options.connections} connections, "
-            f"{self._options.generator}): {self._rate:,.0f} new conn/s over the whole load.\n"
+            f"{self._options.generator}): {self._rate:,.0f} new conn/s over the whole load.",
             f"During the {self._seconds:g}s profile: {self.connections} connections; the master "
-            f"used {self._masterCPU:.0f}% of a core ({self.masterMicroseconds():.0f} us of CPU "
-            f"per connection), the master and its workers {self._allCPU:.0f}%."
-        )
+            f"used {cpu['master']:.0f}% of a core "
+            f"({self._microseconds(cpu['master'], self.connections):.0f} us of CPU per "
+            f"connection), the master and its workers {cpu['all']:.0f}% "
+            f"({self._microseconds(cpu['all'], self.connections):.0f} us per connection).",
+        ]
+        if self._process == "worker":
+            lines.append(
+                f"The profiled worker served {self._targetConnections} of them with "
+                f"{cpu['profiled']:.0f}% of a core "
+                f"({self._microseconds(cpu['profiled'], self._targetConnections):.0f} us each)."
+            )
+        return "\n".join(lines)
 
 
 def _pySpyWindow(pid: int, seconds: float, collapsedPath: Path) -> str:
@@ -339,7 +216,7 @@ def _pySpyWindow(pid: int, seconds: float, collapsedPath: Path) -> str:
     if done.returncode != 0 or not collapsedPath.exists():
         why = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProfilerFailed(f"py-spy could not profile pid {pid}: {why}")
-    return f"py-spy raw stacks: {collapsedPath}\n\n" + pySpyReport(collapsedPath.read_text())
+    return collapsedPath.read_text()
 
 
 def _cProfileWindow(server: RunningServer, seconds: float) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 SETTLE_SECONDS = 0.5
 
 
-def readCounts(directory: Path, what: str = "connections") -> dict[str, int]:
+def readCounts(directory: Path, what: str = "connections", byPid: bool = False) -> dict[str, int]:
     """
     Totals of C{what} (C{connections} or C{requests}) by worker id, summed
-    over every process that reported under that id.
+    over every process that reported under that id (or by process id).
     """
     totals: dict[str, int] = {}
     for path in sorted(directory.glob("worker-*.json")):
@@ -24,7 +24,7 @@ def readCounts(directory: Path, what: str = "connections") -> dict[str, int]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        worker = str(record["worker"])
+        worker = str(record["pid" if byPid else "worker"])
         totals[worker] = totals.get(worker, 0) + int(record.get(what, 0))
     return totals
 

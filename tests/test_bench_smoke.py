@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 
 from benchmarks._configs import TWISTCLUSTER, BenchConfig, selectConfigs
 from benchmarks._load import LoadFailed, LoadResult, LoadSpec, parseWrkOutput, wrkCommand
-from benchmarks._profile import pySpyReport, stageOf
+from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks._report import formatTable, targetChecks
 from benchmarks._run import ConfigResult, PhaseResult, RunOptions, measureConfig
 from benchmarks._servers import startServer
@@ -196,7 +196,7 @@ def test_profile_report_splits_the_hand_off_path() -> None:
     assert "50 of them waiting in epoll_wait" in report
     assert " 60.0%       30  NewConn" in report
     assert " 40.0%       20  sendmsg()" in report
-    assert stageOf(["main", "_acceptSome", "accept4"]) == "accept4() system call"
+    assert MASTER_STAGES.stageOf(["main", "_acceptSome", "accept4"]) == "accept4() system call"
 
 
 # Real runs
