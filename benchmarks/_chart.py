@@ -50,8 +50,13 @@ def _scaling(axes: Any, results: Sequence[ConfigResult]) -> None:
     for family, points in curves.items():
         kind = family.split("-", 1)[0]
         style = "-" if family.endswith("-rr") else ":"
-        axes.plot(*zip(*points), marker=next(markers, "o"), linestyle=style,
-                  color=COLOURS.get(kind), label=family)
+        axes.plot(
+            *zip(*points),
+            marker=next(markers, "o"),
+            linestyle=style,
+            color=COLOURS.get(kind),
+            label=family,
+        )
     axes.plot([1, 4], [1, 4], color="grey", linewidth=0.8, alpha=0.5, label="linear")
     axes.set_xlabel("workers")
     axes.set_ylabel("x the 1-worker (twistcluster: single-process) rate")
@@ -76,11 +81,25 @@ def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bo
         return False
     measured = [r for r in results if r.status == "ok"]
     figure, grid = pyplot.subplots(2, 2, figsize=(14, 10))
-    _bars(grid[0][0], measured, [r.rate("short") or 0 for r in measured], "new connections/s (Connection: close)")
-    _bars(grid[0][1], measured, [r.rate("keepalive") or 0 for r in measured], "keep-alive requests/s")
+    _bars(
+        grid[0][0],
+        measured,
+        [r.rate("short") or 0 for r in measured],
+        "new connections/s (Connection: close)",
+    )
+    _bars(
+        grid[0][1], measured, [r.rate("keepalive") or 0 for r in measured], "keep-alive requests/s"
+    )
     _scaling(grid[1][0], measured)
-    _bars(grid[1][1], measured, [r.masterPeakRSSKiB / 1024 for r in measured], "master peak RSS under load (MiB)")
-    figure.suptitle(f"twistcluster vs Node cluster vs single-process Twisted\n{subtitle}", fontsize=11)
+    _bars(
+        grid[1][1],
+        measured,
+        [r.masterPeakRSSKiB / 1024 for r in measured],
+        "master peak RSS under load (MiB)",
+    )
+    figure.suptitle(
+        f"twistcluster vs Node cluster vs single-process Twisted\n{subtitle}", fontsize=11
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)

@@ -46,17 +46,33 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--connections", type=int, default=64, help="concurrent client connections [64]")
     add("--threads", type=int, default=1, help="wrk threads [1]")
     add("--work-iterations", type=int, default=16000, help="CPU loop per /work request [16000]")
-    add("--load-generator", choices=("wrk", "python"), default="wrk",
-        help="wrk, or the built-in Python client (smoke tests only) [wrk]")
+    add(
+        "--load-generator",
+        choices=("wrk", "python"),
+        default="wrk",
+        help="wrk, or the built-in Python client (smoke tests only) [wrk]",
+    )
     add("--results", type=Path, default=RESULTS, help="where to write results [benchmarks/results]")
     add("--no-install", action="store_true", help="never apt-get install wrk/nodejs")
-    add("--profile", metavar="CONFIG", default=None,
-        help="profile this configuration's master under short-connection load instead")
+    add(
+        "--profile",
+        metavar="CONFIG",
+        default=None,
+        help="profile this configuration's master under short-connection load instead",
+    )
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
-    add("--profiler", choices=("py-spy", "cprofile"), default="py-spy",
-        help="py-spy (falls back to cprofile if it cannot attach) or cprofile [py-spy]")
-    add("--profile-process", choices=("master", "worker"), default="master",
-        help="profile the master or the first worker (py-spy only) [master]")
+    add(
+        "--profiler",
+        choices=("py-spy", "cprofile"),
+        default="py-spy",
+        help="py-spy (falls back to cprofile if it cannot attach) or cprofile [py-spy]",
+    )
+    add(
+        "--profile-process",
+        choices=("master", "worker"),
+        default="master",
+        help="profile the master or the first worker (py-spy only) [master]",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,7 +82,9 @@ def optionsFrom(arguments: argparse.Namespace) -> RunOptions:
     phases = tuple(p.strip() for p in arguments.phases.split(",") if p.strip())
     unknown = set(phases) - set(PHASES)
     if unknown:
-        raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
+        raise SystemExit(
+            f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})"
+        )
     return RunOptions(
         duration=duration,
         warmup=warmup,

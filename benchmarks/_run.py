@@ -111,7 +111,9 @@ class ConfigResult:
         }
 
 
-def measurePhase(server: RunningServer, phase: str, options: RunOptions, counts: Path) -> PhaseResult:
+def measurePhase(
+    server: RunningServer, phase: str, options: RunOptions, counts: Path
+) -> PhaseResult:
     """
     Warm up, then apply C{phase}'s load and measure it.
     """
@@ -158,9 +160,7 @@ def measureConfig(
     counts = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
     server: RunningServer | None = None
     try:
-        server = startServer(
-            config, logDirectory, counts, options.workIterations, masterPrefix
-        )
+        server = startServer(config, logDirectory, counts, options.workIterations, masterPrefix)
         if whileRunning is not None:
             whileRunning(server)
         else:

@@ -136,9 +136,7 @@ class RunningServer:
         self.logPath = logPath
         self._launch = launch
         self._log = logPath.open("wb")
-        self.managed = Managed(
-            launch.argv, env=launch.env, cwd=str(PROJECT), stdout=self._log
-        )
+        self.managed = Managed(launch.argv, env=launch.env, cwd=str(PROJECT), stdout=self._log)
 
     @property
     def masterPid(self) -> int:

@@ -91,7 +91,10 @@ MASTER_STAGES = StageSet(
         ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
     ),
     (
-        ("listening socket readable (accept batch, first hand-offs)", ("_HandOffAccepting.doRead",)),
+        (
+            "listening socket readable (accept batch, first hand-offs)",
+            ("_HandOffAccepting.doRead",),
+        ),
         ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
         ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),
     ),

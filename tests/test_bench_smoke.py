@@ -159,7 +159,9 @@ def test_config_selection() -> None:
         selectConfigs("nginx-2")
 
 
-def made(kind: str, policy: str, workers: int, short: float, p99: float, rssKiB: int) -> ConfigResult:
+def made(
+    kind: str, policy: str, workers: int, short: float, p99: float, rssKiB: int
+) -> ConfigResult:
     result = ConfigResult(BenchConfig(kind, policy, workers))
     for phase in ("short", "keepalive"):
         load = LoadResult(requests=int(short * 10), seconds=10, p50=1.0, p99=p99)
@@ -176,10 +178,12 @@ def test_targets_are_read_off_the_results() -> None:
     checks = {c.description: c for c in targetChecks(results)}
     rr = checks["new conn/s: twistcluster-rr-2 / node-rr-2"]
     assert (round(rr.ratio or 0, 2), rr.verdict) == (1.4, "MET")
-    assert checks["master RSS: twistcluster-rr-2 / node-rr-2 primary"].verdict == "MET"
+    assert checks["master RSS: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
     assert checks["short-conn p99: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
     assert checks["new conn/s: twistcluster-none-2 / twisted-single"].verdict == "n/a"
-    table = formatTable([*results, ConfigResult(BenchConfig(TWISTCLUSTER, "none", 2), "skipped", "no")])
+    table = formatTable(
+        [*results, ConfigResult(BenchConfig(TWISTCLUSTER, "none", 2), "skipped", "no")]
+    )
     assert "twistcluster-rr-2" in table and "skipped: no" in table
 
 
