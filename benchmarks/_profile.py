@@ -46,15 +46,19 @@ def cProfileReport(statsPath: Path, connections: int) -> str:
         if not isWaiting(where[2])
     }
     total = sum(values[2] for values in entries.values()) or 1e-9
+    calls = sum(values[1] for values in entries.values())
     lines = [
         f"cProfile: {total:.2f}s in the master outside epoll's poll (waiting excluded); "
         f"{connections} connections; shares are of that time (cProfile's own overhead inflates "
         "Python-level calls)",
+        f"{calls / max(connections, 1):.0f} function calls (Python and built-in) per connection",
         "",
     ]
     for title, index in (("Self time (tottime):", 2), ("Inclusive time (cumtime):", 3)):
         lines.append(title)
-        ranked = sorted(entries.items(), key=lambda item: item[1][index], reverse=True)
+        # Callers of the poll (doPoll, run...) hold waiting time: leave them out.
+        working = [item for item in entries.items() if item[1][index] <= total]
+        ranked = sorted(working, key=lambda item: item[1][index], reverse=True)
         for (file, line, name), values in ranked[:TOP]:
             perConnection = values[1] / connections if connections else 0
             lines.append(
@@ -103,7 +107,10 @@ def profileConfig(
     @param process: C{master} or C{worker}.
     @return: The report's path.
     """
-    stem = resultsDirectory / f"profile-{config.name}{'-worker' if process == 'worker' else ''}"
+    suffix = ("-worker" if process == "worker" else "") + (
+        "-cprofile" if profiler == "cprofile" else ""
+    )
+    stem = resultsDirectory / f"profile-{config.name}{suffix}"
     statsPath = stem.with_suffix(".pstats")
     prefix = None
     if profiler == "cprofile":
@@ -173,6 +180,8 @@ class _ProfileWindow:
         served = difference(before, readCounts(server.countsDirectory, byPid=True))
         self.connections = sum(served.values())
         self._targetConnections = served.get(str(target), self.connections)
+        if self._profiler == "cprofile":
+            time.sleep(1.0)  # the master writes the stats from its signal handler
         result = load.join(spec.duration + 30)
         if result is None:
             raise LoadFailed(f"the load failed: {load.error}")
@@ -223,4 +232,3 @@ def _cProfileWindow(server: RunningServer, seconds: float) -> None:
     server.managed.process.send_signal(signal.SIGUSR1)
     time.sleep(seconds)
     server.managed.process.send_signal(signal.SIGUSR2)
-    time.sleep(1.0)  # the stats are written from the master's signal handler

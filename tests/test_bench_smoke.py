@@ -286,7 +286,7 @@ def test_the_profiler_fallback_runs(tmp_path: Path) -> None:
         *("--profile", "twistcluster-rr-1", "--profiler", "cprofile", "--profile-seconds", "1"),
         *("--warmup", "0", "--connections", "4", "--load-generator", "python"),
     )
-    report = (tmp_path / "profile-twistcluster-rr-1.txt").read_text()
+    report = (tmp_path / "profile-twistcluster-rr-1-cprofile.txt").read_text()
     assert "calls/conn" in report and "Inclusive time" in report, output
 
 
