@@ -40,6 +40,12 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--duration", type=float, default=None, help="seconds of load per phase [5; --quick 2]")
     add("--warmup", type=float, default=None, help="seconds of warm-up before each phase [1]")
     add("--quick", action="store_true", help="short phases (2 s, 1 s warm-up)")
+    add(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every configuration; each keeps its median round [1]",
+    )
     add("--only", default=None, help="comma-separated configurations or patterns (node-rr-*)")
     add("--list", action="store_true", help="list the configurations and exit")
     add("--phases", default=",".join(PHASES), help=f"which phases [{','.join(PHASES)}]")
@@ -120,22 +126,50 @@ def estimateSeconds(configs: Sequence[BenchConfig], options: RunOptions) -> floa
     return len(configs) * (OVERHEAD + perPhase * len(options.phases))
 
 
-def runAll(configs: Sequence[BenchConfig], options: RunOptions, logs: Path) -> list[ConfigResult]:
-    results = []
-    for number, config in enumerate(configs, 1):
-        started = time.monotonic()
-        print(f"[{number}/{len(configs)}] {config.name} ...", end=" ", flush=True)
-        result = measureConfig(config, options, logs)
-        elapsed = time.monotonic() - started
-        if result.status == "ok":
-            rates = ", ".join(
-                f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in options.phases
-            )
-            print(f"{rates} ({elapsed:.0f}s)", flush=True)
-        else:
-            print(f"{result.status.upper()}: {result.note}", flush=True)
-        results.append(result)
-    return results
+def runOnce(config: BenchConfig, options: RunOptions, logs: Path, label: str) -> ConfigResult:
+    started = time.monotonic()
+    print(f"[{label}] {config.name} ...", end=" ", flush=True)
+    result = measureConfig(config, options, logs)
+    elapsed = time.monotonic() - started
+    if result.status == "ok":
+        rates = ", ".join(f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in options.phases)
+        print(f"{rates} ({elapsed:.0f}s)", flush=True)
+    else:
+        print(f"{result.status.upper()}: {result.note}", flush=True)
+    return result
+
+
+def medianRound(rounds: list[ConfigResult], phases: Sequence[str]) -> ConfigResult:
+    """
+    Of one configuration's rounds, the one with the median rate in the
+    first phase (a whole run, so its figures stay consistent together).
+    """
+    measured = [r for r in rounds if r.status == "ok" and r.rate(phases[0]) is not None]
+    if len(rounds) == 1 or not measured:
+        return rounds[-1]
+    measured.sort(key=lambda r: r.rate(phases[0]) or 0)
+    chosen = measured[(len(measured) - 1) // 2]
+    rates = ", ".join(f"{r.rate(phases[0]) or 0:,.0f}" for r in measured)
+    chosen.note = f"median of {len(measured)} rounds by {phases[0]} rate ({rates})"
+    return chosen
+
+
+def runAll(
+    configs: Sequence[BenchConfig], options: RunOptions, logs: Path, repeat: int = 1
+) -> list[ConfigResult]:
+    """
+    Measure every configuration, C{repeat} rounds in turn (so that a noisy
+    spell hits every configuration alike), and keep each one's median round.
+    """
+    rounds: dict[str, list[ConfigResult]] = {c.name: [] for c in configs}
+    for roundNumber in range(1, repeat + 1):
+        for number, config in enumerate(configs, 1):
+            earlier = rounds[config.name]
+            if earlier and earlier[-1].status == "skipped":
+                continue
+            label = f"{number}/{len(configs)}" + (f" round {roundNumber}/{repeat}" if repeat > 1 else "")
+            earlier.append(runOnce(config, options, logs, label))
+    return [medianRound(rounds[c.name], options.phases) for c in configs]
 
 
 def report(results: list[ConfigResult], options: RunOptions, directory: Path) -> str:
@@ -192,11 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"benchmarks: {e}") from e
         installTools(configs, options, not arguments.no_install)
         print(
-            f"{len(configs)} configurations, about {estimateSeconds(configs, options) / 60:.1f} "
+            f"{len(configs)} configurations, about "
+            f"{estimateSeconds(configs, options) * max(1, arguments.repeat) / 60:.1f} "
             f"minutes; server logs in {logs}",
             flush=True,
         )
-        results = runAll(configs, options, logs)
+        results = runAll(configs, options, logs, max(1, arguments.repeat))
         print("\n" + report(results, options, arguments.results))
         return 1 if any(r.status == "failed" for r in results) else 0
     finally:
