@@ -167,7 +167,9 @@ def runAll(
             earlier = rounds[config.name]
             if earlier and earlier[-1].status == "skipped":
                 continue
-            label = f"{number}/{len(configs)}" + (f" round {roundNumber}/{repeat}" if repeat > 1 else "")
+            label = f"{number}/{len(configs)}" + (
+                f" round {roundNumber}/{repeat}" if repeat > 1 else ""
+            )
             earlier.append(runOnce(config, options, logs, label))
     return [medianRound(rounds[c.name], options.phases) for c in configs]
 
