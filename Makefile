@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # compat mode keeps twisted/plugins/ visible to `twist` (a plain editable install hides it).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e
 
-.PHONY: run test bench install install-test clean
+.PHONY: run test bench install install-test install-bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest -q
 
-bench: install-test
-	$(BIN)/python -m benchmarks
+$(BIN)/.installed-bench: $(BIN)/.installed-test
+	$(PIP_INSTALL) '.[test,bench]'
+	touch $@
+
+install-bench: $(BIN)/.installed-bench
+
+# Every configuration side by side (about 10 minutes): a table, JSON and a PNG in benchmarks/results/.
+# Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS='--quick --only twistcluster-rr-2,node-rr-2'.
+bench: install-bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Sequence
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")
@@ -62,9 +66,16 @@ class Cluster:
         *args: str,
         cwd: Path = PROJECT,
         env: dict[str, str] | None = None,
+        twistArgs: Sequence[str] = (),
+        launcher: Sequence[str] = (),
+        passFDs: Sequence[int] = (),
         command: list[str] | None = None,
     ):
         """
+        @param twistArgs: twist's own options (before C{cluster}).
+        @param launcher: A command that runs the master (it execs its
+            arguments, keeping its pid), e.g. to set up socket activation.
+        @param passFDs: Descriptors the launcher inherits.
         @param command: Run this instead of C{twist ... cluster ARGS} (a
             primary script, say).
         """
@@ -74,13 +85,14 @@ class Cluster:
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
         self.process = subprocess.Popen(
-            command or [TWIST, "--log-format", "text", "cluster", *args],
+            command or [*launcher, TWIST, "--log-format", "text", *twistArgs, "cluster", *args],
             cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=tuple(passFDs),
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -141,12 +153,20 @@ class Cluster:
         return {int(m.group(1)): int(m.group(2)) for m in found}
 
     def address(self, description: str | None = None) -> tuple[str, int]:
-        pattern = r"listening on (\S+) at tcp6?:\[?([^\]\s]*)\]?:(\d+)"
+        pattern = r"listening on (\S+) at (?:tcp|udp)6?:\[?([^\]\s]*)\]?:(\d+)"
         for match in self.waitFor(pattern):
             if description is None or match.group(1) == description:
                 host = match.group(2)
                 return ("127.0.0.1" if host in ("0.0.0.0", "") else host, int(match.group(3)))
         raise AssertionError(f"no address for {description}")
+
+    def bound(self) -> list[tuple[str, str, str]]:
+        """
+        The master's line for each configured endpoint: (description, bound
+        address, scheduling), in order.
+        """
+        pattern = r"listening on (\S+) at (\S+) \(scheduling (\S+)\)$"
+        return [m.groups() for m in self.matches(pattern)]
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -185,7 +205,15 @@ class Cluster:
         self.close()
 
 
-def connect(address: tuple[str, int], timeout: float = 10.0) -> socket.socket:
+def connect(address: tuple[str, int] | str, timeout: float = 10.0) -> socket.socket:
+    """
+    A client connection to a TCP address, or to a UNIX socket's path.
+    """
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        return sock
     sock = socket.create_connection(address, timeout=timeout)
     sock.settimeout(timeout)
     return sock
@@ -205,7 +233,7 @@ def readLine(sock: socket.socket) -> str:
     return data.decode()
 
 
-def whoServes(address: tuple[str, int]) -> tuple[int, int]:
+def whoServes(address: tuple[str, int] | str) -> tuple[int, int]:
     """
     Connect to a WhoAmI server: (worker id, pid) of the worker serving us.
     """
@@ -213,3 +241,60 @@ def whoServes(address: tuple[str, int]) -> tuple[int, int]:
         match = re.match(r"worker=(\d+) pid=(\d+)", readLine(sock))
         assert match, "no greeting from the worker"
         return int(match.group(1)), int(match.group(2))
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """
+    Keep process C{pid} stopped (SIGSTOP) for the duration.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def socketsHeldBy(pid: int) -> set[int]:
+    """
+    The inodes of the sockets process C{pid} has open.
+    """
+    inodes = set()
+    for entry in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def listeningSockets(port: int | None = None, path: str | None = None) -> set[int]:
+    """
+    The inodes of the listening TCP sockets on C{port}, or of the listening
+    UNIX sockets bound to C{path}, on this machine.
+    """
+    inodes = set()
+    if port is not None:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(int(fields[9]))
+    if path is not None:
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                inodes.add(int(fields[6]))
+    return inodes
+
+
+def temporaryPath(testCase, name: str = "path") -> str:
+    """
+    A path in a fresh temporary directory, removed after C{testCase}
+    (trial's C{mktemp} would leave it in the current directory under pytest).
+    """
+    directory = tempfile.mkdtemp(prefix="twistcluster-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, name)

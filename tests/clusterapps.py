@@ -6,7 +6,7 @@ Protocol factories that the integration tests run under `twist cluster`
 import os
 import sys
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 WORKER_ID = os.environ.get("TWISTCLUSTER_WORKER_ID", "?")
 
@@ -43,6 +43,31 @@ class Chatty(Factory):
         print(f"factory stopped in worker {WORKER_ID}")
 
 
+class PeerAndWhoAmI(WhoAmI):
+    """
+    Also says, with each echo, who it thinks the client is: behind haproxy:,
+    the PROXY header's address (known once the header has arrived, so not
+    yet in connectionMade).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        peer = self.transport.getPeer()
+        self.transport.write(f"peer={peer.host}:{peer.port} ".encode() + data)
+
+
+class PeerAndWhoAmIFactory(Factory):
+    protocol = PeerAndWhoAmI
+
+
+class WhoAmIDatagram(DatagramProtocol):
+    """
+    Answers each datagram with the worker that read it, and the datagram.
+    """
+
+    def datagramReceived(self, data: bytes, address: tuple) -> None:
+        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()} ".encode() + data, address)
+
+
 def makeWhoAmI() -> Factory:
     return WhoAmIFactory()
 
@@ -53,3 +78,38 @@ notAFactory = 42
 
 def brokenCallable() -> Factory:
     raise RuntimeError("no factory today")
+
+
+class Troubled(Protocol):
+    """
+    WhoAmI, plus commands that get the worker into trouble: C{hang} (a busy
+    loop in the event loop) and C{grow} (200 MiB more resident memory).
+    """
+
+    hoard: list = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"worker={WORKER_ID} pid={os.getpid()}\n".encode())
+
+    def dataReceived(self, data: bytes) -> None:
+        if data.strip() == b"hang":
+            while True:
+                pass
+        if data.strip() == b"grow":
+            self.hoard.append(b"x" * (200 << 20))
+        self.transport.write(data)
+
+
+class TroubledFactory(Factory):
+    protocol = Troubled
+
+
+class CannotStart(Factory):
+    """
+    Fine in the master, which only makes it; fails in every worker.
+    """
+
+    protocol = WhoAmI
+
+    def startFactory(self) -> None:
+        raise RuntimeError("boom: this factory never starts")

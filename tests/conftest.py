@@ -20,4 +20,5 @@ def cluster():
     yield start
     for c in started:
         c.close()
-
+        # Shown by pytest only when the test failed.
+        print(f"--- twist cluster {' '.join(c.args)}\n{c.output}")

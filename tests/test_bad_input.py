@@ -15,12 +15,12 @@ import pytest
 from tests._cluster import MARKER, PROJECT, TWIST, processesWithMarker
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     marker = uuid.uuid4().hex
     result = subprocess.run(
         [TWIST, "--log-format", "text", "cluster", *args],
         cwd=PROJECT,
-        env=dict(os.environ, **{MARKER: marker}),
+        env=dict(os.environ, **{MARKER: marker}, **(env or {})),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -42,7 +42,17 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--workers", "0", "tests.clusterapps.whoAmI"], "--workers must be at least 1, not 0"),
         (["--workers", "many", "tests.clusterapps.whoAmI"], "--workers takes a number, not 'many'"),
         (["--shutdown-timeout", "-1", "tests.clusterapps.whoAmI"], "--shutdown-timeout must be at least 0"),
+        (["--max-memory", "lots", "tests.clusterapps.whoAmI"], "--max-memory takes a size such as 512M or 2G, not 'lots'"),
+        (["--max-connections", "0", "tests.clusterapps.whoAmI"], "--max-connections must be at least 1, not 0"),
         ([], "give exactly one FACTORY"),
+        (["--scheduling", "random", "tests.clusterapps.whoAmI"],
+         "--scheduling 'random' is not a scheduling policy (choose from rr, least-conn, none, reuseport)"),
+        (["--listen", "udp:0", "--listen", "tcp:0", "tests.clusterapps.WhoAmIDatagram"],
+         "--listen 'udp:0': a udp: endpoint is served by a DatagramProtocol"),
+        (["--listen", "udp:0", "tests.clusterapps.whoAmI"], "'tests.clusterapps.whoAmI' is not a DatagramProtocol"),
+        (["--listen", "udp:nope", "tests.clusterapps.WhoAmIDatagram"], "--listen 'udp:nope': port and maxPacketSize are numbers"),
+        (["--listen", "systemd:domain=INET:index=0", "tests.clusterapps.whoAmI"],
+         "--listen 'systemd:domain=INET:index=0': no such inherited socket"),
         (["--", "nosuchplugin", "--x"], "no twist plugin is called 'nosuchplugin' (installed: "),
         (["--", "web", "--bogus"], "web: option --bogus not recognized"),
         (["--listen", "tcp:0", "--", "web"], "--listen is for a FACTORY; give web its own listen options"),
@@ -76,3 +86,33 @@ def test_address_in_use(tmp_path):
         f"twist cluster: error: cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
     ]
     assert not path.exists()
+
+
+def test_bad_policy_in_the_environment():
+    result = run("tests.clusterapps.whoAmI", env={"TWISTCLUSTER_SCHED_POLICY": "fastest"})
+    assert result.returncode == 64
+    assert result.stderr.splitlines() == [
+        "twist cluster: error: $TWISTCLUSTER_SCHED_POLICY 'fastest' is not a scheduling policy"
+        " (choose from rr, least-conn, none, reuseport)"
+    ]
+
+
+@pytest.mark.parametrize("policy", ["rr", "none"])
+def test_unix_path_taken(tmp_path, policy):
+    """
+    A UNIX socket path that is not a socket, or a live one, is left alone,
+    and the master says so.  (A stale one is replaced: tests.test_policies.)
+    """
+    regular, live = tmp_path / "file.sock", tmp_path / "live.sock"
+    regular.write_text("precious")
+    holder = socket.socket(socket.AF_UNIX)
+    holder.bind(str(live))
+    holder.listen()
+    with holder:
+        for path, reason in [(regular, "the path exists and is not a socket"), (live, "Address already in use")]:
+            result = run("--scheduling", policy, "--listen", f"unix:{path}", "tests.clusterapps.whoAmI")
+            assert result.returncode == 1
+            assert result.stderr.splitlines() == [f"twist cluster: error: cannot listen on 'unix:{path}': {reason}"]
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(live))
+    assert regular.read_text() == "precious"

@@ -212,3 +212,14 @@ def test_handoffs_in_flight_to_a_dying_worker_go_to_another(cluster):
         assert not greeting.startswith("worker=1 ")
         assert readLine(sock) == "request %d\n" % i
         sock.close()
+
+
+def test_workers_run_the_masters_reactor(cluster):
+    """
+    `twist --reactor asyncio cluster ...`: the workers run the asyncio
+    reactor too.
+    """
+    c = cluster("--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", APP, twistArgs=("--reactor", "asyncio"))
+    c.waitReady(1)
+    c.waitFor(r"\[worker 1\] worker 1 serving .* \(AsyncioSelectorReactor\)")
+    assert whoServes(c.address())[0] == 1

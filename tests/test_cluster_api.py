@@ -178,11 +178,15 @@ class PrimaryTests(SynchronousTestCase):
         self.assertEqual(PrimaryCluster(self.reactor, environ={}).schedulingPolicy, 2)
         none = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "none"})
         self.assertEqual(none.schedulingPolicy, none.SCHED_NONE)
+        leastConn = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "least-conn"})
+        self.assertEqual(leastConn.schedulingPolicy, leastConn.SCHED_LEAST_CONN)
         bad = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "random"})
-        self.assertRaises(ValueError, lambda: bad.schedulingPolicy)
-        # Until the merge with the shared-handle policy, NONE says so.
-        none.setupPrimary(exec=SCRIPT)
-        self.assertRaises(ValueError, none.fork)
+        error = self.assertRaises(ValueError, lambda: bad.schedulingPolicy)
+        self.assertIn("'random' is not a scheduling policy", str(error))
+        none.fork()
+        self.assertEqual(none._handles.policy.value, "none")
+        self.assertRaises(ValueError, setattr, none, "schedulingPolicy", none.SCHED_RR)
+        self.assertRaises(ValueError, setattr, leastConn, "schedulingPolicy", 7)
 
 
 class RoutingTests(SynchronousTestCase):

@@ -13,10 +13,12 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
-from twistcluster._protocol import NewConn
+from twistcluster._policies import SchedulingPolicy
+from twistcluster._protocol import NewConn, adoptControlChannel
 from twistcluster._worker import WorkerRuntime
 from twistcluster._workers import MasterControl, Worker
 
@@ -25,6 +27,32 @@ TIMEOUT = 10
 
 def openDescriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def whenControlLost(worker: Worker) -> Deferred[None]:
+    """
+    Fires once the master's end of C{worker}'s control channel has closed.
+    """
+    lost: Deferred[None] = Deferred()
+    controlLost = worker.controlLost
+
+    def recorded() -> None:
+        controlLost()
+        if not lost.called:
+            lost.callback(None)
+
+    worker.controlLost = recorded  # type: ignore[method-assign]
+    return lost
+
+
+def describeDescriptors() -> dict[str, str]:
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[name] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return found
 
 
 class FakeProcess:
@@ -60,15 +88,15 @@ class Greeted(Protocol):
         self.closed.callback(None)
 
 
-def startPair(reactor):
+def startPair(reactor, policy=SchedulingPolicy.RR):
     spec = ListenSpec.forTCP(0, interface="127.0.0.1")
-    handles = Handles(reactor, granted=[spec])
+    handles = Handles(reactor, [spec], policy)
     handle = handles.listen(spec, 0)
     events = PoolEvents()
     worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
     masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     control = MasterControl(worker, handles)
-    reactor.adoptStreamConnection(masterEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control))
+    adoptControlChannel(reactor, masterEnd.fileno(), Factory.forProtocol(lambda: control))
     masterEnd.close()
     worker.attach(FakeProcess(), control)
     runtime = WorkerRuntime(
@@ -119,8 +147,8 @@ def test_unknown_key_is_refused_and_its_descriptor_closed():
     a, b = socket.socketpair()
     try:
         before = openDescriptors()
-        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fd=a.fileno()).addTimeout(TIMEOUT, reactor)
-        assert answer == {"accepted": False}
+        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fds=[a.fileno()]).addTimeout(TIMEOUT, reactor)
+        assert answer == {"accepted": [False]}
         assert openDescriptors() == before
     finally:
         a.close()
@@ -146,12 +174,133 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
         reactor, 1, "tests.clusterapps.whoAmI", ["tcp:0:interface=127.0.0.2"], TIMEOUT,
         controlFD=workerEnd.detach(),
     )
-    done = runtime.run()
-    failure = None
+    events = []
+    globalLogPublisher.addObserver(events.append)
     try:
-        yield done.addTimeout(TIMEOUT, reactor)
-    except Exception as e:
-        failure = e
-    assert "not configured to listen on 127.0.0.2:0:4:-1:0" in str(failure)
+        done = runtime.run()
+        failure = None
+        try:
+            yield done.addTimeout(TIMEOUT, reactor)
+        except SystemExit as e:
+            failure = e
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert failure is not None and failure.code == 3
+    assert any(
+        # The master's refusal, as a listen in one process fails.
+        "could not start: CannotListenError: Couldn't listen on 127.0.0.2:0: "
+        "the master was not configured to listen on 127.0.0.2:0:4:-1:0"
+        in formatEvent(e)
+        for e in events
+    )
     assert list(handles) == []
     control.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_accepted_together_travel_in_one_box():
+    """
+    Connections accepted in one turn of the master's reactor go to a worker
+    in one NewConn (a batch), and each is acked on its own.
+    """
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    boxes = []
+    callRemote = worker.callRemote
+
+    def counting(command, **arguments):
+        if command is NewConn:
+            boxes.append(arguments["fds"])
+        return callRemote(command, **arguments)
+
+    worker.callRemote = counting
+    allTaken: Deferred[None] = Deferred()
+    connectionTaken = worker.connectionTaken
+
+    def counted():
+        connectionTaken()
+        if worker.connectionsTaken == 10:
+            allTaken.callback(None)
+
+    worker.connectionTaken = counted
+    # The kernel completes these handshakes before the reactor runs again,
+    # so the master's next accept pass finds all ten waiting.
+    clients = [socket.create_connection(("127.0.0.1", handle.sockname["port"])) for _ in range(10)]
+    try:
+        yield allTaken.addTimeout(TIMEOUT, reactor)
+        assert [len(fds) for fds in boxes] == [10]
+    finally:
+        for client in clients:
+            client.close()
+    worker.disconnect()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+
+
+@pytest_twisted.inlineCallbacks
+def test_none_gives_the_worker_the_listening_socket():
+    """
+    Under none the master binds and never accepts: QueryServer's answer
+    carries the socket, the worker accepts on it, and the master's lent copy
+    is closed once the worker listens.
+    """
+    from twisted.internet import reactor
+
+    before = openDescriptors()
+    beforeNames = describeDescriptors()
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.NONE)
+    masterSocket = handle._socket.fileno()
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    assert not [r for r in reactor.getReaders() if r.fileno() == masterSocket]
+    assert handle._lent == {}
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    client = yield connectProtocol(endpoint, Greeted())
+    greeting = yield client.greeting.addTimeout(TIMEOUT, reactor)
+    assert greeting.startswith(b"worker=")
+
+    controlClosed = whenControlLost(worker)
+    worker.disconnect()
+    client.transport.loseConnection()
+    yield client.closed.addTimeout(TIMEOUT, reactor)
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield controlClosed.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()
+    after = describeDescriptors()
+    assert openDescriptors() <= before, {k: v for k, v in after.items() if beforeNames.get(k) != v}
+
+
+@pytest_twisted.inlineCallbacks
+def test_least_conn_worker_reports_closed_connections():
+    """
+    Under least-conn the worker tells the master, in a batch, how many of
+    its connections ended; the master counts them off.
+    """
+    from twisted.internet import reactor
+
+    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.LEAST_CONN)
+    yield events.ready.addTimeout(TIMEOUT, reactor)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
+    clients = yield gatherResults([connectProtocol(endpoint, Greeted()) for _ in range(3)])
+    yield gatherResults([c.greeting for c in clients]).addTimeout(TIMEOUT, reactor)
+    strategy = handle.scheduler.strategy
+    assert strategy.live(worker) == 3
+
+    reported: Deferred[int] = Deferred()
+    original = handle.connectionsClosed
+
+    def connectionsClosed(who, count):
+        original(who, count)
+        if strategy.live(worker) == 1 and not reported.called:
+            reported.callback(count)
+
+    handle.connectionsClosed = connectionsClosed
+    clients[0].transport.loseConnection()
+    clients[1].transport.loseConnection()
+    yield reported.addTimeout(TIMEOUT, reactor)
+
+    worker.disconnect()
+    clients[2].transport.loseConnection()
+    yield done.addTimeout(TIMEOUT, reactor)
+    yield handle.stopAccepting()

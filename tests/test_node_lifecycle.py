@@ -11,11 +11,11 @@ import os
 import signal
 
 import pytest_twisted
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from tests._primary import TIMEOUT, processGone, waitUntil
+from tests._primary import TIMEOUT, processGone
 from twistcluster import ListeningAddress
 
 
@@ -206,8 +206,11 @@ def test_worker_wait_server_close(primary):
     client.transport.write(b"before\n")
     yield client.expect(b"before\n")
     worker.disconnect()
-    # The worker closed its server (it asked the master for nothing more)...
-    yield waitUntil(reactor, lambda: not primary._handles.servedBy(worker), "the server to close")
+    # A message's answer comes after the worker has handled Disconnect (AMP
+    # keeps order): it has closed its server by then...
+    delivered: Deferred[object] = Deferred()
+    assert worker.send("after the disconnect", delivered.callback)
+    assert (yield delivered.addTimeout(TIMEOUT, reactor)) is None
     # ...and still serves the client, with its channel open.
     client.transport.write(b"after\n")
     yield client.expect(b"after\n")

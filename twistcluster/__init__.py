@@ -23,8 +23,8 @@ from ._endpoints import ListenSpec
 from ._events import EventEmitter
 from ._master import Master
 from ._primary import PrimaryCluster
-from ._scheduling import RoundRobinScheduler
-from ._settings import SCHED_NONE, SCHED_RR, BadSetting
+from ._scheduling import HandOffScheduler
+from ._settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, BadSetting
 from ._thisworker import NotAWorker, ThisWorker, WorkerCluster
 from ._workerapi import ListeningAddress, WorkerGone
 from ._workers import Worker
@@ -32,16 +32,18 @@ from ._workers import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCHED_LEAST_CONN",
     "SCHED_NONE",
+    "SCHED_REUSEPORT",
     "SCHED_RR",
     "BadSetting",
     "EventEmitter",
+    "HandOffScheduler",
     "ListenSpec",
     "ListeningAddress",
     "Master",
     "NotAWorker",
     "PrimaryCluster",
-    "RoundRobinScheduler",
     "ThisWorker",
     "Worker",
     "WorkerCluster",

@@ -2,11 +2,13 @@
 """
 What a listen asks for, as a plain value (L{ListenSpec}), whichever way it
 was asked: an endpoint description on the master's command line, or a
-C{listenTCP}/C{listenUNIX}/C{listenSSL} call in a worker.
+C{listenTCP}/C{listenUNIX}/C{listenSSL}/C{listenUDP} call in a worker.
 
-Both sides derive specs through Twisted's own endpoint parsers, so every
-endpoint string Twisted knows, and wrappers such as C{haproxy:}, mean the same
-thing here as they do in a single process.
+Both sides derive stream specs through Twisted's own endpoint parsers, so
+every endpoint string Twisted knows, and wrappers such as C{haproxy:}, mean
+the same thing here as they do in a single process.  C{udp:} is not a
+Twisted endpoint type (Twisted has no datagram endpoints): it is parsed here,
+with the same escaping rules.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import socket
 from typing import Any
 
-from attrs import asdict, frozen
-from twisted.internet.endpoints import serverFromString
+from attrs import asdict, evolve, frozen
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
+
+#: The endpoint types twistcluster parses itself: datagram sockets.
+DATAGRAM_PREFIXES = ("udp", "udp6")
 
 
 @frozen
@@ -26,11 +31,13 @@ class ListenSpec:
     """
     One listening socket, as a worker asks the master for it.
 
-    @ivar kind: C{"tcp"} or C{"unix"}.
-    @ivar address: The interface (tcp) or the absolute socket path (unix).
-    @ivar port: The TCP port (0: the kernel picks), or -1 for unix.
+    @ivar kind: C{"tcp"}, C{"unix"} or C{"udp"}.
+    @ivar address: The interface (tcp, udp) or the absolute socket path (unix).
+    @ivar port: The port (0: the kernel picks), or -1 for unix.
     @ivar backlog: The listen backlog; the first asker's wins.
     @ivar mode: The socket file's mode (unix only).
+    @ivar fd: The master's descriptor of an inherited listening socket
+        (C{systemd:}), or -1 for a socket the master binds.
     """
 
     kind: str
@@ -38,6 +45,7 @@ class ListenSpec:
     port: int = -1
     backlog: int = 50
     mode: int = 0o666
+    fd: int = -1
 
     @classmethod
     def forTCP(cls, port: int, backlog: int = 50, interface: str = "") -> ListenSpec:
@@ -48,11 +56,19 @@ class ListenSpec:
         path = os.fsdecode(address)
         return cls("unix", os.path.abspath(path), -1, int(backlog), int(mode))
 
+    @classmethod
+    def forUDP(cls, port: int, interface: str = "") -> ListenSpec:
+        return cls("udp", interface, int(port))
+
     @property
     def family(self) -> int:
         if self.kind == "unix":
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    @property
+    def socketType(self) -> int:
+        return socket.SOCK_DGRAM if self.kind == "udp" else socket.SOCK_STREAM
 
     @property
     def addressType(self) -> int:
@@ -63,16 +79,19 @@ class ListenSpec:
 
     def key(self, index: int) -> str:
         """
-        The handle key, as Node spells it: C{address:port:addressType:fd:index}.
-        The n-th listen on the same address in every worker shares one key,
-        and so one socket (and one kernel-chosen port for port 0).
+        The handle key, as Node spells it: C{address:port:addressType:fd:index}
+        (with C{udp4}/C{udp6} as the address type of a datagram socket).  The
+        n-th listen on the same address in every worker shares one key, and
+        so one socket (and one kernel-chosen port for port 0).
         """
-        return f"{self.address}:{self.port}:{self.addressType}:-1:{index}"
+        addressType = f"udp{self.addressType}" if self.kind == "udp" else self.addressType
+        return f"{self.address}:{self.port}:{addressType}:{self.fd}:{index}"
 
     def grantedBy(self, configured: ListenSpec) -> bool:
         """
         Does a master configured with C{configured} grant this spec?
-        (Backlog and mode are the first asker's choice, not part of identity.)
+        (Backlog, mode and an inherited descriptor are the master's business,
+        not part of what a worker asks for.)
         """
         return (self.kind, self.address, self.port) == (
             configured.kind,
@@ -90,18 +109,20 @@ class ListenSpec:
 
 class UnsupportedEndpoint(ValueError):
     """
-    An endpoint string that does not listen on a TCP or UNIX stream socket.
+    An endpoint string that does not listen on one TCP, UNIX or UDP socket.
     """
 
 
 class _ListenRecorder:
     """
     A stand-in reactor that records the listen an endpoint makes, instead of
-    making it.
+    making it.  An adopted socket (C{systemd:}) is recorded with a duplicate
+    of its descriptor, since the endpoint closes the one it adopted.
     """
 
     def __init__(self) -> None:
         self.specs: list[ListenSpec] = []
+        self.adopted: list[tuple[int, int]] = []
 
     def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> object:
         self.specs.append(ListenSpec.forTCP(port, backlog, interface))
@@ -114,8 +135,99 @@ class _ListenRecorder:
         self.specs.append(ListenSpec.forUNIX(address, backlog, mode))
         return object()
 
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> object:
+        self.specs.append(_inheritedSpec(fileDescriptor, addressFamily))
+        self.adopted.append((fileDescriptor, os.dup(fileDescriptor)))
+        return object()
+
+    def restoreAdopted(self) -> None:
+        """
+        Put each adopted descriptor back under its own number: the endpoint
+        closed it, and the master serves it from now on.
+        """
+        for fd, kept in self.adopted:
+            os.dup2(kept, fd, inheritable=False)
+            os.close(kept)
+        self.adopted = []
+
     def __getattr__(self, name: str) -> Any:
         raise UnsupportedEndpoint(f"it needs reactor.{name}, which twistcluster does not route yet")
+
+
+def _inheritedSpec(fd: int, family: int) -> ListenSpec:
+    """
+    The spec of an inherited listening socket, from the socket itself.
+
+    @raise UnsupportedEndpoint: It is not a listening stream socket of
+        C{family}.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError as e:
+        raise UnsupportedEndpoint(f"descriptor {fd} is not a socket: {e.strerror}") from e
+    with sock:
+        if sock.family != family or sock.type != socket.SOCK_STREAM:
+            raise UnsupportedEndpoint(f"descriptor {fd} is not a {socket.AddressFamily(family).name} stream socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise UnsupportedEndpoint(f"descriptor {fd} is not listening")
+        name = sock.getsockname()
+    if family == socket.AF_UNIX:
+        path = os.fsdecode(name)
+        if not path or path.startswith("\0"):
+            raise UnsupportedEndpoint(f"descriptor {fd} is not a UNIX socket with a path")
+        return evolve(ListenSpec.forUNIX(path), fd=fd)
+    return ListenSpec("tcp", name[0], name[1], fd=fd)
+
+
+def _fields(description: str) -> list[tuple[int, str]]:
+    """
+    Split an endpoint description at its unescaped colons, as Twisted does:
+    each field's start offset and its unescaped text.
+    """
+    fields: list[tuple[int, str]] = []
+    start, text, escaped = 0, [], False
+    for offset, char in enumerate(description):
+        if escaped:
+            text.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append((start, "".join(text)))
+            start, text = offset + 1, []
+        else:
+            text.append(char)
+    fields.append((start, "".join(text)))
+    return fields
+
+
+def isDatagram(description: str) -> bool:
+    return _fields(description)[0][1] in DATAGRAM_PREFIXES
+
+
+def parseDatagram(description: str) -> tuple[ListenSpec, int]:
+    """
+    Parse C{udp:PORT[:interface=ADDRESS][:maxPacketSize=BYTES]} (or
+    C{udp6:}, whose interface defaults to C{::}).
+
+    @return: The spec and the largest datagram a worker reads.
+    @raise ValueError: Malformed; the message says why.
+    """
+    fields = [text for _, text in _fields(description)]
+    prefix, arguments = fields[0], fields[1:]
+    positional = [a for a in arguments if "=" not in a]
+    options = dict(a.split("=", 1) for a in arguments if "=" in a)
+    unknown = set(options) - {"interface", "maxPacketSize"}
+    if len(positional) != 1 or unknown:
+        raise ValueError(f"expected {prefix}:PORT[:interface=ADDRESS][:maxPacketSize=BYTES]")
+    try:
+        port, maxPacketSize = int(positional[0]), int(options.get("maxPacketSize", 8192))
+    except ValueError:
+        raise ValueError(f"port and maxPacketSize are numbers, not {positional[0]!r}") from None
+    interface = options.get("interface", "::" if prefix == "udp6" else "")
+    if prefix == "udp6" and ":" not in interface:
+        raise ValueError(f"udp6 needs an IPv6 interface, not {interface!r}")
+    return ListenSpec.forUDP(port, interface), maxPacketSize
 
 
 def specFromDescription(description: str) -> ListenSpec:
@@ -123,8 +235,10 @@ def specFromDescription(description: str) -> ListenSpec:
     Parse a server endpoint description into the listen it makes.
 
     @raise ValueError: The description is malformed, or it does not listen on
-        exactly one stream socket.  The message says why.
+        exactly one socket.  The message says why.
     """
+    if isDatagram(description):
+        return parseDatagram(description)[0]
     recorder = _ListenRecorder()
     try:
         endpoint = serverFromString(recorder, description)
@@ -134,8 +248,42 @@ def specFromDescription(description: str) -> ListenSpec:
             failures[0].raiseException()
     except UnsupportedEndpoint:
         raise
+    except (IndexError, KeyError) as e:
+        if any(text == "systemd" for _, text in _fields(description)):
+            raise ValueError(
+                "no such inherited socket (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES"
+                " name the ones this process has)"
+            ) from e
+        raise ValueError(str(e) or type(e).__name__) from e
     except Exception as e:
         raise ValueError(str(e) or type(e).__name__) from e
+    finally:
+        recorder.restoreAdopted()
     if len(recorder.specs) != 1:
-        raise UnsupportedEndpoint("it does not listen on exactly one stream socket")
+        raise UnsupportedEndpoint("it does not listen on exactly one socket")
     return recorder.specs[0]
+
+
+def workerDescription(description: str, spec: ListenSpec) -> str:
+    """
+    The description a worker listens on for a listen the master configured.
+
+    An inherited socket (C{systemd:}) can only be found in the master (the
+    environment names the master's pid, and workers do not inherit it), so
+    its innermost endpoint, the last one in the string, becomes the address
+    it is bound to; wrappers around it (C{haproxy:}) stay.
+    """
+    if spec.fd < 0:
+        return description
+    fields = _fields(description)
+    start = next(
+        offset
+        for index, (offset, text) in reversed(list(enumerate(fields)))
+        if text == "systemd" and all("=" in rest for _, rest in fields[index + 1 :])
+    )
+    if spec.kind == "unix":
+        inner = f"unix:{quoteStringArgument(spec.address)}"
+    else:
+        prefix = "tcp6" if spec.family == socket.AF_INET6 else "tcp"
+        inner = f"{prefix}:{spec.port}:interface={quoteStringArgument(spec.address)}"
+    return description[:start] + inner

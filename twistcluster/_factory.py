@@ -1,12 +1,14 @@
 # -*- test-case-name: tests.test_factory -*-
 """
-Find the user's protocol factory from a dotted name, as C{python -m} would
-import it from the current directory.
+Find the user's protocol factory (or, for C{udp:} endpoints, datagram
+protocol) from a dotted name, as C{python -m} would import it from the
+current directory.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import AbstractDatagramProtocol
 from twisted.python.reflect import namedAny
 
 
@@ -51,3 +53,39 @@ def _kind(obj: object) -> str:
 def _oneLine(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def loadDatagramProtocols(name: str, count: int) -> list[AbstractDatagramProtocol]:
+    """
+    Resolve C{name} to C{count} datagram protocols, one per C{udp:} listen
+    (a protocol serves one port): an instance as it is (so only one), a
+    class or a zero-argument callable by calling it each time.
+
+    @raise BadFactory: The name does not lead to a datagram protocol, or an
+        instance would have to serve more than one port.
+    """
+    if "." not in name:
+        raise BadFactory(f"{name!r} is not a dotted name (module.attribute)")
+    try:
+        found = namedAny(name)
+    except Exception as e:
+        raise BadFactory(f"cannot import {name!r}: {_oneLine(e)}") from e
+    if isinstance(found, AbstractDatagramProtocol):
+        if count > 1:
+            raise BadFactory(
+                f"{name!r} is one DatagramProtocol instance, and it cannot serve {count} udp: endpoints"
+                " (give its class or a callable)"
+            )
+        return [found]
+    if not callable(found):
+        raise BadFactory(f"{name!r} is not a DatagramProtocol (it is {_kind(found)})")
+    protocols = []
+    for _ in range(count):
+        try:
+            made = found()
+        except Exception as e:
+            raise BadFactory(f"{name}() failed: {_oneLine(e)}") from e
+        if not isinstance(made, AbstractDatagramProtocol):
+            raise BadFactory(f"{name}() did not return a DatagramProtocol (it returned {_kind(made)})")
+        protocols.append(made)
+    return protocols

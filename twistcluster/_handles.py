@@ -1,13 +1,14 @@
 # -*- test-case-name: tests.test_handles -*-
 """
-The master's listening handles, keyed as Node keys them, and the hand-off of
-accepted connections to workers over the control channel.
+The master's listening handles, keyed as Node keys them: L{HandOffHandle}
+accepts connections and hands them to workers over the control channel
+(C{rr}, C{least-conn}); the handles of L{twistcluster._shared} give workers
+the listening socket itself (C{none}, C{reuseport}, UDP).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -16,9 +17,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._endpoints import ListenSpec
+from ._policies import SchedulingPolicy
 from ._ports import listenForHandOff
 from ._protocol import ListenRefused, NewConn
-from ._scheduling import RoundRobinScheduler
+from ._scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
+from ._shared import ReusePortHandle, SharedHandle
+from ._sockets import describeAddress, socknameOf
 
 
 class HandOffTarget(Protocol):
@@ -28,29 +32,80 @@ class HandOffTarget(Protocol):
 
     id: int
 
+    def connectionTaken(self) -> None:
+        ...
+
     def callRemote(self, command: type, **kwargs: Any) -> Deferred[dict[str, Any]]:
         ...
 
 
-def describeAddress(sockname: dict[str, Any]) -> str:
+class Handle(Protocol):
     """
-    An address as one token a script can parse: C{tcp:127.0.0.1:8080},
-    C{tcp6:[::1]:8080} or C{unix:/run/app.sock}.
-    """
-    if sockname["addressType"] == -1:
-        return f"unix:{sockname['address']}"
-    if sockname["addressType"] == 6:
-        return f"tcp6:[{sockname['address']}]:{sockname['port']}"
-    return f"tcp:{sockname['address']}:{sockname['port']}"
-
-
-class RoundRobinHandle:
-    """
-    One listening socket in the master, and the workers that serve it.
+    One listening socket of the master (or one per worker, for
+    C{reuseport}), and the workers that serve it.
 
     @ivar key: Node's handle key.
     @ivar sockname: The bound address, as Node reports it: C{address},
         C{port}, C{addressType} (4, 6, or -1 for a UNIX socket).
+    @ivar scheduling: The policy it follows, by its option name.
+    """
+
+    key: str
+    spec: ListenSpec
+    sockname: dict[str, Any]
+    scheduling: str
+
+    def answer(self, worker: HandOffTarget) -> dict[str, Any]:
+        """
+        The answer to C{worker}'s C{QueryServer} for this handle.
+        """
+
+    def add(self, worker: HandOffTarget) -> None:
+        """
+        C{worker} is listening on this handle.
+        """
+
+    def retire(self, worker: HandOffTarget) -> None:
+        """
+        C{worker} closed its server for this handle.
+        """
+
+    def remove(self, worker: HandOffTarget) -> None:
+        """
+        C{worker} is gone.
+        """
+
+    def connectionsClosed(self, worker: HandOffTarget, count: int) -> None:
+        """
+        C{count} connections C{worker} served on this handle have ended.
+        """
+
+    def stopAccepting(self) -> Deferred[None]:
+        """
+        Close the master's listening socket, letting no waiting client down
+        where it can.
+        """
+
+    def closeNow(self) -> None:
+        """
+        Close at once (the master failed to start).
+        """
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fires once every connection the master accepted is with a worker.
+        """
+
+    def closeWaiting(self) -> None:
+        """
+        Close whatever the master still holds (it is stopping).
+        """
+
+
+class HandOffHandle:
+    """
+    A listening socket in the master that accepts connections and hands each
+    one to a worker, as its pick strategy chooses.
     """
 
     _log = Logger()
@@ -60,26 +115,31 @@ class RoundRobinHandle:
         reactor: Any,
         key: str,
         spec: ListenSpec,
+        strategy: PickStrategy[HandOffTarget] | None = None,
         close: Callable[[int], object] = os.close,
     ) -> None:
         self.key = key
         self.spec = spec
+        self._reactor = reactor
+        self._strategy: PickStrategy[HandOffTarget] = strategy or RoundRobin()
+        self._leastConnections = isinstance(self._strategy, LeastConnections)
+        self.scheduling = "least-conn" if self._leastConnections else "rr"
         self._idleWaiters: list[Deferred[None]] = []
-        self._scheduler: RoundRobinScheduler[HandOffTarget] = RoundRobinScheduler(
-            self._handOff, close
+        self._outgoing: dict[HandOffTarget, list[int]] = {}
+        self._flushing: Any = None
+        self._scheduler: HandOffScheduler[HandOffTarget] = HandOffScheduler(
+            self._handOff, close, self._strategy
         )
         self._port = listenForHandOff(reactor, spec, self._connectionAccepted)
-        self.sockname = self._sockname()
-
-    def _sockname(self) -> dict[str, Any]:
-        name = self._port.socket.getsockname()  # type: ignore[attr-defined]
-        if self.spec.family == socket.AF_UNIX:
-            return {"address": os.fsdecode(name), "port": -1, "addressType": -1}
-        return {"address": name[0], "port": name[1], "addressType": self.spec.addressType}
+        self.sockname = socknameOf(self._port.socket, spec)  # type: ignore[attr-defined]
 
     @property
-    def scheduler(self) -> RoundRobinScheduler[HandOffTarget]:
+    def scheduler(self) -> HandOffScheduler[HandOffTarget]:
         return self._scheduler
+
+    def answer(self, worker: HandOffTarget) -> dict[str, Any]:
+        # Only least-conn needs to hear about connections that end.
+        return {"key": self.key, "sockname": self.sockname, "reportClosed": self._leastConnections}
 
     def add(self, worker: HandOffTarget) -> None:
         """
@@ -99,6 +159,17 @@ class RoundRobinHandle:
         """
         self._scheduler.removeWorker(worker)
         self._afterChange()
+
+    def connectionsClosed(self, worker: HandOffTarget, count: int) -> None:
+        self._scheduler.connectionsClosed(worker, count)
+        if isinstance(self._strategy, LeastConnections):
+            self._log.debug(
+                "worker {workerId} closed {count} connections on {key}; {live} live",
+                workerId=worker.id,
+                count=count,
+                key=self.key,
+                live=self._strategy.live(worker),
+            )
 
     def stopAccepting(self) -> Deferred[None]:
         """
@@ -137,28 +208,51 @@ class RoundRobinHandle:
             self._port.pauseAccepting()  # type: ignore[attr-defined]
 
     def _handOff(self, worker: HandOffTarget, fd: int) -> None:
-        d = worker.callRemote(NewConn, key=self.key, fd=fd)
-        d.addCallbacks(
-            self._answered,
-            self._failed,
-            callbackArgs=(worker, fd),
-            errbackArgs=(worker, fd),
-        )
+        # Everything handed to one worker in this turn of the reactor goes in
+        # one NewConn box: under load the box's cost is shared by many.
+        batch = self._outgoing.get(worker)
+        if batch is None:
+            batch = self._outgoing[worker] = []
+            if self._flushing is None:
+                self._flushing = self._reactor.callLater(0, self._flush)
+        batch.append(fd)
 
-    def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fd: int) -> None:
-        self._scheduler.answered(worker, fd, answer["accepted"])
+    def _flush(self) -> None:
+        self._flushing = None
+        outgoing, self._outgoing = self._outgoing, {}
+        for worker, fds in outgoing.items():
+            try:
+                d = worker.callRemote(NewConn, key=self.key, fds=fds)
+            except Exception:
+                # Never into the reactor: the sockets go to another worker.
+                self._failed(Failure(), worker, fds)
+                continue
+            d.addCallbacks(
+                self._answered,
+                self._failed,
+                callbackArgs=(worker, fds),
+                errbackArgs=(worker, fds),
+            )
+
+    def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fds: list[int]) -> None:
+        answered = self._scheduler.answered
+        for fd, accepted in zip(fds, answer["accepted"]):
+            answered(worker, fd, accepted)
+            if accepted:
+                worker.connectionTaken()
         self._afterChange()
 
-    def _failed(self, reason: Failure, worker: HandOffTarget, fd: int) -> None:
+    def _failed(self, reason: Failure, worker: HandOffTarget, fds: list[int]) -> None:
         # Every callback on the control channel handles its own errors: one
         # escaping here would make AMP drop a healthy worker's channel.
         if not reason.check(ConnectionDone, ConnectionLost):
             self._log.failure(
-                "hand-off to worker {workerId} failed; giving the connection to another",
+                "hand-off to worker {workerId} failed; giving its connections to others",
                 reason,
                 workerId=worker.id,
             )
-        self._scheduler.answered(worker, fd, False)
+        for fd in fds:
+            self._scheduler.answered(worker, fd, False)
         self._afterChange()
 
     def _afterChange(self) -> None:
@@ -176,22 +270,29 @@ class Handles:
 
     @ivar _granted: The listens this master was configured with; a worker's
         query for anything else is refused.  L{None} grants any.
+    @ivar policy: The scheduling policy of the stream handles it makes.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, granted: list[ListenSpec] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        granted: list[ListenSpec] | None = None,
+        policy: SchedulingPolicy = SchedulingPolicy.RR,
+    ) -> None:
         self._reactor = reactor
         self._granted = granted
-        self._byKey: dict[str, RoundRobinHandle] = {}
+        self.policy = policy
+        self._byKey: dict[str, Handle] = {}
 
     def __iter__(self) -> Any:
         return iter(list(self._byKey.values()))
 
-    def get(self, key: str) -> RoundRobinHandle | None:
+    def get(self, key: str) -> Handle | None:
         return self._byKey.get(key)
 
-    def listen(self, spec: ListenSpec, index: int = 0) -> RoundRobinHandle:
+    def listen(self, spec: ListenSpec, index: int = 0) -> Handle:
         """
         The handle for the C{index}-th listen on C{spec}, created (bound) on
         first use.
@@ -201,15 +302,30 @@ class Handles:
         key = spec.key(index)
         handle = self._byKey.get(key)
         if handle is None:
-            handle = self._byKey[key] = RoundRobinHandle(self._reactor, key, spec)
+            handle = self._byKey[key] = self._makeHandle(key, spec)
             self._log.info(
                 "listening on {key} at {address}",
                 key=key,
-                address=describeAddress(handle.sockname),
+                address=describeAddress(spec, handle.sockname),
             )
         return handle
 
-    def discard(self, handle: RoundRobinHandle) -> None:
+    def _makeHandle(self, key: str, spec: ListenSpec) -> Handle:
+        if spec.kind == "udp":
+            # Each datagram reaches one reader: the kernel already spreads them.
+            return SharedHandle(key, spec)
+        if self.policy.handsOff:
+            strategy: PickStrategy[HandOffTarget] = (
+                LeastConnections() if self.policy is SchedulingPolicy.LEAST_CONN else RoundRobin()
+            )
+            return HandOffHandle(self._reactor, key, spec, strategy)
+        if self.policy is SchedulingPolicy.REUSEPORT and spec.kind == "tcp" and spec.fd < 0:
+            return ReusePortHandle(key, spec)
+        # none; and reuseport where the kernel has no SO_REUSEPORT group to
+        # offer (UNIX sockets) or the socket is not ours to multiply (systemd).
+        return SharedHandle(key, spec)
+
+    def discard(self, handle: Handle) -> None:
         """
         Forget C{handle} (its owner closes it); a later query for its key
         binds afresh.
@@ -217,20 +333,28 @@ class Handles:
         if self._byKey.get(handle.key) is handle:
             del self._byKey[handle.key]
 
-    def query(self, spec: ListenSpec, index: int) -> RoundRobinHandle:
+    def query(self, spec: ListenSpec, index: int) -> Handle:
         """
-        Answer a worker's C{QueryServer}.
+        Answer a worker's C{QueryServer}: the handle of the configured listen
+        that grants C{spec}.
 
         @raise ListenRefused: Not granted, or the bind failed.
         """
-        if spec.kind not in ("tcp", "unix"):
-            raise ListenRefused(f"the master cannot share {spec.kind} sockets yet ({spec.key(index)})")
-        if self._granted is not None and not any(spec.grantedBy(g) for g in self._granted):
-            raise ListenRefused(f"the master was not configured to listen on {spec.key(index)}")
+        configured = self._configuredFor(spec, index)
         try:
-            return self.listen(spec, index)
+            return self.listen(configured, index)
         except CannotListenError as e:
             raise ListenRefused(str(e)) from e
+
+    def _configuredFor(self, spec: ListenSpec, index: int) -> ListenSpec:
+        if self._granted is None:
+            return spec
+        for configured in self._granted:
+            if spec.grantedBy(configured):
+                if configured.fd >= 0 and index > 0:
+                    raise ListenRefused(f"the inherited socket {spec.key(0)} serves one listen per worker")
+                return configured
+        raise ListenRefused(f"the master was not configured to listen on {spec.key(index)}")
 
     def workerListening(self, worker: HandOffTarget, key: str) -> bool:
         handle = self._byKey.get(key)
@@ -244,9 +368,19 @@ class Handles:
         if handle is not None:
             handle.retire(worker)
 
+    def workerLeaving(self, worker: HandOffTarget) -> None:
+        """
+        Hand C{worker} nothing new on any handle; its hand-offs in flight are
+        still answered.
+        """
+        for handle in self:
+            handle.retire(worker)
+
     def workerGone(self, worker: HandOffTarget) -> None:
         for handle in self:
             handle.remove(worker)
 
-    def servedBy(self, worker: HandOffTarget) -> int:
-        return sum(worker in h.scheduler.workers for h in self)
+    def connectionsClosed(self, worker: HandOffTarget, key: str, count: int) -> None:
+        handle = self._byKey.get(key)
+        if handle is not None:
+            handle.connectionsClosed(worker, count)

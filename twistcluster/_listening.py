@@ -9,23 +9,31 @@ C{listenUNIX} and C{listenUDP} routed that way, so Twisted's endpoint strings
 (C{tcp:}, C{tcp6:}, C{unix:}, C{ssl:}, wrappers such as C{haproxy:}) work
 unchanged.  L{ClusterReactor.install} routes the real reactor's own listen
 methods too, so that ordinary Twisted code listens through the master.
+
+The master either hands the worker connections (C{NewConn}), or answers with
+the listening socket itself, which the worker adopts and accepts on (or
+reads datagrams from) on its own.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import socket
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.fdesc import setNonBlocking
+from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ._endpoints import ListenSpec
+from ._endpoints import ListenSpec, isDatagram, parseDatagram
+from ._ports import AdoptedUNIXPort
+from ._routing import ROUTED_LISTENS, DirectReactor, listenError
 
 
 class MasterChannel(Protocol):
@@ -42,11 +50,17 @@ class MasterChannel(Protocol):
     def portClosed(self, port: ClusterPort) -> None:
         ...
 
-    def connectionAdopted(self, transport: Any) -> None:
-        ...
+    def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
+        """
+        C{port} made a connection, served by C{protocol}; the channel sees it
+        end by wrapping its C{connectionLost}.
+        """
 
-    def portRefused(self, port: Any, reason: Failure) -> None:
-        ...
+    def portRefused(self, port: ClusterPort, reason: Failure) -> None:
+        """
+        The master refused C{port}'s listen (C{reason} is a
+        L{CannotListenError}).
+        """
 
 
 class _Indexes:
@@ -76,13 +90,63 @@ class _Indexes:
             self._next.pop(name, None)
 
 
+class _TrackedFactory(Factory):
+    """
+    The user's factory as a worker's port uses it: each connection it builds
+    is reported to the control channel, which counts it open until it is
+    lost.  Only C{buildProtocol} is wrapped, so nothing stands between the
+    connection and the user's protocol for each read.
+    """
+
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, port: ClusterPort, channel: MasterChannel) -> None:
+        self._wrapped = wrapped
+        self._port = port
+        self._channel = channel
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self._wrapped.buildProtocol(addr)
+        if protocol is not None:
+            self._channel.connectionOpened(self._port, protocol)
+        return protocol
+
+    def logPrefix(self) -> str:
+        # What the port's log lines name: the user's factory, not this one.
+        if ILoggingContext.providedBy(self._wrapped):
+            return self._wrapped.logPrefix()  # type: ignore[no-any-return]
+        return type(self._wrapped).__name__
+
+
+def adoptListeningSocket(reactor: Any, fd: int, spec: ListenSpec, serving: Any, maxPacketSize: int) -> IListeningPort:
+    """
+    Serve on a listening socket the master sent: accept connections on it
+    for C{serving} (a protocol factory), or read its datagrams with it (a
+    datagram protocol).  The caller closes C{fd}; the port has a duplicate.
+    """
+    setNonBlocking(fd)
+    if spec.kind == "udp":
+        return reactor.adoptDatagramPort(fd, spec.family, serving, maxPacketSize)  # type: ignore[no-any-return]
+    if spec.kind == "unix":
+        # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
+        # socket every worker shares when this one stops.
+        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, serving)
+        port.startListening()
+        return port  # type: ignore[no-any-return]
+    return reactor.adoptStreamPort(fd, spec.family, serving)  # type: ignore[no-any-return]
+
+
 @implementer(IListeningPort)
 class ClusterPort:
     """
-    A listening port in a worker whose socket lives in the master.
+    A listening port in a worker whose socket the master owns.
 
     @ivar key: The master's handle key, once the master has answered.
     @ivar sockname: The bound address, once the master has answered.
+    @ivar reportClosed: Whether the master wants to hear when the
+        connections it handed over end (C{least-conn}).
+    @ivar factory: The user's protocol factory, or for a UDP port its
+        datagram protocol.
     """
 
     _log = Logger()
@@ -93,22 +157,29 @@ class ClusterPort:
         channel: MasterChannel,
         indexes: _Indexes,
         spec: ListenSpec,
-        factory: IProtocolFactory,
+        factory: Any,
+        maxPacketSize: int = 8192,
     ) -> None:
         self._reactor = reactor
         self._channel = channel
         self._indexes = indexes
         self.spec = spec
         self.factory = factory
+        self._maxPacketSize = maxPacketSize
+        self._serving: Any = factory if spec.kind == "udp" else _TrackedFactory(factory, self, channel)
         self.key: str | None = None
         self.sockname: dict[str, Any] | None = None
+        self.reportClosed = False
+        self._adopted: IListeningPort | None = None
         self._index: int | None = None
         self._closed = False
         self._outcome: Failure | ClusterPort | None = None
         self._waiters: list[Deferred[ClusterPort]] = []
 
     def startListening(self) -> None:
-        self.factory.doStart()
+        # A datagram protocol starts when its port connects it.
+        if self.spec.kind != "udp":
+            self.factory.doStart()
         self._index = self._indexes.take(self.spec)
         self._channel.queryServer(self.spec, self._index).addCallbacks(
             self._granted, self._refused
@@ -126,17 +197,32 @@ class ClusterPort:
         return waiter
 
     def _granted(self, answer: dict[str, Any]) -> None:
+        fd = answer.get("fd")
         if self._closed:
+            if fd is not None:
+                os.close(fd)
             return
+        if fd is not None:
+            try:
+                self._adopted = adoptListeningSocket(
+                    self._reactor, fd, self.spec, self._serving, self._maxPacketSize
+                )
+            except Exception:
+                self._refused(Failure())
+                return
+            finally:
+                os.close(fd)
         self.key = answer["key"]
         self.sockname = answer["sockname"]
+        self.reportClosed = bool(answer.get("reportClosed"))
         self._channel.portListening(self)
         self._settle(self)
 
     def _refused(self, reason: Failure) -> None:
         self._closed = True
         self._release()
-        self.factory.doStop()
+        if self.spec.kind != "udp":
+            self.factory.doStop()
         reason = listenError(self.spec, reason)
         self._channel.portRefused(self, reason)
         self._settle(reason)
@@ -159,24 +245,26 @@ class ClusterPort:
         """
         if self._closed:
             return False
-        transport = self._reactor.adoptStreamConnection(fd, self.spec.family, self.factory)
-        if transport is None:
-            return False
-        self._channel.connectionAdopted(transport)
-        return True
+        transport = self._reactor.adoptStreamConnection(fd, self.spec.family, self._serving)
+        return transport is not None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def stopListening(self) -> Deferred[None]:
+        stopped: Deferred[None] | None = None
         if not self._closed:
             self._closed = True
+            if self._adopted is not None:
+                # A close, never a shutdown(): other workers share the socket.
+                stopped = self._adopted.stopListening()
             if self.key is not None:
                 self._channel.portClosed(self)
             self._release()
-            self.factory.doStop()
-        return succeed(None)
+            if self.spec.kind != "udp":
+                self.factory.doStop()
+        return stopped or succeed(None)
 
     loseConnection = stopListening
 
@@ -189,50 +277,16 @@ class ClusterPort:
         if self.spec.kind == "unix":
             return UNIXAddress(self.spec.address)
         address = self.sockname or {"address": self.spec.address, "port": self.spec.port}
+        kind = "UDP" if self.spec.kind == "udp" else "TCP"
         if self.spec.family == socket.AF_INET6:
-            return IPv6Address("TCP", address["address"], address["port"])
-        return IPv4Address("TCP", address["address"], address["port"])
+            return IPv6Address(kind, address["address"], address["port"])
+        return IPv4Address(kind, address["address"], address["port"])
 
 
 def _failed(reason: Failure) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(reason)
     return d
-
-
-def listenError(spec: ListenSpec, reason: Failure) -> Failure:
-    """
-    The master's refusal of a listen, as the error a listen in one process
-    gives: L{CannotListenError}, whose C{socketError} has the master's errno
-    (C{EADDRINUSE}, C{EACCES}, ...) when a bind failed.
-    """
-    if reason.check(CannotListenError):
-        return reason
-    text = reason.getErrorMessage()
-    found = re.search(r"\[Errno (\d+)\] ([^.]*)", text)
-    error: Exception = OSError(int(found.group(1)), found.group(2)) if found else reason.value
-    address = spec.address or "any"
-    return Failure(CannotListenError(address, spec.port if spec.port >= 0 else address, error))
-
-
-#: The reactor methods a worker routes through the master.
-ROUTED_LISTENS = ("listenTCP", "listenSSL", "listenUNIX", "listenUDP")
-
-
-class DirectReactor:
-    """
-    The real reactor with its own, unrouted listen methods: a listen of one
-    worker alone (Node's C{exclusive: true}).
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        directlyProvides(self, *providedBy(reactor))
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ROUTED_LISTENS:
-            return getattr(type(self._reactor), name).__get__(self._reactor)
-        return getattr(self._reactor, name)
 
 
 class ClusterReactor:
@@ -245,7 +299,7 @@ class ClusterReactor:
         self._reactor = reactor
         self._channel = channel
         self._indexes = _Indexes()
-        self._ports: list[Any] = []
+        self._ports: list[ClusterPort] = []
         directlyProvides(self, *providedBy(reactor))
 
     def __getattr__(self, name: str) -> Any:
@@ -270,35 +324,18 @@ class ClusterReactor:
         return DirectReactor(self._reactor)
 
     @property
-    def ports(self) -> list[Any]:
+    def ports(self) -> list[ClusterPort]:
         """
         Every listen made through this reactor and not stopped yet.
         """
         self._ports = [p for p in self._ports if not p.closed]
         return list(self._ports)
 
-    def _listen(self, spec: ListenSpec, factory: IProtocolFactory) -> ClusterPort:
-        port = ClusterPort(self._reactor, self._channel, self._indexes, spec, factory)
+    def _listen(self, spec: ListenSpec, factory: Any, maxPacketSize: int = 8192) -> ClusterPort:
+        port = ClusterPort(self._reactor, self._channel, self._indexes, spec, factory, maxPacketSize)
         self._ports.append(port)
         port.startListening()
         return port
-
-    def listenUDP(
-        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
-    ) -> Any:
-        """
-        Ask the master for a shared datagram socket (Node: UDP is always
-        shared, never round-robin) and adopt it.
-        """
-        from ._datagram import ClusterDatagramPort
-
-        datagramPort = ClusterDatagramPort(
-            self._reactor, self._channel, self._indexes,
-            ListenSpec("udp", interface, int(port)), protocol, maxPacketSize,
-        )
-        self._ports.append(datagramPort)
-        datagramPort.startListening()
-        return datagramPort
 
     def listenTCP(
         self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
@@ -330,3 +367,20 @@ class ClusterReactor:
         wantPID: int = 0,
     ) -> ClusterPort:
         return self._listen(ListenSpec.forUNIX(address, backlog, mode), factory)
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> ClusterPort:
+        return self._listen(ListenSpec.forUDP(port, interface), protocol, maxPacketSize)
+
+
+def listenOn(reactor: ClusterReactor, description: str, serving: Any) -> Deferred[ClusterPort]:
+    """
+    Listen as C{description} says, through the master: a Twisted server
+    endpoint for C{serving}, a protocol factory; or C{udp:} for C{serving},
+    a datagram protocol.
+    """
+    if isDatagram(description):
+        spec, maxPacketSize = parseDatagram(description)
+        return succeed(reactor.listenUDP(spec.port, serving, spec.address, maxPacketSize))
+    return serverFromString(reactor, description).listen(serving)  # type: ignore[no-any-return]

@@ -6,17 +6,24 @@ answers the signals users send it.
 
 from __future__ import annotations
 
+import os
 import signal
-from typing import Any, Sequence
+import sys
+from collections import Counter
+from typing import Any, Callable, Sequence
 
+from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ._endpoints import ListenSpec
-from ._handles import Handles, describeAddress
+from ._handles import Handles
+from ._monitor import WorkerMonitor
+from ._policies import SchedulingPolicy
 from ._pool import WorkerPool
+from ._sockets import describeAddress
 
 
 class StartupError(Exception):
@@ -25,12 +32,36 @@ class StartupError(Exception):
     """
 
 
+@frozen
+class Limits:
+    """
+    How long workers may take, and when they wear out.
+
+    @ivar shutdownTimeout: Seconds a leaving worker may take to finish its
+        connections before it is killed.
+    @ivar workerTimeout: Seconds a ready worker may leave its heartbeat
+        unanswered before it is aborted and replaced.
+    @ivar bootTimeout: Seconds a new worker may take to become ready.
+    @ivar maxConnections: Replace a worker after this many connections.
+    @ivar maxMemory: Replace a worker whose resident memory exceeds this many
+        bytes.
+    """
+
+    shutdownTimeout: float = 30.0
+    workerTimeout: float = 30.0
+    bootTimeout: float = 60.0
+    maxConnections: int | None = None
+    maxMemory: int | None = None
+
+
 class Master(Service):
     """
     The cluster's master process.
 
     @ivar handles: The listening sockets, by Node's key.
     @ivar pool: The worker processes.
+    @ivar exitStatus: What the process exits with; non-zero once the master
+        gave up.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
         plugin whose endpoints the master cannot tell), not only on
         C{listens}.
@@ -45,16 +76,39 @@ class Master(Service):
         listens: Sequence[tuple[str, ListenSpec]],
         workerArguments: Sequence[str],
         workers: int,
-        shutdownTimeout: float,
+        limits: Limits = Limits(),
+        startupFailed: Callable[[str], object] | None = None,
+        policy: SchedulingPolicy = SchedulingPolicy.RR,
         grantAny: bool = False,
     ) -> None:
         self._reactor = reactor
+        self._startupFailed = startupFailed
         self._listens = list(listens)
-        self._shutdownTimeout = shutdownTimeout
+        self._limits = limits
         self._grantAny = grantAny
+        self.exitStatus = 0
         granted = None if grantAny else [spec for _, spec in self._listens]
-        self.handles = Handles(reactor, granted=granted)
-        self.pool = WorkerPool(reactor, self.handles, workerArguments, workers, shutdownTimeout)
+        self.handles = Handles(reactor, granted, policy)
+        self.pool = WorkerPool(
+            reactor,
+            self.handles,
+            workerArguments,
+            workers,
+            limits.shutdownTimeout,
+            gaveUp=self._gaveUp,
+            maxConnections=limits.maxConnections,
+        )
+        self._monitor = WorkerMonitor(
+            reactor,
+            lambda: self.pool.workers.values(),
+            hung=lambda worker, why: worker.abort(why),  # type: ignore[attr-defined]
+            tooBig=lambda worker, size: self.pool.workerWornOut(
+                worker, f"uses {size >> 20} MiB (limit {limits.maxMemory >> 20} MiB)"  # type: ignore[operator,arg-type]
+            ),
+            workerTimeout=limits.workerTimeout,
+            bootTimeout=limits.bootTimeout,
+            maxMemory=limits.maxMemory,
+        )
         self._stopping = False
 
     def startService(self) -> None:
@@ -62,17 +116,29 @@ class Master(Service):
         Bind every configured endpoint now, so a bad address fails the start
         before any worker exists; spawn the workers once the reactor runs.
 
-        @raise StartupError: An endpoint could not be bound.
+        @raise StartupError: An endpoint could not be bound (unless a
+            C{startupFailed} handler was given, which is called instead).
         """
-        self._bindAll()
+        try:
+            self._bindAll()
+        except StartupError as e:
+            if self._startupFailed is None:
+                raise
+            self._startupFailed(str(e))
+            return
         super().startService()
         self._reactor.callWhenRunning(self._running)
 
     def _bindAll(self) -> None:
         bound = []
+        # As in a worker (Node's index): the n-th listen on one address gets
+        # index n, so two `--listen tcp:0` are two sockets on two ports.
+        indexes: Counter[str] = Counter()
         for description, spec in self._listens:
+            index = indexes[spec.key(0)]
+            indexes[spec.key(0)] += 1
             try:
-                handle = self.handles.listen(spec, 0)
+                handle = self.handles.listen(spec, index)
             except CannotListenError as e:
                 for earlier in bound:
                     earlier.closeNow()
@@ -81,20 +147,34 @@ class Master(Service):
                 raise StartupError(f"cannot listen on {description!r}: {text}") from e
             bound.append(handle)
             self._log.info(
-                "listening on {description} at {address}",
+                "listening on {description} at {address} (scheduling {scheduling})",
                 description=description,
-                address=describeAddress(handle.sockname),
+                address=describeAddress(spec, handle.sockname),
+                scheduling=handle.scheduling,
             )
         if self._grantAny:
             self._log.info("workers may listen on any endpoint they ask for")
 
     def _running(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, self._signalled)
         self.pool.start()
+        self._monitor.start()
 
     def _signalled(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self._stopRequested, signal.Signals(signum).name)
+        self._reactor.callFromThread(self._onSignal, signal.Signals(signum))
+
+    def _onSignal(self, signum: signal.Signals) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stopRequested(signum.name)
+        elif self._stopping:
+            self._log.info("{signal} ignored: stopping", signal=signum.name)
+        elif signum == signal.SIGHUP:
+            self.pool.restartAll()
+        elif signum == signal.SIGTTIN:
+            self.pool.grow()
+        elif signum == signal.SIGTTOU:
+            self.pool.shrink()
 
     def _stopRequested(self, signame: str) -> None:
         if not self._stopping:
@@ -104,6 +184,22 @@ class Master(Service):
             self._log.warn("{signal} again: killing the workers now", signal=signame)
             self.pool.killAll()
 
+    def _gaveUp(self, reason: str) -> None:
+        self._log.critical("giving up: {reason}", reason=reason)
+        sys.stderr.write(f"twist cluster: error: {reason}\n")
+        sys.stderr.flush()
+        self.exitStatus = 1
+        # twist has no way to set the exit status: leave with it once the
+        # orderly shutdown (workers gone, sockets closed) is done.
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit)
+        if not self._stopping:
+            self._reactor.stop()
+
+    def _exit(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(self.exitStatus)
+
     @inlineCallbacks
     def stopService(self) -> Any:
         """
@@ -112,14 +208,15 @@ class Master(Service):
         """
         self._stopping = True
         super().stopService()
+        self._monitor.stop()
         self._log.info(
             "no longer accepting; workers finish their connections (up to {timeout}s)",
-            timeout=self._shutdownTimeout,
+            timeout=self._limits.shutdownTimeout,
         )
         yield DeferredList([handle.stopAccepting() for handle in self.handles])
         if self.pool.readyCount:
             idle: Deferred[Any] = DeferredList([handle.whenIdle() for handle in self.handles])
-            idle.addTimeout(self._shutdownTimeout, self._reactor)
+            idle.addTimeout(self._limits.shutdownTimeout, self._reactor)
             yield idle.addErrback(lambda _: None)
         yield self.pool.stop()
         for handle in self.handles:

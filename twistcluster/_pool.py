@@ -1,25 +1,27 @@
 # -*- test-case-name: tests.test_pool -*-
 """
 The master's worker processes: spawning them over a socketpair, replacing the
-ones that die, and stopping them all.
+ones that die or wear out, rolling restarts, scaling, and stopping them all.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from attrs import field, frozen
-from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ._handles import Handles
-from ._protocol import CONTROL_FD
+from ._protocol import CONTROL_FD, adoptControlChannel
+from ._respawn import RespawnPolicy
 from ._workers import MasterControl, Worker, WorkerProcessProtocol
 
 WORKER_MODULE = "twistcluster._workermain"
@@ -50,13 +52,16 @@ class WorkerCommand:
 
 class WorkerPool:
     """
-    Keeps C{size} workers running.
+    Keeps C{size} workers serving.
 
-    @ivar workers: The live workers, by id.
+    @ivar workers: Every live worker process, by id, draining ones included.
     @ivar _workerArguments: The worker entry point's command line, after
         C{python -m twistcluster._workermain}.
-    @ivar _bootRetryDelay: Seconds to wait before replacing a worker after
-        the n-th consecutive one that died before it was ready.
+    @ivar _gaveUp: Called with a one-line reason when workers keep failing to
+        boot and none has ever been ready.
+    @ivar _maxConnections: Replace a worker after it has taken this many
+        connections (plus up to 10% jitter, so workers do not recycle
+        together); L{None} for never.
     """
 
     _log = Logger()
@@ -68,24 +73,38 @@ class WorkerPool:
         workerArguments: Sequence[str],
         size: int,
         shutdownTimeout: float,
-        bootRetryDelay: Callable[[int], float] = backoffPolicy(0.1, 10.0, 2.0),
+        gaveUp: Callable[[str], object] = lambda reason: None,
+        policy: RespawnPolicy | None = None,
+        maxConnections: int | None = None,
     ) -> None:
         self._reactor = reactor
         self._handles = handles
         self._workerArguments = list(workerArguments)
         self.size = size
         self._shutdownTimeout = shutdownTimeout
-        self._bootRetryDelay = bootRetryDelay
+        self._gaveUp = gaveUp
+        self.policy = policy if policy is not None else RespawnPolicy(reactor)
+        self._maxConnections = maxConnections
         self._lastId = 0
         self._running = False
-        self._bootFailures = 0
-        self._replacing: set[IDelayedCall] = set()
+        self._replenishing: set[IDelayedCall] = set()
+        self._replacements = DeferredLock()
         self.workers: dict[int, Worker] = {}
+
+    @property
+    def serving(self) -> list[Worker]:
+        """
+        The workers that count towards C{size}: not leaving.
+        """
+        return [w for w in self.workers.values() if w.state in ("spawning", "online", "listening")]
+
+    @property
+    def readyCount(self) -> int:
+        return sum(w.state == "listening" for w in self.workers.values())
 
     def start(self) -> None:
         self._running = True
-        while len(self.workers) < self.size:
-            self.spawn()
+        self._replenish()
 
     def spawn(self, command: WorkerCommand | None = None) -> Worker:
         """
@@ -98,6 +117,8 @@ class WorkerPool:
             command = self._workerCommand()
         self._lastId += 1
         worker = Worker(self._lastId, self._reactor, self._handles, self, self._shutdownTimeout)
+        if self._maxConnections:
+            worker.connectionLimit = self._maxConnections + random.randint(0, self._maxConnections // 10)
         parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         output: dict[int, str | int] = {1: "r", 2: "r"} if command.relayOutput else {1: 1, 2: 2}
         try:
@@ -119,9 +140,7 @@ class WorkerPool:
             # never see the channel end when the worker dies.
             childEnd.close()
         control = MasterControl(worker, self._handles)
-        self._reactor.adoptStreamConnection(
-            parentEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
+        adoptControlChannel(self._reactor, parentEnd.fileno(), Factory.forProtocol(lambda: control))
         parentEnd.close()
         worker.attach(process, control)
         process.closeStdin()
@@ -135,33 +154,102 @@ class WorkerPool:
             env={"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"},
         )
 
-    @property
-    def readyCount(self) -> int:
-        return sum(w.state == "listening" for w in self.workers.values())
+    def _replenish(self) -> None:
+        self._replenishing = {c for c in self._replenishing if c.active()}
+        while self._running and len(self.serving) < self.size:
+            self.spawn()
 
     # PoolEvents
 
     def workerReady(self, worker: Worker) -> None:
-        self._bootFailures = 0
+        self.policy.workerReady()
+
+    def workerWornOut(self, worker: Worker, why: str) -> None:
+        self._log.info(
+            "worker {workerId} (pid {pid}) {why}; replacing it", workerId=worker.id, pid=worker.pid, why=why
+        )
+        self.replace(worker)
 
     def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None:
         self.workers.pop(worker.id, None)
         if not self._running or worker.exitedAfterDisconnect:
             return
-        delay = 0.0
-        if not worker.everReady:
-            self._bootFailures += 1
-            delay = self._bootRetryDelay(self._bootFailures)
+        delay = self.policy.workerDied(worker.everReady)
+        if delay is None:
+            self._gaveUp(
+                f"workers keep failing to boot ({self.policy.bootFailures} in a row, none ever ready); "
+                f"the last one said: {worker.lastError or 'nothing'}"
+            )
+            return
         self._log.info(
             "replacing worker {workerId} in {delay:.1f}s", workerId=worker.id, delay=delay
         )
-        call = self._reactor.callLater(delay, self._replace)
-        self._replacing.add(call)
+        self._replenishing.add(self._reactor.callLater(delay, self._replenish))
 
-    def _replace(self) -> None:
-        self._replacing = {c for c in self._replacing if c.active()}
-        if self._running and len(self.workers) < self.size:
-            self.spawn()
+    # Replacing live workers: a new one must be ready before the old one goes.
+
+    def replace(self, worker: Worker) -> Deferred[bool]:
+        """
+        Start a new worker; once it is ready, take C{worker} out of rotation
+        and let it drain.  Replacements run one at a time.
+
+        @return: Fires with whether it was replaced (not if the new workers
+            kept failing to boot, or the pool is stopping).
+        """
+        return self._replacements.run(self._replace, worker)
+
+    @inlineCallbacks
+    def _replace(self, worker: Worker) -> Any:
+        tries = 0
+        while self._running and worker.state in ("spawning", "online", "listening"):
+            new = self.spawn()
+            if (yield new.whenReady()):
+                worker.disconnect()
+                return True
+            tries += 1
+            if tries >= self.policy.maxBootFailures:
+                self._log.error(
+                    "could not replace worker {workerId}: {tries} new workers failed to boot; "
+                    "the last one said: {error}; keeping the old one",
+                    workerId=worker.id,
+                    tries=tries,
+                    error=new.lastError or "nothing",
+                )
+                return False
+            yield deferLater(self._reactor, self.policy.bootRetryDelay(tries), lambda: None)
+        return False
+
+    @inlineCallbacks
+    def restartAll(self) -> Any:
+        """
+        A rolling restart: each current worker is replaced by a new one (which
+        loads the code afresh), never leaving fewer than C{size} ready.
+        """
+        old = self.serving
+        self._log.info("rolling restart of {count} workers", count=len(old))
+        replaced = 0
+        for worker in old:
+            if not self._running:
+                break
+            replaced += bool((yield self.replace(worker)))
+        self._log.info("rolling restart done: {replaced} of {count} replaced", replaced=replaced, count=len(old))
+        return replaced
+
+    def grow(self) -> None:
+        self.size += 1
+        self._log.info("one worker more: {size}", size=self.size)
+        self._replenish()
+
+    def shrink(self) -> None:
+        if self.size <= 1:
+            self._log.warn("not shrinking below one worker")
+            return
+        self.size -= 1
+        self._log.info("one worker fewer: {size}", size=self.size)
+        serving = self.serving
+        if len(serving) > self.size:
+            # The newest goes: the older ones are warm.
+            max(serving, key=lambda w: w.id).disconnect()
 
     def stop(self) -> Deferred[Any]:
         """
@@ -171,10 +259,10 @@ class WorkerPool:
         @return: Fires when every worker has exited.
         """
         self._running = False
-        for call in self._replacing:
+        for call in self._replenishing:
             if call.active():
                 call.cancel()
-        self._replacing.clear()
+        self._replenishing.clear()
         workers = list(self.workers.values())
         exits = [w.whenExited() for w in workers]
         for worker in workers:

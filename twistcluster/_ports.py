@@ -3,20 +3,24 @@
 The master's listening ports: they accept connections and pass each one on
 as a bare file descriptor, never building a transport or a protocol for a
 socket the master only hands off.
+
+Also L{AdoptedUNIXPort}, for a UNIX listening socket made elsewhere (by the
+master for a worker, or by systemd for the master).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 from typing import Any, Callable
 
 from twisted.internet import tcp, unix
+from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from ._endpoints import ListenSpec
+from ._sockets import bindablePath, removeStaleSocketFile
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -43,6 +47,7 @@ class _HandOffAccepting:
     _acceptBatch = 256
     _paused = False
     _waitingForResources: Any = None
+    _outOfResourcesSince: str | None = None
     reactor: IReactorTime
     socket: Any
     _log = Logger()
@@ -80,6 +85,11 @@ class _HandOffAccepting:
                     self._outOfResources(e)
                     return False
                 raise
+            if self._outOfResourcesSince is not None:
+                self._log.info(
+                    "accepting again after {error}", error=self._outOfResourcesSince
+                )
+                self._outOfResourcesSince = None
             connectionAccepted(fd)
             if stopWhenPaused and self._paused:
                 return False
@@ -100,11 +110,14 @@ class _HandOffAccepting:
                 self.startReading()  # type: ignore[attr-defined]
 
     def _outOfResources(self, error: OSError) -> None:
-        self._log.warn(
-            "accept() failed: {error}; accepting again in {delay}s",
-            error=errno.errorcode.get(error.errno or 0, str(error)),
-            delay=self._resourceRetryDelay,
-        )
+        if self._outOfResourcesSince is None:
+            # Once per episode: it may last, and we retry ten times a second.
+            self._outOfResourcesSince = errno.errorcode.get(error.errno or 0, str(error))
+            self._log.warn(
+                "accept() failed: {error}; retrying every {delay}s until descriptors are free",
+                error=self._outOfResourcesSince,
+                delay=self._resourceRetryDelay,
+            )
         self.stopReading()  # type: ignore[attr-defined]
         self._waitingForResources = self.reactor.callLater(
             self._resourceRetryDelay, self._resourcesMayBeBack
@@ -122,6 +135,33 @@ class _HandOffAccepting:
         super().connectionLost(reason)  # type: ignore[misc]
 
 
+class AdoptedUNIXPort(unix.Port):
+    """
+    A UNIX port on a listening socket that someone else made and others
+    share.  Twisted's own adopted UNIX port would C{chmod} the file and
+    C{listen()} again with its own mode and backlog, C{shutdown()} the socket
+    when it stops (ending it for every process that shares it) and remove
+    the file; this one does none of that.
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        assert self._preexistingSocket is not None, "only for adopted sockets"
+        tcp._reservedFD.reserve()
+        skt, self._preexistingSocket = self._preexistingSocket, None
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        # tcp.Port's, not unix.Port's: the file belongs to whoever bound it.
+        tcp.Port.connectionLost(self, reason)
+
+
 class HandOffTCPPort(_HandOffAccepting, tcp.Port):
     def _logConnectionLostMsg(self) -> None:
         pass
@@ -132,35 +172,31 @@ class HandOffUNIXPort(_HandOffAccepting, unix.Port):
         pass
 
 
-#: The longest path a UNIX socket address holds (sun_path, less the NUL).
-_SUN_PATH_MAX = 107
-
-
-def _bindablePath(path: str) -> str:
-    """
-    A UNIX socket path too long for C{sun_path} is bound relative to the
-    current directory when that is short enough, as Node's primary does.
-    """
-    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
-        return path
-    relative = os.path.relpath(path)
-    return relative if len(os.fsencode(relative)) < len(os.fsencode(path)) else path
+class AdoptedHandOffUNIXPort(_HandOffAccepting, AdoptedUNIXPort):
+    def _logConnectionLostMsg(self) -> None:
+        pass
 
 
 def listenForHandOff(
     reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int], object]
 ) -> IListeningPort:
     """
-    Bind and listen as C{spec} says; each accepted connection's descriptor
-    goes to C{connectionAccepted}.
+    Bind and listen as C{spec} says (or adopt the inherited socket it names);
+    each accepted connection's descriptor goes to C{connectionAccepted}.
 
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
     port: _HandOffAccepting
-    if spec.kind == "unix":
-        port = HandOffUNIXPort(
-            _bindablePath(spec.address).encode(), _SilentFactory(), spec.backlog, spec.mode, reactor
-        )
+    if spec.fd >= 0:
+        setNonBlocking(spec.fd)
+    if spec.fd >= 0 and spec.kind == "unix":
+        port = AdoptedHandOffUNIXPort._fromListeningDescriptor(reactor, spec.fd, _SilentFactory())
+    elif spec.fd >= 0:
+        port = HandOffTCPPort._fromListeningDescriptor(reactor, spec.fd, spec.family, _SilentFactory())
+    elif spec.kind == "unix":
+        path = bindablePath(spec.address)
+        removeStaleSocketFile(path)
+        port = HandOffUNIXPort(path.encode(), _SilentFactory(), spec.backlog, spec.mode, reactor)
     else:
         port = HandOffTCPPort(spec.port, _SilentFactory(), spec.backlog, spec.address, reactor)
     port._connectionAccepted = connectionAccepted

@@ -26,12 +26,15 @@ from ._handles import Handles
 from ._messages import encodeMessage
 from ._pool import WorkerPool
 from ._settings import (
+    SCHED_LEAST_CONN,
     SCHED_NONE,
+    SCHED_REUSEPORT,
     SCHED_RR,
     BadSetting,
     defaultSettings,
     mergeSettings,
     policyFromEnvironment,
+    schedulingFor,
     workerCommand,
 )
 from . import _workers
@@ -57,6 +60,8 @@ class PrimaryCluster(EventEmitter):
     Worker = _workers.Worker
     SCHED_NONE = SCHED_NONE
     SCHED_RR = SCHED_RR
+    SCHED_LEAST_CONN = SCHED_LEAST_CONN
+    SCHED_REUSEPORT = SCHED_REUSEPORT
 
     def __init__(
         self,
@@ -98,8 +103,9 @@ class PrimaryCluster(EventEmitter):
     @property
     def schedulingPolicy(self) -> int:
         """
-        L{SCHED_RR} or L{SCHED_NONE}; C{$TWISTCLUSTER_SCHED_POLICY} by
-        default.  Frozen by the first C{setupPrimary()} or C{fork()}.
+        L{SCHED_RR} or L{SCHED_NONE} (Node's), or L{SCHED_LEAST_CONN} or
+        L{SCHED_REUSEPORT}; C{$TWISTCLUSTER_SCHED_POLICY} by default.
+        Frozen by the first C{setupPrimary()} or C{fork()}.
         """
         if self._policy is None:
             self._policy = policyFromEnvironment(self._environ)
@@ -107,8 +113,7 @@ class PrimaryCluster(EventEmitter):
 
     @schedulingPolicy.setter
     def schedulingPolicy(self, policy: int) -> None:
-        if policy not in (SCHED_RR, SCHED_NONE):
-            raise BadSetting(f"schedulingPolicy is SCHED_RR or SCHED_NONE, not {policy!r}")
+        schedulingFor(policy)
         if self._policyFrozen and policy != self._policy:
             raise BadSetting("schedulingPolicy is frozen once setupPrimary() or fork() was called")
         self._policy = policy
@@ -154,12 +159,8 @@ class PrimaryCluster(EventEmitter):
 
     def _engine(self) -> WorkerPool:
         if self._pool is None:
-            if self.schedulingPolicy == SCHED_NONE:
-                # The shared-handle policy belongs to the master's handles;
-                # until they have it, say so instead of silently using RR.
-                raise BadSetting("schedulingPolicy SCHED_NONE is not supported yet; use SCHED_RR")
             assert self._settings is not None
-            self._handles = Handles(self._reactor, granted=None)
+            self._handles = Handles(self._reactor, None, schedulingFor(self.schedulingPolicy))
             self._pool = WorkerPool(
                 self._reactor, self._handles, [], 0, self._settings["shutdownTimeout"]
             )

@@ -12,10 +12,18 @@ L{amp.Descriptor} (SCM_RIGHTS).
 from __future__ import annotations
 
 import json
+import socket
+import struct
+from errno import EAGAIN, ENOBUFS
 from typing import Any
 
+from twisted.internet import error, main, unix
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols import amp
+from twisted.python import sendmsg
+from twisted.python.compat import lazyByteSlice
+from twisted.python.util import untilConcludes
 
 from ._messages import MessageAssembler, encodeMessage
 
@@ -34,6 +42,76 @@ class JSON(amp.Argument):
 
     def fromString(self, inString: bytes) -> Any:
         return json.loads(inString)
+
+
+class Descriptors(amp.Argument):
+    """
+    Several file descriptors in one AMP value: each travels as
+    L{amp.Descriptor} sends one (SCM_RIGHTS, matched up by a per-connection
+    ordinal), so one box can hand off a whole batch of sockets.
+    """
+
+    def toStringProto(self, inObject: list[int], proto: Any) -> bytes:
+        send = proto._sendFileDescriptor
+        return b",".join(b"%d" % send(fd) for fd in inObject)
+
+    def fromStringProto(self, inString: bytes, proto: Any) -> list[int]:
+        if not inString:
+            return []
+        take = proto._getDescriptor
+        return [take(int(ordinal)) for ordinal in inString.split(b",")]
+
+
+#: The most descriptors Linux takes in one SCM_RIGHTS message (SCM_MAX_FD).
+_MAX_FDS_PER_MESSAGE = 253
+
+
+class _BatchingUNIXServer(unix.Server):
+    """
+    A UNIX transport that sends all its queued file descriptors in one
+    SCM_RIGHTS message riding on one byte.
+
+    Twisted's sends each descriptor in a sendmsg of its own, and the kernel
+    never merges messages that carry descriptors, so the receiver needs one
+    recvmsg (one turn of its reactor) per descriptor.  Here a batch of sockets
+    handed off together costs one sendmsg and one recvmsg; the receiver is any
+    Twisted UNIX transport, which takes several descriptors per message.
+    """
+
+    def writeSomeData(self, data: Any) -> Any:
+        queued = self._sendmsgQueue
+        if not queued:
+            return self._writeSomeDataBase.writeSomeData(self, data)
+        if not data:
+            return error.FileDescriptorOverrun()
+        sent = 0
+        while queued and sent < len(data):
+            batch = queued[:_MAX_FDS_PER_MESSAGE]
+            try:
+                untilConcludes(
+                    sendmsg.sendmsg,
+                    self.socket,
+                    data[sent : sent + 1],
+                    [(socket.SOL_SOCKET, sendmsg.SCM_RIGHTS, struct.pack(f"{len(batch)}i", *batch))],
+                )
+            except OSError as e:
+                return sent if e.errno in (EAGAIN, ENOBUFS) else main.CONNECTION_LOST
+            del queued[: len(batch)]
+            sent += 1
+        if queued:
+            return sent
+        result = self._writeSomeDataBase.writeSomeData(self, lazyByteSlice(data, sent))
+        return sent + result if isinstance(result, int) else result
+
+
+def adoptControlChannel(reactor: Any, fd: int, factory: IProtocolFactory) -> Any:
+    """
+    Adopt the master's end of a control channel, as
+    C{reactor.adoptStreamConnection(fd, AF_UNIX, factory)} would, with a
+    transport that sends a batch of descriptors in one message.  C{fd} is
+    duplicated; the caller closes it.
+    """
+    return _BatchingUNIXServer._fromConnectedSocket(fd, factory, reactor)
 
 
 class Message(amp.Command):
@@ -129,16 +207,20 @@ class QueryServer(amp.Command):
     W→M: a worker wants to listen.  The master creates the listening socket on
     the first query for a key and answers every query for it with the key and
     the bound address.
+
+    Where the worker accepts for itself (C{none}, C{reuseport}, UDP), the
+    answer carries the listening socket (C{fd}), which the worker adopts and
+    closes; otherwise the master hands it connections (C{NewConn}), and
+    C{reportClosed} asks it to tell when they end (C{ConnectionsClosed}).
     """
 
     commandName = b"queryServer"
     arguments = [(b"spec", JSON()), (b"index", amp.Integer())]
-    # fd: the bound socket itself, for handles a worker adopts (a shared
-    # datagram socket); absent when the master keeps the socket (round-robin).
     response = [
         (b"key", amp.Unicode()),
         (b"sockname", JSON()),
         (b"fd", amp.Descriptor(optional=True)),
+        (b"reportClosed", amp.Boolean(optional=True)),
     ]
     errors = {ListenRefused: b"LISTEN_REFUSED"}
 
@@ -155,14 +237,28 @@ class Listening(amp.Command):
 
 class NewConn(amp.Command):
     """
-    M→W: an accepted connection for C{key}.  The answer is the ack: the
-    master keeps its copy of the socket until it arrives, then closes it
-    (C{accepted}) or gives the socket to another worker (not C{accepted}).
+    M→W: accepted connections for C{key}, every one the master accepted for
+    this worker in one turn of its reactor (usually one; a batch under load,
+    so the cost of a box is shared).  The answer is the ack, one boolean per
+    socket: the master keeps its copy of each socket until it arrives, then
+    closes it (accepted) or gives it to another worker (refused).
     """
 
     commandName = b"newconn"
-    arguments = [(b"key", amp.Unicode()), (b"fd", amp.Descriptor())]
-    response = [(b"accepted", amp.Boolean())]
+    arguments = [(b"key", amp.Unicode()), (b"fds", Descriptors())]
+    response = [(b"accepted", amp.ListOf(amp.Boolean()))]
+
+
+class ConnectionsClosed(amp.Command):
+    """
+    W→M: C{count} connections the master handed over for C{key} have ended
+    (sent in batches, at most every few tens of milliseconds, and only when
+    C{QueryServer}'s answer asked for it).
+    """
+
+    commandName = b"connectionsClosed"
+    arguments = [(b"key", amp.Unicode()), (b"count", amp.Integer())]
+    requiresAnswer = False
 
 
 class Close(amp.Command):

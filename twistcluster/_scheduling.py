@@ -2,16 +2,18 @@
 """
 Which worker gets the next accepted connection.
 
-L{RoundRobinScheduler} is Node's C{RoundRobinHandle} logic without the I/O:
-a FIFO of workers with room, a queue of accepted sockets, and an ack window.
+L{HandOffScheduler} is Node's C{RoundRobinHandle} logic without the I/O: a
+FIFO of workers with room, a queue of accepted sockets, and an ack window.
 It works on plain file descriptor numbers; the caller does the sending.
+Which of the workers with room gets the next socket is its L{PickStrategy}:
+L{RoundRobin} (the FIFO's head) or L{LeastConnections}.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
 from attrs import define, field
 from twisted.logger import Logger
@@ -19,11 +21,96 @@ from twisted.logger import Logger
 W = TypeVar("W", bound=Hashable)
 
 
-@define
-class RoundRobinScheduler(Generic[W]):
+class PickStrategy(Protocol[W]):
     """
-    Hand accepted sockets to workers in turn, at most C{window} unacked
-    hand-offs per worker.
+    Chooses among the workers with room in their window, and hears what
+    happens to the connections it placed.
+    """
+
+    def pick(self, ready: deque[W]) -> W:
+        """
+        Take the next worker out of C{ready} (not empty; longest ready first).
+        """
+
+    def handedOff(self, worker: W) -> None:
+        """
+        A connection went to C{worker}.
+        """
+
+    def refused(self, worker: W) -> None:
+        """
+        C{worker} refused a connection it was handed.
+        """
+
+    def closed(self, worker: W, count: int) -> None:
+        """
+        C{count} connections C{worker} was handed have ended.
+        """
+
+    def forget(self, worker: W) -> None:
+        """
+        C{worker} is gone.
+        """
+
+
+class RoundRobin(Generic[W]):
+    """
+    Each worker in turn: the one that has waited longest.
+    """
+
+    def pick(self, ready: deque[W]) -> W:
+        return ready.popleft()
+
+    def handedOff(self, worker: W) -> None:
+        pass
+
+    def refused(self, worker: W) -> None:
+        pass
+
+    def closed(self, worker: W, count: int) -> None:
+        pass
+
+    def forget(self, worker: W) -> None:
+        pass
+
+
+class LeastConnections(Generic[W]):
+    """
+    The worker with the fewest live connections (handed off and not yet
+    reported closed); among equals, the one that has waited longest.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[W, int] = {}
+
+    def live(self, worker: W) -> int:
+        return self._live.get(worker, 0)
+
+    def pick(self, ready: deque[W]) -> W:
+        # min() keeps the first of equals: FIFO order breaks ties.
+        chosen = min(ready, key=self.live)
+        ready.remove(chosen)
+        return chosen
+
+    def handedOff(self, worker: W) -> None:
+        self._live[worker] = self.live(worker) + 1
+
+    def refused(self, worker: W) -> None:
+        self.closed(worker, 1)
+
+    def closed(self, worker: W, count: int) -> None:
+        if worker in self._live:
+            self._live[worker] = max(0, self._live[worker] - count)
+
+    def forget(self, worker: W) -> None:
+        self._live.pop(worker, None)
+
+
+@define
+class HandOffScheduler(Generic[W]):
+    """
+    Hand accepted sockets to workers, at most C{window} unacked hand-offs per
+    worker; the pick strategy chooses among the workers with room.
 
     A worker whose window is full (busy, blocked, dying) gets nothing more
     until it acks.  A refused hand-off goes to another worker; a worker that
@@ -35,6 +122,7 @@ class RoundRobinScheduler(Generic[W]):
         through L{answered}.
     @ivar _close: Closes a socket the master no longer needs (a plain
         C{close()}, never a C{shutdown()}).
+    @ivar strategy: Which worker with room gets the next socket.
     @ivar window: The most unacked hand-offs one worker may have.
     @ivar queueLimit: How many accepted sockets may wait for a worker before
         L{full} says to stop accepting.
@@ -42,6 +130,7 @@ class RoundRobinScheduler(Generic[W]):
 
     _handOff: Callable[[W, int], object]
     _close: Callable[[int], object] = os.close
+    strategy: PickStrategy[W] = field(factory=RoundRobin)
     window: int = 16
     queueLimit: int = 64
     _queue: deque[int] = field(factory=deque, init=False)
@@ -83,10 +172,16 @@ class RoundRobinScheduler(Generic[W]):
         """
         C{worker} is listening: it takes its turn from now on.
         """
-        if worker in self._inFlight:
+        if worker in self._retired:
+            # It closed and listens again while answers are still due.
+            self._retired.discard(worker)
+            if len(self._inFlight[worker]) < self.window:
+                self._ready.append(worker)
+        elif worker in self._inFlight:
             return
-        self._inFlight[worker] = set()
-        self._ready.append(worker)
+        else:
+            self._inFlight[worker] = set()
+            self._ready.append(worker)
         self.dispatch()
 
     def retireWorker(self, worker: W) -> None:
@@ -108,6 +203,7 @@ class RoundRobinScheduler(Generic[W]):
         unacked = self._inFlight.pop(worker, set())
         self._retired.discard(worker)
         self._dropFromReady(worker)
+        self.strategy.forget(worker)
         self._queue.extendleft(sorted(unacked, reverse=True))
         if unacked:
             self._log.info(
@@ -133,12 +229,19 @@ class RoundRobinScheduler(Generic[W]):
             self._refusals.pop(fd, None)
             self._close(fd)
         else:
+            self.strategy.refused(worker)
             self._refused(fd)
         if worker in self._retired:
             self._forgetIfDone(worker)
         elif wasFull:
             self._ready.append(worker)
         self.dispatch()
+
+    def connectionsClosed(self, worker: W, count: int) -> None:
+        """
+        C{count} connections handed to C{worker} have ended.
+        """
+        self.strategy.closed(worker, count)
 
     def closeAll(self) -> None:
         """
@@ -156,8 +259,9 @@ class RoundRobinScheduler(Generic[W]):
         self._dispatching = True
         try:
             while self._queue and self._ready:
-                worker = self._ready.popleft()
+                worker = self.strategy.pick(self._ready)
                 fd = self._queue.popleft()
+                self.strategy.handedOff(worker)
                 unacked = self._inFlight[worker]
                 unacked.add(fd)
                 if len(unacked) < self.window:
@@ -187,3 +291,4 @@ class RoundRobinScheduler(Generic[W]):
         if not self._inFlight.get(worker):
             self._inFlight.pop(worker, None)
             self._retired.discard(worker)
+            self.strategy.forget(worker)

@@ -10,17 +10,23 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
+from ._policies import SchedulingPolicy, schedulingPolicy
 from ._pool import WorkerCommand
 
 #: Node's scheduling policies: the kernel spreads connections (the listening
 #: socket is shared), or the primary hands them out in turn.
 SCHED_NONE = 1
 SCHED_RR = 2
+#: twistcluster's own (C{--scheduling least-conn} and C{reuseport}).
+SCHED_LEAST_CONN = 3
+SCHED_REUSEPORT = 4
 
-#: The environment variable that sets the policy (C{rr} or C{none}), as
-#: C{NODE_CLUSTER_SCHED_POLICY} does in Node.
-POLICY_VARIABLE = "TWISTCLUSTER_SCHED_POLICY"
-_POLICIES = {"rr": SCHED_RR, "none": SCHED_NONE}
+_POLICIES = {
+    SCHED_NONE: SchedulingPolicy.NONE,
+    SCHED_RR: SchedulingPolicy.RR,
+    SCHED_LEAST_CONN: SchedulingPolicy.LEAST_CONN,
+    SCHED_REUSEPORT: SchedulingPolicy.REUSEPORT,
+}
 
 
 class BadSetting(ValueError):
@@ -31,13 +37,26 @@ class BadSetting(ValueError):
 
 def policyFromEnvironment(environ: Mapping[str, str]) -> int:
     """
+    The policy C{$TWISTCLUSTER_SCHED_POLICY} names (as
+    C{NODE_CLUSTER_SCHED_POLICY} does in Node), else L{SCHED_RR}.
+
     @raise BadSetting: The variable names no policy.
     """
-    name = environ.get(POLICY_VARIABLE, "rr")
     try:
-        return _POLICIES[name]
-    except KeyError:
-        raise BadSetting(f"{POLICY_VARIABLE}={name!r}: the cluster API knows 'rr' and 'none'") from None
+        policy = schedulingPolicy(None, environ)
+    except ValueError as e:
+        raise BadSetting(str(e)) from None
+    return next(constant for constant, p in _POLICIES.items() if p is policy)
+
+
+def schedulingFor(policy: int) -> SchedulingPolicy:
+    """
+    @raise BadSetting: Not one of the C{SCHED_*} constants.
+    """
+    try:
+        return _POLICIES[policy]
+    except (KeyError, TypeError):
+        raise BadSetting(f"schedulingPolicy is one of SCHED_RR, SCHED_NONE, SCHED_LEAST_CONN, SCHED_REUSEPORT, not {policy!r}") from None
 
 
 def defaultSettings(argv: Sequence[str]) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._endpoints import ListenSpec, specFromDescription
-from ._factory import BadFactory, loadFactory
-from ._master import Master, StartupError
+from ._endpoints import ListenSpec, specFromDescription, workerDescription
+from ._factory import BadFactory, loadDatagramProtocols, loadFactory
+from ._master import Limits, Master
+from ._policies import schedulingPolicy
 from ._subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
@@ -57,7 +58,27 @@ class Options(usage.Options):
             "worker-timeout",
             None,
             "30",
-            "Seconds a worker may fail its heartbeat before it is replaced.",
+            "Seconds a ready worker may leave its heartbeat unanswered before it is aborted and replaced.",
+        ],
+        ["boot-timeout", None, "60", "Seconds a new worker may take to become ready."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Replace a worker (gracefully) after it took this many connections, plus up to 10% jitter.",
+        ],
+        [
+            "max-memory",
+            None,
+            None,
+            "Replace a worker (gracefully) whose resident memory exceeds SIZE (bytes, or with K, M, G).",
+        ],
+        [
+            "scheduling",
+            None,
+            None,
+            "How connections are spread over the workers: rr, least-conn, none "
+            "or reuseport. [default: $TWISTCLUSTER_SCHED_POLICY, or rr]",
         ],
     ]
 
@@ -67,7 +88,7 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """
-        A Twisted server endpoint to serve (repeatable). [default: tcp:8080]
+        A Twisted server endpoint to serve, or udp:PORT (repeatable). [default: tcp:8080]
         """
         self["listen"].append(description)
 
@@ -88,13 +109,21 @@ class Options(usage.Options):
             self["workers"] = len(os.sched_getaffinity(0))
         else:
             self["workers"] = _number("--workers", self["workers"], int, minimum=1)
-        for name in ("shutdown-timeout", "worker-timeout"):
+        for name in ("shutdown-timeout", "worker-timeout", "boot-timeout"):
             self[name] = _number(f"--{name}", self[name], float, minimum=0)
+        if self["max-connections"] is not None:
+            self["max-connections"] = _number("--max-connections", self["max-connections"], int, minimum=1)
+        if self["max-memory"] is not None:
+            self["max-memory"] = _size("--max-memory", self["max-memory"])
         if self["subcommand"] is not None:
             if self["listen"]:
                 fail(f"--listen is for a FACTORY; give {self['subcommand']} its own listen options")
         elif not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        try:
+            self["scheduling"] = schedulingPolicy(self["scheduling"], os.environ)
+        except ValueError as e:
+            fail(str(e))
 
 
 def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
@@ -105,6 +134,25 @@ def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
     if value < minimum:
         fail(f"{option} must be at least {minimum:g}, not {text}")
     return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(option: str, text: str) -> int:
+    """
+    A size in bytes from C{"512M"}, C{"2G"}, C{"100000K"} or C{"1048576"}.
+    """
+    number, unit = text.strip().upper().rstrip("IB"), ""
+    if number and number[-1] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        fail(f"{option} takes a size such as 512M or 2G, not {text!r}")
+    if value < 1:
+        fail(f"{option} must be positive, not {text!r}")
+    return int(value)
 
 
 def _reactorName(reactor: Any) -> str | None:
@@ -118,31 +166,60 @@ def _reactorName(reactor: Any) -> str | None:
     return None
 
 
-def _parseListens(descriptions: list[str], culprit: str) -> list[tuple[str, ListenSpec]]:
+def _parseListens(descriptions: list[str], culprit: str = "--listen") -> list[tuple[str, ListenSpec]]:
     listens = []
     for description in descriptions:
         try:
-            spec: ListenSpec = specFromDescription(description)
+            spec = specFromDescription(description)
         except ValueError as e:
             fail(f"{culprit} {description!r}: {e}")
+        for earlier, earlierSpec in listens:
+            if spec.fd >= 0 and spec.fd == earlierSpec.fd:
+                fail(f"--listen {description!r}: the inherited socket (fd {spec.fd}) is already served by {earlier!r}")
         listens.append((description, spec))
+    datagram = [d for d, spec in listens if spec.kind == "udp"]
+    if datagram and len(datagram) != len(listens):
+        fail(
+            f"--listen {datagram[0]!r}: a udp: endpoint is served by a DatagramProtocol,"
+            " and one FACTORY cannot also serve stream endpoints"
+        )
     return listens
 
 
-def _factoryMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
+def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
+    """
+    Resolve FACTORY as `python -m` would, from the current directory, and as
+    the workers will: a protocol factory, or datagram protocols for udp:.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        loadFactory(options["factory"])
+        if specs and specs[0].kind == "udp":
+            loadDatagramProtocols(name, len(specs))
+        else:
+            loadFactory(name)
     except BadFactory as e:
         fail(f"FACTORY: {e}")
-    listens = _parseListens(options["listen"], "--listen")
+
+
+def _factoryMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
+    listens = _parseListens(options["listen"])
+    _checkFactory(options["factory"], [spec for _, spec in listens])
     workerArguments = ["--factory", options["factory"]]
-    for description in options["listen"]:
-        workerArguments += ["--listen", description]
+    for description, spec in listens:
+        workerArguments += ["--listen", workerDescription(description, spec)]
     return listens, workerArguments, False
 
 
 def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
+    """
+    Another twist plugin in every worker: the master parses its options (as
+    the workers will, from the current directory), and binds and grants the
+    endpoints they name; if they name none it recognises, it grants any.
+    """
     name = options["subcommand"]
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         subOptions = parseSubcommand(name, options["subArguments"])
     except BadSubcommand as e:
@@ -155,9 +232,6 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    # Resolve names as `python -m` would: from the current directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     if options["subcommand"] is None:
         listens, workerArguments, grantAny = _factoryMode(options)
     else:
@@ -169,27 +243,23 @@ def makeService(options: Options) -> IService:
     if options["subcommand"] is not None:
         workerArguments += ["--", *options["subArguments"]]
 
-    master = _StartChecked(
+    limits = Limits(
+        shutdownTimeout=options["shutdown-timeout"],
+        workerTimeout=options["worker-timeout"],
+        bootTimeout=options["boot-timeout"],
+        maxConnections=options["max-connections"],
+        maxMemory=options["max-memory"],
+    )
+    master = Master(
         reactor,
         listens,
         workerArguments,
-        workers=options["workers"],
-        shutdownTimeout=options["shutdown-timeout"],
+        options["workers"],
+        limits,
+        startupFailed=lambda message: fail(message, EX_START),
+        policy=options["scheduling"],
         grantAny=grantAny,
     )
     service = MultiService()
     master.setServiceParent(service)
     return service
-
-
-class _StartChecked(Master):
-    """
-    The master, turning a start-up failure into a one-line error and a
-    non-zero exit (twist would print a traceback).
-    """
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except StartupError as e:
-            fail(str(e), EX_START)

@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from ._events import EventEmitter, Latch
 from ._messages import encodeMessage
 from ._protocol import CONTROL_FD
-from ._settings import SCHED_NONE, SCHED_RR
+from ._settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from ._workerapi import toSignal
 from ._workers import Worker
 
@@ -181,6 +181,8 @@ class WorkerCluster(EventEmitter):
     Worker = Worker
     SCHED_NONE = SCHED_NONE
     SCHED_RR = SCHED_RR
+    SCHED_LEAST_CONN = SCHED_LEAST_CONN
+    SCHED_REUSEPORT = SCHED_REUSEPORT
 
     def __init__(self, workerId: str, reactor: Any = None, controlFD: int = CONTROL_FD) -> None:
         self._workerId = workerId

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_worker -*-
 """
-A worker's runtime (the process's entry point is L{twistcluster._workermain}).
+A worker's runtime (the process's entry point is L{twistcluster._workermain};
+an application's script runs it through L{twistcluster.cluster}).
 
 It adopts its end of the control channel (fd 3), tells the master it is
 online, listens through the master on every endpoint it was given, and
@@ -15,20 +16,21 @@ import os
 import socket
 from typing import Any, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._endpoints import ListenSpec
+from ._endpoints import ListenSpec, isDatagram
 from ._events import Latch
-from ._factory import loadFactory
-from ._listening import ClusterReactor
+from ._factory import loadDatagramProtocols, loadFactory
+from ._listening import ClusterPort, ClusterReactor, listenOn
 from ._protocol import (
     CONTROL_FD,
     Close,
+    ConnectionsClosed,
     ControlChannel,
     Disconnect,
     ExitedAfterDisconnect,
@@ -39,6 +41,10 @@ from ._protocol import (
     Ping,
     QueryServer,
 )
+
+
+#: A worker's exit status when it could not start serving.
+BOOT_FAILED = 3
 
 
 class WorkerControl(ControlChannel):
@@ -53,15 +59,17 @@ class WorkerControl(ControlChannel):
         self._runtime = runtime
 
     @NewConn.responder
-    def newConn(self, key: str, fd: int) -> dict[str, bool]:
-        try:
-            port = self._runtime.ports.get(key)
-            accepted = port is not None and port.connectionReceived(fd)
-        except Exception:
-            self._log.failure("could not serve a connection for {key}", key=key)
-            accepted = False
-        finally:
-            os.close(fd)
+    def newConn(self, key: str, fds: list[int]) -> dict[str, list[bool]]:
+        port = self._runtime.ports.get(key)
+        accepted = []
+        for fd in fds:
+            try:
+                accepted.append(port is not None and port.connectionReceived(fd))
+            except Exception:
+                self._log.failure("could not serve a connection for {key}", key=key)
+                accepted.append(False)
+            finally:
+                os.close(fd)
         return {"accepted": accepted}
 
     @Disconnect.responder
@@ -79,6 +87,34 @@ class WorkerControl(ControlChannel):
     def connectionLost(self, reason: Failure) -> None:
         self._runtime.controlLost()
         super().connectionLost(reason)
+
+
+class ClosedConnectionReports:
+    """
+    Tells the master, in batches, how many of the connections it handed
+    over have ended: at most one C{ConnectionsClosed} per key every
+    C{interval} seconds, so a connection's end costs a counter increment.
+    """
+
+    def __init__(self, clock: IReactorTime, send: Any, interval: float = 0.05) -> None:
+        self._clock = clock
+        self._send = send
+        self.interval = interval
+        self._counts: dict[str, int] = {}
+        self._pending: IDelayedCall | None = None
+
+    def closed(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._pending is None:
+            self._pending = self._clock.callLater(self.interval, self.flush)
+
+    def flush(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        counts, self._counts = self._counts, {}
+        for key, count in counts.items():
+            self._send(ConnectionsClosed, key=key, count=count)
 
 
 class RuntimeListener(Protocol):
@@ -130,9 +166,10 @@ class WorkerRuntime:
         self._drainedAll = False
         self._connections: set[Any] = set()
         self._drained: Deferred[None] | None = None
-        self.ports: dict[str, Any] = {}
+        self.ports: dict[str, ClusterPort] = {}
         self.clusterReactor = ClusterReactor(reactor, self)
         self.listener: RuntimeListener | None = None
+        self._closedReports = ClosedConnectionReports(reactor, self._send)
         self._done: Latch[None] = Latch()
 
     @property
@@ -165,17 +202,10 @@ class WorkerRuntime:
             start serving.
         """
         self.connect()
-        assert self._factoryName is not None
-        factory = loadFactory(self._factoryName)
-        listening = [
-            serverFromString(self.clusterReactor, description)
-            .listen(factory)
-            .addCallback(lambda port: port.whenListening())
-            for description in self._descriptions
-        ]
-        gatherResults(listening, consumeErrors=True).addCallbacks(
-            self._ready, self._couldNotListen
-        )
+        try:
+            self._listenAll()
+        except Exception:
+            self._couldNotStart(Failure())
         return self.whenDone()
 
     def whenDone(self) -> Deferred[None]:
@@ -185,17 +215,48 @@ class WorkerRuntime:
         """
         return self._done.wait()
 
-    def _ready(self, ports: list[Any]) -> None:
+    def _listenAll(self) -> None:
+        listening = [
+            listenOn(self.clusterReactor, description, serving).addCallback(self._startedListening)
+            for description, serving in zip(self._descriptions, self._loadServing())
+        ]
+        gatherResults(listening, consumeErrors=True).addCallbacks(
+            self._ready, self._couldNotStart
+        )
+
+    def _loadServing(self) -> list[Any]:
+        """
+        What serves each listen: the user's factory, or for udp: endpoints
+        a datagram protocol each.
+        """
+        assert self._factoryName is not None
+        if self._descriptions and all(map(isDatagram, self._descriptions)):
+            return list(loadDatagramProtocols(self._factoryName, len(self._descriptions)))
+        return [loadFactory(self._factoryName)] * len(self._descriptions)
+
+    def _startedListening(self, port: ClusterPort) -> Deferred[ClusterPort]:
+        return port.whenListening()
+
+    def _ready(self, ports: list[ClusterPort]) -> None:
         self._log.info(
-            "worker {workerId} serving {factory} on {keys}",
+            "worker {workerId} serving {factory} on {keys} ({reactor})",
             workerId=self.workerId,
             factory=self._factoryName,
             keys=", ".join(p.key or "?" for p in ports),
+            reactor=type(self._reactor).__name__,
         )
 
-    def _couldNotListen(self, reason: Failure) -> None:
-        error = reason.value.subFailure if hasattr(reason.value, "subFailure") else reason
-        self._done.fail(lambda: error.value)
+    def _couldNotStart(self, reason: Failure) -> None:
+        if isinstance(reason.value, FirstError):
+            reason = reason.value.subFailure
+        self._log.failure(
+            "worker {workerId} could not start: {error}",
+            reason,
+            workerId=self.workerId,
+            error=f"{reason.type.__name__}: {reason.getErrorMessage()}",
+        )
+        # Exit non-zero without task.react logging it a second time.
+        self._done.fail(lambda: SystemExit(BOOT_FAILED))
 
     # MasterChannel, for the worker's cluster ports
 
@@ -204,42 +265,45 @@ class WorkerRuntime:
             return fail(ListenRefused(f"worker {self.workerId} is disconnecting or not connected"))
         return self._control.callRemote(QueryServer, spec=spec.toJSON(), index=index)
 
-    def portListening(self, port: Any) -> None:
+    def portListening(self, port: ClusterPort) -> None:
         assert port.key is not None
         self.ports[port.key] = port
         self._send(Listening, key=port.key, address=port.sockname)
 
-    def portClosed(self, port: Any) -> None:
+    def portClosed(self, port: ClusterPort) -> None:
         assert port.key is not None
         if self.ports.get(port.key) is port:
             del self.ports[port.key]
         self._send(Close, key=port.key)
 
-    def portRefused(self, port: Any, reason: Failure) -> None:
+    def portRefused(self, port: ClusterPort, reason: Failure) -> None:
         self._log.warn(
             "worker {workerId} could not listen: {error}",
             workerId=self.workerId,
             error=reason.getErrorMessage(),
         )
-        if self._failOnRefusal:
-            self._done.fail(lambda: reason.value)
+        if self._failOnRefusal and self._factoryName is None:
+            # (With a factory, the failed start says so itself.)
+            self._done.fail(lambda: SystemExit(BOOT_FAILED))
 
-    def connectionAdopted(self, transport: Any) -> None:
-        # adoptStreamConnection gives no hook for a connection's end, and a
-        # protocol wrapper would cost every dataReceived call: wrap the
-        # transport's own connectionLost instead.
-        self._connections.add(transport)
-        lost = transport.connectionLost
+    def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
+        # Twisted gives no hook for a connection's end, and a protocol
+        # wrapper would cost every dataReceived call: wrap the protocol's
+        # own connectionLost instead.
+        self._connections.add(protocol)
+        lost = protocol.connectionLost
 
         def connectionLost(reason: Failure) -> None:
-            self._connections.discard(transport)
+            self._connections.discard(protocol)
             try:
                 lost(reason)
             finally:
+                if port.reportClosed and port.key is not None:
+                    self._closedReports.closed(port.key)
                 if self._drained is not None and not self._connections:
                     self._drained.callback(None)
 
-        transport.connectionLost = connectionLost
+        protocol.connectionLost = connectionLost
 
     def _send(self, command: type[amp.Command], **arguments: Any) -> None:
         if self._connected and self._control is not None:
@@ -292,22 +356,23 @@ class WorkerRuntime:
         if self._disconnecting:
             return
         self._disconnecting = True
-        for port in self.clusterReactor.ports:
-            port.stopListening()
+        # A port on a socket the worker adopted closes on the next turn.
+        closed = gatherResults([port.stopListening() for port in self.clusterReactor.ports])
         self._log.info(
             "worker {workerId} closing; {count} connections open",
             workerId=self.workerId,
             count=len(self._connections),
         )
         if not self._connections:
-            self._finishedConnections(tellMaster)
+            closed.addBoth(lambda _: self._finishedConnections(tellMaster))
             return
         self._drained = Deferred()
         self._drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
-        self._drained.addBoth(lambda _: self._finishedConnections(tellMaster))
+        self._drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
 
     def _finishedConnections(self, tellMaster: bool) -> None:
         self._drainedAll = True
+        self._closedReports.flush()
         if not self._connected:
             self._done.fire(None)
         elif tellMaster:

@@ -21,6 +21,7 @@ from ._handles import Handles
 from ._lifecycle import LifecycleCore, makeLifecycle
 from ._protocol import (
     Close,
+    ConnectionsClosed,
     ControlChannel,
     Disconnect,
     ExitedAfterDisconnect,
@@ -43,6 +44,9 @@ class PoolEvents(Protocol):
     def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None:
         ...
 
+    def workerWornOut(self, worker: Worker, why: str) -> None:
+        ...
+
 
 class Worker(WorkerAPI):
     """
@@ -54,7 +58,15 @@ class Worker(WorkerAPI):
     @ivar exitedAfterDisconnect: Whether the master asked it to leave.
     @ivar everReady: Whether it ever became ready (listening); a worker that
         dies before that failed to boot.
+    @ivar lastError: The last error it reported (a log event at error level,
+        or a line on its stderr): the culprit when it fails to boot.
+    @ivar connectionsTaken: How many connections it accepted.
+    @ivar connectionLimit: After this many it is replaced (L{None}: never).
     """
+
+    #: Seconds between SIGABRT (which makes faulthandler log the stack) and
+    #: SIGKILL for a hung worker.
+    abortGrace = 3.0
 
     _log = Logger()
 
@@ -71,6 +83,9 @@ class Worker(WorkerAPI):
         self.process: ChildProcess | None = None
         self.exitedAfterDisconnect = False
         self.everReady = False
+        self.lastError: str | None = None
+        self.connectionsTaken = 0
+        self.connectionLimit: int | None = None
         self._reactor = reactor
         self._handles = handles
         self._events = events
@@ -79,6 +94,7 @@ class Worker(WorkerAPI):
         self._killTimer: IDelayedCall | None = None
         self._exit: tuple[int | None, int | None] | None = None
         self._exitWaiters: list[Deferred[tuple[int | None, int | None]]] = []
+        self._readyWaiters: list[Deferred[bool]] = []
         self._core = LifecycleCore(self)
         self._lifecycle = makeLifecycle(self._core)
         self._initWorkerAPI()
@@ -110,13 +126,52 @@ class Worker(WorkerAPI):
 
     def kill(self, signal: str | int = "SIGTERM") -> None:
         """
-        Send C{signal} to the worker now, without waiting for a graceful
-        disconnect (Node's C{worker.kill()} in the primary).
+        Send C{signal} (a number, or a name such as C{"KILL"} or
+        C{"SIGABRT"}) to the worker process now, without waiting for a
+        graceful disconnect (Node's C{worker.kill()} in the primary).
         """
         if self.process is not None:
             self.process.kill(signal)
 
     destroy = kill
+
+    def whenReady(self) -> Deferred[bool]:
+        """
+        Fires with C{True} once the worker is ready (listening), or C{False}
+        if it ended (or began to leave) before that.
+        """
+        if self.everReady or self.state not in ("spawning", "online"):
+            return succeed(self.everReady)
+        waiter: Deferred[bool] = Deferred()
+        self._readyWaiters.append(waiter)
+        return waiter
+
+    def _settleReady(self, ready: bool) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiter in waiters:
+            waiter.callback(ready)
+
+    def abort(self, why: str) -> None:
+        """
+        The worker is hung: take it out of rotation, then SIGABRT (its
+        faulthandler logs where it was stuck), then SIGKILL.  It is replaced
+        like a crashed worker.
+        """
+        self._log.error(
+            "worker {workerId} (pid {pid}) is hung ({why}); aborting it",
+            workerId=self.id,
+            pid=self.pid,
+            why=why,
+        )
+        self._handles.workerLeaving(self)
+        self.kill("ABRT")
+        if self._killTimer is None:
+            self._killTimer = self._reactor.callLater(self.abortGrace, self.kill, "KILL")
+
+    def connectionTaken(self) -> None:
+        self.connectionsTaken += 1
+        if self.connectionsTaken == self.connectionLimit:
+            self._events.workerWornOut(self, f"took {self.connectionsTaken} connections")
 
     def whenExited(self) -> Deferred[tuple[int | None, int | None]]:
         """
@@ -157,8 +212,12 @@ class Worker(WorkerAPI):
         self.everReady = True
         self._log.info("worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid)
         self._events.workerReady(self)
+        self._settleReady(True)
 
     def beganDisconnect(self, connected: bool) -> None:
+        # Out of rotation now, not when the worker gets round to closing.
+        self._handles.workerLeaving(self)
+        self._settleReady(False)
         if connected:
             self.callRemote(Disconnect).addErrback(lambda reason: None)
         if self._killTimer is None:
@@ -185,6 +244,7 @@ class Worker(WorkerAPI):
             self._killTimer.cancel()
             self._killTimer = None
         self._exit = (code, signal)
+        self._settleReady(False)
         level = LogLevel.info if self.exitedAfterDisconnect else LogLevel.warn
         self._log.emit(
             level,
@@ -225,8 +285,7 @@ class MasterControl(ControlChannel):
             listenSpec = ListenSpec.fromJSON(spec)
         except TypeError as e:
             raise ListenRefused(f"malformed listen: {e}") from e
-        handle = self._handles.query(listenSpec, index)
-        return {"key": handle.key, "sockname": handle.sockname}
+        return self._handles.query(listenSpec, index).answer(self._worker)
 
     @Listening.responder
     def listening(self, key: str, address: Any) -> dict[str, Any]:
@@ -240,6 +299,11 @@ class MasterControl(ControlChannel):
 
     def messageReceived(self, value: Any) -> None:
         self._worker._announce("message", value)
+
+    @ConnectionsClosed.responder
+    def connectionsClosed(self, key: str, count: int) -> dict[str, Any]:
+        self._handles.connectionsClosed(self._worker, key, count)
+        return {}
 
     @Close.responder
     def close(self, key: str) -> dict[str, Any]:
@@ -285,6 +349,8 @@ class WorkerProcessProtocol(ProcessProtocol):
                 self._relayEvent(event)
                 return
         text = line.decode("utf-8", "replace").rstrip("\r")
+        if text and childFD == 2:
+            self._worker.lastError = text.strip()
         if text:
             self._log.emit(
                 LogLevel.info if childFD == 1 else LogLevel.warn,
@@ -297,6 +363,9 @@ class WorkerProcessProtocol(ProcessProtocol):
         level = event.get("log_level")
         if not isinstance(level, type(LogLevel.info)):
             level = LogLevel.info
+        text = formatEvent(event)
+        if level in (LogLevel.error, LogLevel.critical):
+            self._worker.lastError = text
         extra: dict[str, Any] = {}
         if "log_failure" in event:
             extra["log_failure"] = event["log_failure"]
@@ -304,7 +373,7 @@ class WorkerProcessProtocol(ProcessProtocol):
             level,
             "[worker {workerId}] {text}",
             workerId=self._worker.id,
-            text=formatEvent(event),
+            text=text,
             workerNamespace=event.get("log_namespace"),
             **extra,
         )

@@ -1,0 +1,106 @@
+"""
+The results as a PNG chart (matplotlib, the C{bench} extra).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._configs import NODE, SINGLE, TWISTCLUSTER
+from ._run import ConfigResult
+
+COLOURS = {TWISTCLUSTER: "#3b6ea5", NODE: "#5a9e4b", SINGLE: "#c0504d"}
+
+
+def _bars(axes: Any, results: Sequence[ConfigResult], values: list[float], title: str) -> None:
+    names = [r.name for r in results]
+    colours = [COLOURS[r.config.kind] for r in results]
+    axes.bar(range(len(names)), values, color=colours)
+    axes.set_xticks(range(len(names)))
+    axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    axes.set_title(title, fontsize=10)
+    axes.grid(axis="y", alpha=0.3)
+
+
+def _speedUps(results: Sequence[ConfigResult]) -> dict[str, list[tuple[int, float]]]:
+    """
+    CPU-bound throughput by worker count, per family, as a multiple of the
+    family's 1-worker rate (twistcluster: of the single process, when it
+    ran), so that Python and Node scale on one axis.
+    """
+    rates: dict[str, dict[int, float]] = {}
+    for result in results:
+        rate = result.rate("cpu")
+        if rate:
+            rates.setdefault(result.config.family, {})[result.config.workers] = rate
+    single = rates.pop(SINGLE, {}).get(1)
+    curves = {}
+    for family, byWorkers in rates.items():
+        base = single if family.startswith(TWISTCLUSTER) and single else byWorkers.get(1)
+        if base is None:
+            continue  # nothing to scale from
+        curves[family] = [(n, rate / base) for n, rate in sorted(byWorkers.items())]
+    return curves
+
+
+def _scaling(axes: Any, results: Sequence[ConfigResult]) -> None:
+    curves = _speedUps(results)
+    markers = iter("osD^vx*+")
+    for family, points in curves.items():
+        kind = family.split("-", 1)[0]
+        style = "-" if family.endswith("-rr") else ":"
+        axes.plot(
+            *zip(*points),
+            marker=next(markers, "o"),
+            linestyle=style,
+            color=COLOURS.get(kind),
+            label=family,
+        )
+    axes.plot([1, 4], [1, 4], color="grey", linewidth=0.8, alpha=0.5, label="linear")
+    axes.set_xlabel("workers")
+    axes.set_ylabel("x the 1-worker (twistcluster: single-process) rate")
+    axes.set_xticks([1, 2, 4])
+    axes.set_title("CPU-bound variant (/work): throughput scaling with workers", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+
+
+def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bool:
+    """
+    Draw the chart to C{path}.
+
+    @return: Whether it was drawn (False without matplotlib).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as pyplot
+    except ImportError:
+        return False
+    measured = [r for r in results if r.status == "ok"]
+    figure, grid = pyplot.subplots(2, 2, figsize=(14, 10))
+    _bars(
+        grid[0][0],
+        measured,
+        [r.rate("short") or 0 for r in measured],
+        "new connections/s (Connection: close)",
+    )
+    _bars(
+        grid[0][1], measured, [r.rate("keepalive") or 0 for r in measured], "keep-alive requests/s"
+    )
+    _scaling(grid[1][0], measured)
+    _bars(
+        grid[1][1],
+        measured,
+        [r.masterPeakRSSKiB / 1024 for r in measured],
+        "master peak RSS under load (MiB)",
+    )
+    figure.suptitle(
+        f"twistcluster vs Node cluster vs single-process Twisted\n{subtitle}", fontsize=11
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True

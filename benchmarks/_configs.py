@@ -1,0 +1,80 @@
+"""
+What the benchmark runs: every configuration, by name, and the choice of a
+subset (C{--only}).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+#: twistcluster's scheduling policies.  Only C{rr} exists before the
+#: policies branch lands; the others are skipped with a note while the
+#: installed C{twist cluster} rejects them.
+TWISTCLUSTER_POLICIES = ("rr", "least-conn", "none", "reuseport")
+#: Node's policies (C{NODE_CLUSTER_SCHED_POLICY}).
+NODE_POLICIES = ("rr", "none")
+WORKER_COUNTS = (1, 2, 4)
+
+TWISTCLUSTER = "twistcluster"
+NODE = "node"
+SINGLE = "twisted-single"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """
+    One server set-up to measure.
+
+    @ivar kind: L{TWISTCLUSTER}, L{NODE} or L{SINGLE}.
+    @ivar policy: The scheduling policy (C{""} for the single process).
+    @ivar workers: Worker processes (1 for the single process, which is
+        its own worker).
+    """
+
+    kind: str
+    policy: str
+    workers: int
+
+    @property
+    def name(self) -> str:
+        if self.kind == SINGLE:
+            return SINGLE
+        return f"{self.kind}-{self.policy}-{self.workers}"
+
+    @property
+    def family(self) -> str:
+        """
+        The configuration without its worker count (a line on the chart).
+        """
+        return SINGLE if self.kind == SINGLE else f"{self.kind}-{self.policy}"
+
+
+def allConfigs() -> list[BenchConfig]:
+    """
+    Every configuration, in the order the table shows them.
+    """
+    configs = [BenchConfig(SINGLE, "", 1)]
+    for policy in TWISTCLUSTER_POLICIES:
+        configs += [BenchConfig(TWISTCLUSTER, policy, n) for n in WORKER_COUNTS]
+    for policy in NODE_POLICIES:
+        configs += [BenchConfig(NODE, policy, n) for n in WORKER_COUNTS]
+    return configs
+
+
+def selectConfigs(only: str | None) -> list[BenchConfig]:
+    """
+    The configurations named by C{only}: comma-separated names or shell
+    patterns (C{twistcluster-rr-*}); all of them for L{None}.
+
+    @raise ValueError: A name or pattern matches nothing.
+    """
+    configs = allConfigs()
+    if not only:
+        return configs
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(c.name, pattern) for c in configs):
+            known = ", ".join(c.name for c in configs)
+            raise ValueError(f"--only {pattern!r} matches no configuration (known: {known})")
+    return [c for c in configs if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]

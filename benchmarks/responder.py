@@ -1,0 +1,175 @@
+"""
+A minimal HTTP/1.1 responder as a Twisted protocol: the server side of the
+benchmark, for twistcluster and for the single-process Twisted server.
+
+It parses just enough of a request (it looks for the blank line that ends
+the head), honours C{Connection: close} and keep-alive, and writes a fixed
+response.  A request for C{/work} first runs L{work} (C{BENCH_WORK_ITERATIONS}
+iterations): the CPU-bound variant.  C{benchmarks/responder.js} is the same
+server for Node, byte for byte.
+
+Every process counts the connections and requests it served and, when
+C{BENCH_COUNTS_DIR} is set, writes them there every 0.2 s
+(C{worker-PID.json}), so the harness can tell how the load was spread.
+
+Run alone (the single-process server)::
+
+    python -m benchmarks.responder --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+
+#: The worker id in every response (C{X-Worker}); 0 outside a cluster.
+WORKER_ID = os.environ.get("TWISTCLUSTER_WORKER_ID", "0")
+#: Iterations of L{work} per C{/work} request (~1 ms of CPython).
+WORK_ITERATIONS = int(os.environ.get("BENCH_WORK_ITERATIONS", "16000"))
+#: A request head larger than this without its blank line is not HTTP.
+MAX_HEAD = 64 * 1024
+COUNTS_INTERVAL = 0.2
+
+BODY = b"Hello, World!\n"
+
+
+def makeResponse(workerId: str, close: bool) -> bytes:
+    """
+    The fixed response; the same bytes as C{responder.js} sends.
+    """
+    headers = [
+        b"HTTP/1.1 200 OK",
+        b"Content-Type: text/plain",
+        b"Content-Length: " + str(len(BODY)).encode(),
+        b"X-Worker: " + workerId.encode(),
+        b"Connection: " + (b"close" if close else b"keep-alive"),
+    ]
+    return b"\r\n".join(headers) + b"\r\n\r\n" + BODY
+
+
+KEEP_ALIVE_RESPONSE = makeResponse(WORKER_ID, close=False)
+CLOSE_RESPONSE = makeResponse(WORKER_ID, close=True)
+
+
+def work(iterations: int) -> int:
+    """
+    A fixed amount of CPU work (the same loop as C{responder.js}).
+    """
+    x = 0
+    for i in range(iterations):
+        x = (x * 31 + i) & 0xFFFF
+    return x
+
+
+class Counters:
+    """
+    What this process served, written to C{BENCH_COUNTS_DIR} if set.
+    """
+
+    connections = 0
+    requests = 0
+    sink = 0
+
+    @classmethod
+    def write(cls, directory: Path) -> None:
+        record = {
+            "worker": WORKER_ID,
+            "pid": os.getpid(),
+            "connections": cls.connections,
+            "requests": cls.requests,
+        }
+        target = directory / f"worker-{os.getpid()}.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(target)
+
+
+class HTTPResponder(Protocol):
+    """
+    One connection: answer each complete request head with the fixed response.
+    """
+
+    _buffer = b""
+    _closing = False
+
+    def connectionMade(self) -> None:
+        Counters.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        buffer = self._buffer + data if self._buffer else data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buffer[:end]
+            buffer = buffer[end + 4 :]
+            if not self._respond(head):
+                return
+        if len(buffer) > MAX_HEAD:
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        self._buffer = buffer
+
+    def _respond(self, head: bytes) -> bool:
+        """
+        Answer one request.
+
+        @return: Whether the connection stays open.
+        """
+        Counters.requests += 1
+        if head.startswith(b"GET /work"):
+            Counters.sink ^= work(WORK_ITERATIONS)
+        if b"connection: close" in head.lower():
+            self._closing = True
+            self.transport.write(CLOSE_RESPONSE)  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return False
+        self.transport.write(KEEP_ALIVE_RESPONSE)  # type: ignore[union-attr]
+        return True
+
+
+class HTTPResponderFactory(Factory):
+    """
+    The responder's factory (C{twist cluster ... benchmarks.responder.HTTPResponderFactory}).
+    """
+
+    protocol = HTTPResponder
+    noisy = False
+    _reporter: LoopingCall | None = None
+
+    def startFactory(self) -> None:
+        directory = os.environ.get("BENCH_COUNTS_DIR")
+        if directory:
+            self._reporter = LoopingCall(Counters.write, Path(directory))
+            self._reporter.start(COUNTS_INTERVAL, now=True)
+
+    def stopFactory(self) -> None:
+        if self._reporter is not None and self._reporter.running:
+            self._reporter.stop()
+            self._reporter.f(*self._reporter.a)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.responder")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    arguments = parser.parse_args(argv)
+    from twisted.internet import reactor
+
+    port: Any = reactor.listenTCP(  # type: ignore[attr-defined]
+        arguments.port, HTTPResponderFactory(), backlog=1024, interface=arguments.host
+    )
+    print(f"ready on {port.getHost().port}", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""
+Smoke tests of the benchmark harness (C{benchmarks/}, C{make bench}): its
+pieces on made-up input, and real one-second runs of a tiny configuration.
+CI has no C{wrk}, so the runs use the harness's built-in Python client; with
+C{wrk} installed, one run uses it too.  Not a timed test: no figure is
+judged, only that every one is produced and no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from twisted.internet.testing import StringTransport
+
+from benchmarks._configs import TWISTCLUSTER, BenchConfig, selectConfigs
+from benchmarks._load import LoadFailed, LoadResult, LoadSpec, parseWrkOutput, wrkCommand
+from benchmarks._stacks import MASTER_STAGES, pySpyReport
+from benchmarks._report import formatTable, targetChecks
+from benchmarks._run import ConfigResult, PhaseResult, RunOptions, measureConfig
+from benchmarks._servers import startServer
+from benchmarks._spread import difference, formatSpread, readCounts
+from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
+from tests._cluster import PROJECT, waitUntil
+
+MARKER = "TWISTCLUSTER_BENCH_SMOKE"
+needsWrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+needsNode = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+
+
+def leftovers(marker: str) -> list[int]:
+    """
+    Live processes whose environment carries C{marker} (all the harness
+    started: servers, workers, wrk).
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if f"{MARKER}={marker}".encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def startHarness(tmp_path: Path, *arguments: str) -> tuple[subprocess.Popen[str], str]:
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, **{MARKER: marker})
+    argv = [sys.executable, "-m", "benchmarks", "--no-install", "--results", str(tmp_path)]
+    process = subprocess.Popen(
+        [*argv, *arguments],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, marker
+
+
+def runHarness(tmp_path: Path, *arguments: str) -> str:
+    process, marker = startHarness(tmp_path, *arguments)
+    try:
+        output, _ = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert waitUntil(lambda: not leftovers(marker), 10, "no process left") is True
+    return output
+
+
+def request(headers: str = "") -> bytes:
+    return f"GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
+
+
+# The responder
+
+
+def connectedResponder() -> tuple[object, StringTransport]:
+    protocol = HTTPResponderFactory().buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_responder_keeps_alive_answers_pipelined_requests_and_honours_close() -> None:
+    protocol, transport = connectedResponder()
+    data = request() + request() + request("Connection: close\r\n") + request()
+    for start in range(0, len(data), 7):  # in pieces, split anywhere
+        protocol.dataReceived(data[start : start + 7])  # type: ignore[attr-defined]
+    assert transport.value() == KEEP_ALIVE_RESPONSE * 2 + CLOSE_RESPONSE
+    assert transport.disconnecting
+
+
+def test_responder_response_is_well_formed() -> None:
+    head, _, body = KEEP_ALIVE_RESPONSE.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert b"X-Worker: " in head
+    assert b"Connection: close" in CLOSE_RESPONSE
+
+
+# Pieces, on made-up input
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8080/
+  1 threads and 4 connections
+Requests/sec:  1000.00
+BENCH_RESULT {"requests": 2000, "duration_us": 2000000, "p50_us": 1500, "p99_us": 9000, \
+"mean_us": 1600, "max_us": 12000, "errors": {"connect": 0, "read": 3, "write": 0, \
+"status": 0, "timeout": 0}}
+"""
+
+
+def test_wrk_result_is_parsed() -> None:
+    result = parseWrkOutput(WRK_OUTPUT)
+    assert (result.requests, result.perSecond, result.p50, result.p99) == (2000, 1000.0, 1.5, 9.0)
+    assert result.errors == {"read": 3}
+    with pytest.raises(LoadFailed, match="unable to connect"):
+        parseWrkOutput("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_wrk_command_line() -> None:
+    short = wrkCommand(LoadSpec(8080, 0.4, 8, 1, close=True))
+    assert short[short.index("-d") + 1] == "1s"  # wrk takes whole seconds only
+    assert "Connection: close" in short and short[-1] == "http://127.0.0.1:8080/"
+    work = wrkCommand(LoadSpec(8080, 5, 8, 2, close=False, path="/work"))
+    assert "Connection: close" not in work and work[-1].endswith("/work")
+
+
+def test_spread_from_counts(tmp_path: Path) -> None:
+    for pid, worker, connections in ((10, "1", 5), (11, "2", 7), (12, "10", 1)):
+        record = {"worker": worker, "pid": pid, "connections": connections, "requests": 0}
+        (tmp_path / f"worker-{pid}.json").write_text(json.dumps(record))
+    after = readCounts(tmp_path)
+    spread = difference({"1": 1, "2": 3}, after)
+    assert list(spread.items()) == [("1", 4), ("2", 4), ("10", 1)]
+    assert formatSpread(spread) == "44/44/11"
+    assert formatSpread({}) == "-"
+
+
+def test_config_selection() -> None:
+    names = [c.name for c in selectConfigs("node-rr-*,twisted-single")]
+    assert names == ["twisted-single", "node-rr-1", "node-rr-2", "node-rr-4"]
+    assert len(selectConfigs(None)) == 1 + 4 * 3 + 2 * 3
+    with pytest.raises(ValueError, match="matches no configuration"):
+        selectConfigs("nginx-2")
+
+
+def made(
+    kind: str, policy: str, workers: int, short: float, p99: float, rssKiB: int
+) -> ConfigResult:
+    result = ConfigResult(BenchConfig(kind, policy, workers))
+    for phase in ("short", "keepalive"):
+        load = LoadResult(requests=int(short * 10), seconds=10, p50=1.0, p99=p99)
+        result.phases[phase] = PhaseResult(load=load, masterCPU=50, masterPeakRSSKiB=rssKiB)
+    return result
+
+
+def test_targets_are_read_off_the_results() -> None:
+    results = [
+        made("twisted-single", "", 1, 10_000, 5.0, 40_000),
+        made(TWISTCLUSTER, "rr", 2, 14_000, 4.0, 30_000),
+        made("node", "rr", 2, 10_000, 5.0, 50_000),
+    ]
+    checks = {c.description: c for c in targetChecks(results)}
+    rr = checks["new conn/s: twistcluster-rr-2 / node-rr-2"]
+    assert (round(rr.ratio or 0, 2), rr.verdict) == (1.4, "MET")
+    assert checks["master RSS: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
+    assert checks["short-conn p99: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
+    assert checks["new conn/s: twistcluster-none-2 / twisted-single"].verdict == "n/a"
+    table = formatTable(
+        [*results, ConfigResult(BenchConfig(TWISTCLUSTER, "none", 2), "skipped", "no")]
+    )
+    assert "twistcluster-rr-2" in table and "skipped: no" in table
+
+
+def test_profile_report_splits_the_hand_off_path() -> None:
+    collapsed = "\n".join(
+        [
+            "main (twist:1);EPollReactor.doPoll (e.py:1);epoll_wait (libc.so.6) 50",
+            "main (twist:1);_SendmsgMixin.doRead (u.py:1);RoundRobinHandle._answered (h.py:2);"
+            "RoundRobinHandle._handOff (h.py:3);AmpBox.serialize (amp.py:4) 30",
+            "main (twist:1);FileDescriptor.doWrite (a.py:1);sendmsg (libc.so.6) 20",
+        ]
+    )
+    report = pySpyReport(collapsed)
+    assert "50 of them waiting in epoll_wait" in report
+    assert " 60.0%       30  NewConn" in report
+    assert " 40.0%       20  sendmsg()" in report
+    assert MASTER_STAGES.stageOf(["main", "_acceptSome", "accept4"]) == "accept4() system call"
+
+
+# Real runs
+
+
+def test_a_policy_the_cli_rejects_is_skipped(tmp_path: Path) -> None:
+    """
+    Before and after the policies land, a policy twist cluster does not know
+    is reported as skipped, with the reason, not as a failure.
+    """
+    config = BenchConfig(TWISTCLUSTER, "no-such-policy", 1)
+    result = measureConfig(config, RunOptions(generator="python"), tmp_path)
+    assert result.status == "skipped", result.note
+    assert result.note
+
+
+@needsNode
+def test_same_bytes_from_twisted_and_node(tmp_path: Path) -> None:
+    """
+    The Twisted and Node responders send the same bytes (bar the worker id).
+    """
+    import socket
+
+    responses = []
+    for config in selectConfigs("twistcluster-rr-1,node-rr-1"):
+        server = startServer(config, tmp_path, tmp_path, 100)
+        try:
+            for headers in ("", "Connection: close\r\n"):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    sock.sendall(request(headers) + request())
+                    time.sleep(0.3)
+                    responses.append(sock.recv(65536))
+        finally:
+            server.stop()
+    twisted, node = responses[:2], responses[2:]
+    assert twisted == node
+    assert twisted[0] == KEEP_ALIVE_RESPONSE.replace(b"X-Worker: 0", b"X-Worker: 1") * 2
+    assert twisted[1] == CLOSE_RESPONSE.replace(b"X-Worker: 0", b"X-Worker: 1")
+
+
+def test_the_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
+    """
+    One second per phase of twistcluster-rr-1 with the Python client: the
+    table, the JSON (every figure present) and, with matplotlib, the chart.
+    """
+    output = runHarness(
+        tmp_path,
+        *("--only", "twistcluster-rr-1", "--duration", "1", "--warmup", "0"),
+        *("--connections", "4", "--load-generator", "python"),
+    )
+    assert "Targets (issue 6)" in output
+    document = json.loads((tmp_path / "bench.json").read_text())
+    [result] = document["results"]
+    assert result["status"] == "ok", result
+    assert result["masterPeakRSSKiB"] > 0 and result["masterHWMKiB"] > 0
+    for phase in ("short", "keepalive", "cpu"):
+        measured = result["phases"][phase]
+        assert measured["load"]["requests"] > 0, (phase, measured)
+        assert sum(measured["spread"].values()) > 0, (phase, measured)
+        assert list(measured["spread"]) == ["1"]
+        assert measured["masterCPUPercent"] >= 0
+    assert "twistcluster-rr-1" in (tmp_path / "bench.txt").read_text()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+@needsWrk
+def test_the_harness_runs_with_wrk(tmp_path: Path) -> None:
+    runHarness(tmp_path, "--only", "twistcluster-rr-1", "--duration", "1", "--phases", "short")
+    [result] = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert result["phases"]["short"]["load"]["requests"] > 0, result
+
+
+def test_the_profiler_fallback_runs(tmp_path: Path) -> None:
+    """
+    C{--profile} with cProfile (the fallback when py-spy cannot attach).
+    """
+    output = runHarness(
+        tmp_path,
+        *("--profile", "twistcluster-rr-1", "--profiler", "cprofile", "--profile-seconds", "1"),
+        *("--warmup", "0", "--connections", "4", "--load-generator", "python"),
+    )
+    report = (tmp_path / "profile-twistcluster-rr-1-cprofile.txt").read_text()
+    assert "calls/conn" in report and "Inclusive time" in report, output
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    process, marker = startHarness(
+        tmp_path, "--only", "twistcluster-rr-2", "--duration", "60", "--load-generator", "python"
+    )
+    try:
+        waitUntil(lambda: len(leftovers(marker)) >= 3, 60, "the master and its 2 workers")
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert waitUntil(lambda: not leftovers(marker), 10, "no process left") is True

@@ -1,0 +1,167 @@
+"""
+Sockets the master binds for workers to accept on themselves (none,
+reuseport, UDP), and UNIX socket files: real sockets, no processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests._cluster import temporaryPath
+
+from twistcluster._endpoints import ListenSpec
+from twistcluster._ports import AdoptedUNIXPort
+from twistcluster._shared import ReusePortHandle, SharedHandle
+from twistcluster._sockets import removeStaleSocketFile
+
+
+def openDescriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Worker:
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+def connects(address: object, family: int = socket.AF_INET) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(5)
+        try:
+            client.connect(address)
+        except ConnectionRefusedError:
+            return False
+    return True
+
+
+class SharedHandleTests(SynchronousTestCase):
+    def test_lendsUntilTheWorkerHasIt(self) -> None:
+        """
+        Each worker's answer carries a descriptor of the one socket, which
+        the master keeps open until the worker says it listens (or stops, or
+        is gone): sendmsg runs after the answer is written.
+        """
+        handle = SharedHandle("k", ListenSpec.forTCP(0, interface="127.0.0.1"))
+        self.addCleanup(handle.stopAccepting)
+        before = openDescriptors()
+        one, two = Worker(1), Worker(2)
+        answers = [handle.answer(one), handle.answer(two)]
+        self.assertEqual(openDescriptors(), before + 2)
+        for answer in answers:
+            with socket.socket(fileno=os.dup(answer["fd"])) as lent:
+                self.assertEqual(lent.getsockname()[1], handle.sockname["port"])
+            self.assertEqual((answer["key"], answer["reportClosed"]), ("k", False))
+        handle.add(one)
+        handle.remove(two)
+        handle.remove(two)
+        self.assertEqual(openDescriptors(), before)
+
+    def test_unixFileRemovedOnlyIfBound(self) -> None:
+        """
+        The master removes the socket file it bound when it stops, with its
+        mode as configured; not one it inherited.
+        """
+        path = temporaryPath(self)
+        handle = SharedHandle("k", ListenSpec.forUNIX(path, mode=0o640))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        self.assertTrue(connects(path, socket.AF_UNIX))
+        handle.stopAccepting()
+        self.assertFalse(os.path.exists(path))
+
+        inherited = socket.socket(socket.AF_UNIX)
+        self.addCleanup(inherited.close)
+        inherited.bind(path)
+        inherited.listen()
+        handle = SharedHandle("k", ListenSpec("unix", path, fd=inherited.fileno()))
+        handle.stopAccepting()
+        self.assertTrue(connects(path, socket.AF_UNIX))
+
+    def test_datagram(self) -> None:
+        handle = SharedHandle("k", ListenSpec.forUDP(0, "127.0.0.1"))
+        self.addCleanup(handle.stopAccepting)
+        fd = handle.answer(Worker(1))["fd"]
+        with socket.socket(fileno=os.dup(fd)) as lent:
+            self.assertEqual(lent.type, socket.SOCK_DGRAM)
+        handle.closeWaiting()
+
+
+class ReusePortHandleTests(SynchronousTestCase):
+    def test_oneSocketPerWorkerOnOnePort(self) -> None:
+        """
+        Each worker gets its own listening socket, all on the port the
+        kernel chose for the first; the master's own socket only holds the
+        address and never has connections queued on it.
+        """
+        handle = ReusePortHandle("k", ListenSpec.forTCP(0, interface="127.0.0.1"))
+        self.addCleanup(handle.closeWaiting)
+        self.addCleanup(handle.stopAccepting)
+        address = ("127.0.0.1", handle.sockname["port"])
+        self.assertFalse(connects(address))
+        lent = [socket.socket(fileno=os.dup(handle.answer(Worker(i))["fd"])) for i in (1, 2)]
+        for sock in lent:
+            self.addCleanup(sock.close)
+            self.assertEqual(sock.getsockname(), address)
+            self.assertTrue(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        self.assertNotEqual(os.fstat(lent[0].fileno()).st_ino, os.fstat(lent[1].fileno()).st_ino)
+        self.assertTrue(connects(address))
+
+
+class StaleSocketFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = temporaryPath(self)
+
+    def test_staleRemoved(self) -> None:
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(self.path)
+        dead.close()
+        removeStaleSocketFile(self.path)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_liveKept(self) -> None:
+        live = socket.socket(socket.AF_UNIX)
+        self.addCleanup(live.close)
+        live.bind(self.path)
+        live.listen()
+        error = self.assertRaises(CannotListenError, removeStaleSocketFile, self.path)
+        self.assertEqual(error.socketError.errno, errno.EADDRINUSE)
+        self.assertTrue(connects(self.path, socket.AF_UNIX))
+
+    def test_notASocketKept(self) -> None:
+        with open(self.path, "w") as f:
+            f.write("precious")
+        error = self.assertRaises(CannotListenError, removeStaleSocketFile, self.path)
+        self.assertIn("not a socket", str(error))
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "precious")
+
+
+class AdoptedUNIXPortTests(SynchronousTestCase):
+    def test_leavesTheSharedSocketAlone(self) -> None:
+        """
+        A worker that stops serving a shared UNIX socket closes its copy
+        only: no shutdown() (which would end the socket for every worker), no
+        chmod, no removal of the file.
+        """
+        path = temporaryPath(self)
+        shared = socket.socket(socket.AF_UNIX)
+        self.addCleanup(shared.close)
+        shared.bind(path)
+        os.chmod(path, 0o600)
+        shared.listen()
+        reactor = MemoryReactorClock()
+        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, shared.fileno(), Factory.forProtocol(Protocol))
+        port.startListening()
+        self.assertIn(port, reactor.getReaders())
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        port.stopListening()
+        reactor.advance(0)
+        self.assertNotIn(port, reactor.getReaders())
+        self.assertTrue(os.path.exists(path))
+        self.assertTrue(connects(path, socket.AF_UNIX))

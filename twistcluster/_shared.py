@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_shared -*-
+"""
+Handles whose workers accept (or read datagrams) themselves: the master
+binds, and C{QueryServer}'s answer carries the listening socket.
+
+    - L{SharedHandle}: one socket, shared by every worker (C{none}, and every
+      UDP socket); the kernel wakes one of them per connection or datagram.
+    - L{ReusePortHandle}: one C{SO_REUSEPORT} socket per worker, all bound to
+      the same address; the kernel spreads connections by a hash of their
+      addresses.
+
+The master never reads these sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from ._endpoints import ListenSpec
+from ._protocol import ListenRefused
+from ._sockets import bindSocket, inheritedSocket, socknameOf
+
+if TYPE_CHECKING:
+    from ._handles import HandOffTarget
+
+
+class SharedHandle:
+    """
+    A listening socket that every worker serves on its own.
+
+    @ivar _lent: The descriptor lent to each worker in C{QueryServer}'s
+        answer.  The answer's bytes are written before the descriptor is
+        sent (C{sendmsg} runs when the reactor flushes), so the master keeps
+        it open until the worker has it (it says C{Listening}), stops, or is
+        gone: closed any earlier, another file could go out under its number.
+    @ivar _removeFile: Whether the master bound a UNIX socket file, and so
+        removes it when it stops (never one it inherited).
+    """
+
+    scheduling = "none"
+    _log = Logger()
+
+    def __init__(self, key: str, spec: ListenSpec, close: Any = os.close) -> None:
+        self.key = key
+        self.spec = spec
+        self._close = close
+        self._socket: socket.socket | None = self._bind()
+        self.sockname = socknameOf(self._socket, spec)
+        self._lent: dict[HandOffTarget, int] = {}
+        self._removeFile = spec.kind == "unix" and spec.fd < 0
+
+    def _bind(self) -> socket.socket:
+        if self.spec.fd >= 0:
+            return inheritedSocket(self.spec)
+        return bindSocket(self.spec)
+
+    def _lend(self, worker: HandOffTarget) -> int:
+        """
+        A descriptor of the socket C{worker} is to serve, for the master to
+        send it and later close.
+        """
+        assert self._socket is not None
+        return os.dup(self._socket.fileno())
+
+    def answer(self, worker: HandOffTarget) -> dict[str, Any]:
+        if self._socket is None:
+            raise ListenRefused(f"the master is no longer listening on {self.key}")
+        self._release(worker)
+        try:
+            fd = self._lend(worker)
+        except (OSError, CannotListenError) as e:
+            raise ListenRefused(f"cannot listen on {self.key} for worker {worker.id}: {e}") from e
+        self._lent[worker] = fd
+        return {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
+
+    def add(self, worker: HandOffTarget) -> None:
+        self._release(worker)
+
+    def retire(self, worker: HandOffTarget) -> None:
+        self._release(worker)
+
+    def remove(self, worker: HandOffTarget) -> None:
+        self._release(worker)
+
+    def connectionsClosed(self, worker: HandOffTarget, count: int) -> None:
+        pass
+
+    def _release(self, worker: HandOffTarget) -> None:
+        fd = self._lent.pop(worker, None)
+        if fd is not None:
+            self._close(fd)
+
+    def stopAccepting(self) -> Deferred[None]:
+        """
+        Close the master's own socket (a plain close: the workers' copies
+        live on until each stops serving) and remove the file it bound.
+        """
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+            if self._removeFile:
+                try:
+                    os.unlink(self.spec.address)
+                except FileNotFoundError:
+                    pass
+        return succeed(None)
+
+    def closeNow(self) -> None:
+        self.stopAccepting()
+
+    def whenIdle(self) -> Deferred[None]:
+        # The master accepts nothing here: nothing waits for a worker.
+        return succeed(None)
+
+    def closeWaiting(self) -> None:
+        for worker in list(self._lent):
+            self._release(worker)
+
+
+class ReusePortHandle(SharedHandle):
+    """
+    One C{SO_REUSEPORT} listening socket per worker, each bound to the same
+    address by the master (so port 0 and privileged ports work).
+
+    The master's own socket is bound but never listens: it holds the address
+    and learns the port the kernel chose for port 0, and, not listening, the
+    kernel queues no connection on it.
+    """
+
+    scheduling = "reuseport"
+
+    def _bind(self) -> socket.socket:
+        return bindSocket(self.spec, reusePort=True, listen=False)
+
+    def _lend(self, worker: HandOffTarget) -> int:
+        sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])
+        return sock.detach()
