@@ -23,7 +23,8 @@ def say(*words):
 
 if cluster.isPrimary:
     if scenario == "privileged":
-        # Node: test-cluster-bind-privileged-port
+        # Node: test-cluster-bind-privileged-port (and, with
+        # TWISTCLUSTER_SCHED_POLICY=none, -shared-handle-bind-privileged-port)
         worker = cluster.fork()
         worker.on("message", lambda message: say("error", message["error"]))
         worker.on("exit", lambda code, signal: (say("exit", code), reactor.stop()))

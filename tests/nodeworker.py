@@ -90,6 +90,18 @@ def scenario_disconnectRace():
     listen(then=leave)
 
 
+def scenario_listenOrLeave(description):
+    """Listen; if refused, say why and leave."""
+
+    def refused(failure):
+        report(event="error", error=errnoOf(failure))
+        cluster.worker.disconnect()
+
+    cluster.listen(description, echo()).addCallbacks(
+        lambda port: report(event="listening", port=port.getHost().port), refused
+    )
+
+
 def scenario_retryListen(port):
     description = f"tcp:{port}:interface=127.0.0.1"
     cluster.worker.on("message", lambda message: listen(description))

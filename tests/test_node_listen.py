@@ -21,6 +21,7 @@ from twisted.internet.defer import gatherResults
 
 from tests._cluster import waitUntil as waitUntilSync
 from tests._primary import TIMEOUT, freePort, processGone
+from tests.test_node_lifecycle import connectTo
 
 PRIMARY_SCRIPT = str(Path(__file__).with_name("nodeprimary.py"))
 
@@ -63,11 +64,13 @@ def test_bind_twice(makePrimary):
     assert report["error"] == "EADDRINUSE"
 
 
-def test_bind_privileged_port(tmp_path):
+@pytest.mark.parametrize("policy", ["rr", "none"])
+def test_bind_privileged_port(policy, tmp_path):
     """
-    Node: test-cluster-bind-privileged-port.  A worker listens on port 42
-    and the primary may not bind it: the worker's error is EACCES, and it
-    exits 0 (it disconnects).  As root, the primary runs without
+    Node: test-cluster-bind-privileged-port,
+    test-cluster-shared-handle-bind-privileged-port.  A worker listens on
+    port 42 and the primary may not bind it: the worker's error is EACCES,
+    and it exits 0 (it disconnects).  As root, the primary runs without
     CAP_NET_BIND_SERVICE.
     """
     command = [sys.executable, PRIMARY_SCRIPT, "privileged"]
@@ -76,7 +79,8 @@ def test_bind_privileged_port(tmp_path):
         if setpriv is None:
             pytest.skip("running as root, and setpriv is missing to drop CAP_NET_BIND_SERVICE")
         command = [setpriv, "--bounding-set", "-net_bind_service", *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    env = dict(os.environ, TWISTCLUSTER_SCHED_POLICY=policy)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.stdout.splitlines() == ["error EACCES", "exit 0"], result.stderr
     assert result.returncode == 0
 
@@ -107,6 +111,56 @@ def test_primary_kill_and_error(scenario, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_shared_handle_bind_error(primary):
+    """
+    Node: test-cluster-shared-handle-bind-error.  SCHED_NONE, and the
+    primary itself holds the port: the worker's error is EADDRINUSE, and it
+    exits 0.
+    """
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    primary.schedulingPolicy = primary.SCHED_NONE
+    primary.setupPrimary(args=["listenOrLeave", f"tcp:{holder.getsockname()[1]}:interface=127.0.0.1"])
+    try:
+        worker = primary.fork()
+        report = yield primary.recorder.message(worker, "error")
+        assert report["error"] == "EADDRINUSE"
+        assert (yield worker.whenExited()) == (0, None)
+    finally:
+        holder.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_shared_leak_and_disconnect_race(primary):
+    """
+    Node: test-cluster-shared-leak, test-cluster-disconnect-race.
+    SCHED_NONE: a second worker is forked and listens while the first
+    disconnects; both serve in turn, both exit 0, and once the cluster is
+    disconnected nothing is left bound (the port can be bound again).
+    """
+    from twisted.internet import reactor
+
+    primary.schedulingPolicy = primary.SCHED_NONE
+    primary.setupPrimary(args=["listen"])
+    first = primary.fork()
+    address = yield first.whenListening().addTimeout(TIMEOUT, reactor)
+    first.disconnect()
+    second = primary.fork()
+    assert (yield second.whenListening().addTimeout(TIMEOUT, reactor)).port == address.port
+    client = yield connectTo(address.port)
+    client.transport.write(b"still served")
+    yield client.expect(b"still served")
+    client.transport.loseConnection()
+    yield primary.disconnect().addTimeout(TIMEOUT, reactor)
+    exits = yield gatherResults([w.whenExited() for w in (first, second)])
+    assert exits == [(0, None), (0, None)]
+    assert list(primary._handles) == []
+    with socket.socket() as rebind:
+        rebind.bind(("127.0.0.1", address.port))
+
+
+@pytest_twisted.inlineCallbacks
 def test_listen_twice_same_port(primary):
     """
     Node: test-cluster-listen-twice-same-port.  One worker, two servers on
@@ -121,15 +175,17 @@ def test_listen_twice_same_port(primary):
     assert (code, sig) == (0, None)
 
 
+@pytest.mark.parametrize("policy", ["SCHED_RR", "SCHED_NONE"])
 @pytest_twisted.inlineCallbacks
-def test_child_index_and_server_restart(primary):
+def test_child_index_and_server_restart(primary, policy):
     """
-    Node: test-cluster-child-index-net, test-cluster-server-restart-rr.
-    Worker 1 listens on port 0; worker 2 listens on port 0, closes, listens
-    on port 0 again and closes, twice over: every listen is granted (the
-    per-worker listen index is given back), worker 2 exits 0, then worker 1
-    is disconnected and exits 0.
+    Node: test-cluster-child-index-net, test-cluster-server-restart-rr,
+    test-cluster-server-restart-none.  Worker 1 listens on port 0; worker 2
+    listens on port 0, closes, listens on port 0 again and closes, twice
+    over: every listen is granted (the per-worker listen index is given
+    back), worker 2 exits 0, then worker 1 is disconnected and exits 0.
     """
+    primary.schedulingPolicy = getattr(primary, policy)
     primary.setupPrimary(args=["listen"])
     first = primary.fork()
     shared = yield first.whenListening().addTimeout(TIMEOUT, primary._reactor)
