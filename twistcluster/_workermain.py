@@ -14,6 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from ._worker import WorkerRuntime
 
@@ -87,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if arguments.subcommand is not None:
             from ._subcommand import startSubcommand
 
-            startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
+            try:
+                startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
+            except Exception:
+                runtime._couldNotStart(Failure())
             return runtime.whenDone()
         return runtime.run()
 
