@@ -27,12 +27,7 @@ def loadFactory(name: str) -> IProtocolFactory:
     @raise BadFactory: The name cannot be imported, calling it fails, or what
         it gives is not a protocol factory.
     """
-    if "." not in name:
-        raise BadFactory(f"{name!r} is not a dotted name (module.attribute)")
-    try:
-        found = namedAny(name)
-    except Exception as e:
-        raise BadFactory(f"cannot import {name!r}: {_oneLine(e)}") from e
+    found = _find(name)
     if IProtocolFactory.providedBy(found):
         return found
     if not callable(found):
@@ -44,6 +39,20 @@ def loadFactory(name: str) -> IProtocolFactory:
     if not IProtocolFactory.providedBy(made):
         raise BadFactory(f"{name}() did not return a protocol factory (it returned {_kind(made)})")
     return made
+
+
+def _find(name: str) -> object:
+    """
+    Import what the dotted C{name} names.
+
+    @raise BadFactory: It is not a dotted name, or cannot be imported.
+    """
+    if "." not in name:
+        raise BadFactory(f"{name!r} is not a dotted name (module.attribute)")
+    try:
+        return namedAny(name)
+    except Exception as e:
+        raise BadFactory(f"cannot import {name!r}: {_oneLine(e)}") from e
 
 
 def _kind(obj: object) -> str:
@@ -64,12 +73,7 @@ def loadDatagramProtocols(name: str, count: int) -> list[AbstractDatagramProtoco
     @raise BadFactory: The name does not lead to a datagram protocol, or an
         instance would have to serve more than one port.
     """
-    if "." not in name:
-        raise BadFactory(f"{name!r} is not a dotted name (module.attribute)")
-    try:
-        found = namedAny(name)
-    except Exception as e:
-        raise BadFactory(f"cannot import {name!r}: {_oneLine(e)}") from e
+    found = _find(name)
     if isinstance(found, AbstractDatagramProtocol):
         if count > 1:
             raise BadFactory(
