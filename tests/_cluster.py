@@ -244,15 +244,17 @@ def whoServes(address: tuple[str, int] | str) -> tuple[int, int]:
 
 
 @contextmanager
-def stopped(pid: int) -> Iterator[None]:
+def stopped(*pids: int) -> Iterator[None]:
     """
-    Keep process C{pid} stopped (SIGSTOP) for the duration.
+    Keep processes C{pids} stopped (SIGSTOP) for the duration.
     """
-    os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def socketsHeldBy(pid: int) -> set[int]:

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests._cluster import connect, readLine, waitUntil, whoServes
+from tests._cluster import connect, readLine, stopped, waitUntil, whoServes
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 APP = "tests.clusterapps.WhoAmIFactory"
@@ -230,19 +230,6 @@ def _cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _stopped(pids):
-    class Stopped:
-        def __enter__(self):
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-
-        def __exit__(self, *exc):
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-
-    return Stopped()
-
-
 def test_backpressure_bounds_what_the_master_holds(cluster):
     """
     Every worker saturated (stopped): the master accepts a bounded number of
@@ -253,7 +240,7 @@ def test_backpressure_bounds_what_the_master_holds(cluster):
     pids = c.waitReady(2)
     address = c.address()
     baseline = _masterDescriptors(c.process.pid)
-    with _stopped(pids.values()):
+    with stopped(*pids.values()):
         clients = [connect(address, timeout=30) for _ in range(150)]
         held = waitUntil(
             lambda: (_masterDescriptors(c.process.pid) - baseline >= 96) and _masterDescriptors(c.process.pid),
@@ -280,7 +267,7 @@ def test_emfile_in_the_master_backs_off_and_recovers(cluster):
     master = c.process.pid
     soft, hard = resource.prlimit(master, resource.RLIMIT_NOFILE)
     resource.prlimit(master, resource.RLIMIT_NOFILE, (_masterDescriptors(master) + 10, hard))
-    with _stopped(pids.values()):
+    with stopped(*pids.values()):
         clients = [connect(address, timeout=30) for _ in range(40)]
         c.waitFor(r"accept\(\) failed: EMFILE; retrying every 0.1s until descriptors are free")
         before = _cpuSeconds(master)

@@ -184,6 +184,21 @@ class HandOffSchedulerTests(SynchronousTestCase):
         scheduler.connectionAccepted(9)
         self.assertEqual(sent, [("gone", 9), ("ok", 9)])
 
+    def test_closeAllForgetsRefusals(self) -> None:
+        """
+        A refused socket closed at shutdown leaves no refusal count behind
+        for the next socket that gets its descriptor number.
+        """
+        scheduler, record = make(window=1)
+        scheduler.addWorker("a")
+        scheduler.connectionAccepted(5)
+        scheduler.retireWorker("a")
+        scheduler.answered("a", 5, False)
+        self.assertEqual(scheduler.waiting(), 1)
+        scheduler.closeAll()
+        self.assertEqual(record.closed, [5])
+        self.assertEqual(scheduler._refusals, {})
+
     def test_closeAll(self) -> None:
         scheduler, record = make()
         scheduler.connectionAccepted(1)

@@ -249,7 +249,9 @@ class HandOffScheduler(Generic[W]):
         and no worker is left to serve them).
         """
         while self._queue:
-            self._close(self._queue.popleft())
+            fd = self._queue.popleft()
+            self._refusals.pop(fd, None)
+            self._close(fd)
 
     def dispatch(self) -> None:
         if self._dispatching:
