@@ -118,6 +118,36 @@ def test_ssl(cluster, tmp_path, policy):
             pass
 
 
+def _loadsCryptography(pid: int) -> bool:
+    """
+    Has process C{pid} loaded pyOpenSSL's backend (cryptography's Rust
+    extension, mapped from its package directory)?
+    """
+    return f"{os.sep}cryptography{os.sep}" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_plainMasterLeavesOutTLS(cluster):
+    """
+    A master whose listens are all plain never loads pyOpenSSL (13 MiB it
+    would never use); its workers still have it.
+    """
+    c = cluster("--workers", "1", "--listen", "haproxy:tcp:0:interface=127.0.0.1", APP)
+    [worker] = c.waitReady(1).values()
+    assert not _loadsCryptography(c.process.pid)
+    assert _loadsCryptography(worker)
+
+
+def test_factoryImportingTLS(cluster):
+    """
+    A FACTORY whose module imports pyOpenSSL still loads in the master (it
+    is imported before pyOpenSSL would be left out), and serves.
+    """
+    c = cluster("--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", "tests.tlsapp.WhoAmIFactory")
+    c.waitReady(1)
+    assert _loadsCryptography(c.process.pid)
+    assert whoServes(c.address())[0] == 1
+
+
 def test_udp(cluster):
     """
     udp: every worker reads from the one socket; each datagram reaches

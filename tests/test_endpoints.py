@@ -16,6 +16,7 @@ from tests._cluster import temporaryPath
 from twistcluster._endpoints import (
     ListenSpec,
     UnsupportedEndpoint,
+    needsTLS,
     parseDatagram,
     specFromDescription,
     workerDescription,
@@ -55,6 +56,34 @@ class SpecFromDescriptionTests(SynchronousTestCase):
         description used as a server) is refused, saying so.
         """
         self.assertRaises(ValueError, specFromDescription, "stdio:")
+
+
+class NeedsTLSTests(SynchronousTestCase):
+    """
+    Which descriptions a master can parse without pyOpenSSL.
+    """
+
+    def test_plain(self) -> None:
+        for description in (
+            "tcp:8080",
+            "tcp6:0:interface=\\:\\:1",
+            "unix:/tmp/ssl.sock",
+            "systemd:domain=INET:index=0",
+            "udp:53",
+            "haproxy:tcp:8080",
+        ):
+            self.assertFalse(needsTLS(description), description)
+
+    def test_tls(self) -> None:
+        for description in ("ssl:443:privateKey=key.pem", "haproxy:ssl:443", "haproxy"):
+            self.assertTrue(needsTLS(description), description)
+
+    def test_unknownAssumesTLS(self) -> None:
+        """
+        Another package's endpoint type (or a typo) might need TLS.
+        """
+        self.assertTrue(needsTLS("le:/srv/certs:tcp:443"))
+        self.assertTrue(needsTLS("TCP:8080"))
 
 
 class DatagramTests(SynchronousTestCase):

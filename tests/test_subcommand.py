@@ -46,8 +46,8 @@ class CommandLineTests(SynchronousTestCase):
         return options
 
     def test_factoryOrSubcommand(self) -> None:
-        factory = self.parse("--workers", "2", "echo.EchoFactory")
-        self.assertEqual((factory["factory"], factory["subcommand"]), ("echo.EchoFactory", None))
+        factory = self.parse("--workers", "2", "tests.clusterapps.WhoAmIFactory")
+        self.assertEqual((factory["factory"], factory["subcommand"]), ("tests.clusterapps.WhoAmIFactory", None))
         self.assertEqual(factory["listen"], ["tcp:8080"])
         for arguments in (["--", "web", "--path", "/srv"], ["web", "--path", "/srv"]):
             sub = self.parse("--workers", "2", *arguments)

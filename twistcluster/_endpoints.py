@@ -18,12 +18,16 @@ import socket
 from typing import Any
 
 from attrs import asdict, evolve, frozen
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 
 #: The endpoint types twistcluster parses itself: datagram sockets.
 DATAGRAM_PREFIXES = ("udp", "udp6")
+#: The endpoint types known to need no TLS in the master (which never speaks
+#: TLS: for C{ssl:} the workers do, but the master loads the certificate to
+#: check it), and the wrappers whose inner endpoint decides.
+PLAIN_KINDS = frozenset({"tcp", "tcp6", "unix", "systemd", *DATAGRAM_PREFIXES})
+WRAPPER_KINDS = frozenset({"haproxy"})
 
 
 @frozen
@@ -205,6 +209,18 @@ def isDatagram(description: str) -> bool:
     return _fields(description)[0][1] in DATAGRAM_PREFIXES
 
 
+def needsTLS(description: str) -> bool:
+    """
+    Might parsing C{description} need pyOpenSSL?  No only for the endpoint
+    types known to be plain (L{PLAIN_KINDS}), wrapped or not; any other
+    (C{ssl:}, or a plugin's) is assumed to.
+    """
+    for _, kind in _fields(description):
+        if kind not in WRAPPER_KINDS:
+            return kind not in PLAIN_KINDS
+    return True
+
+
 def parseDatagram(description: str) -> tuple[ListenSpec, int]:
     """
     Parse C{udp:PORT[:interface=ADDRESS][:maxPacketSize=BYTES]} (or
@@ -239,6 +255,10 @@ def specFromDescription(description: str) -> ListenSpec:
     """
     if isDatagram(description):
         return parseDatagram(description)[0]
+    # Imported here: the module imports pyOpenSSL if it can, and a master
+    # that needs no TLS leaves it out (see twistcluster._tap).
+    from twisted.internet.endpoints import serverFromString
+
     recorder = _ListenRecorder()
     try:
         endpoint = serverFromString(recorder, description)
@@ -275,6 +295,8 @@ def workerDescription(description: str, spec: ListenSpec) -> str:
     """
     if spec.fd < 0:
         return description
+    from twisted.internet.endpoints import quoteStringArgument  # see specFromDescription
+
     fields = _fields(description)
     start = next(
         offset

@@ -16,9 +16,8 @@ from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._endpoints import ListenSpec, specFromDescription, workerDescription
+from ._endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
 from ._factory import BadFactory, loadDatagramProtocols, loadFactory
-from ._master import Limits, Master
 from ._policies import schedulingPolicy
 from ._subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
 
@@ -124,6 +123,32 @@ class Options(usage.Options):
             self["scheduling"] = schedulingPolicy(self["scheduling"], os.environ)
         except ValueError as e:
             fail(str(e))
+        if self["factory"] is not None:
+            # Before twist installs the reactor: see leaveOutTLS.
+            _checkFactory(self["factory"], self["listen"])
+            if not any(needsTLS(description) for description in self["listen"]):
+                leaveOutTLS()
+
+
+def leaveOutTLS(modules: dict[str, Any] = sys.modules) -> bool:
+    """
+    Keep pyOpenSSL (and with it cryptography, 13 MiB resident) out of this
+    process, if nothing has imported it yet: the master never speaks TLS,
+    but Twisted's reactor and endpoints import it whenever they can.  Twisted
+    treats it as not installed; the workers still have it.
+
+    Only for a master whose listens are all plain (L{needsTLS}) and whose
+    FACTORY, already imported, did not import it; a reactor chosen with
+    C{twist --reactor} has imported it already.
+
+    @return: Whether it is left out.
+    """
+    if "OpenSSL" in modules:
+        return modules["OpenSSL"] is None
+    # A None entry makes `import OpenSSL` raise ImportError (the import
+    # system's documented way to block a module).
+    modules["OpenSSL"] = None
+    return True
 
 
 def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
@@ -186,7 +211,7 @@ def _parseListens(descriptions: list[str], culprit: str = "--listen") -> list[tu
     return listens
 
 
-def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
+def _checkFactory(name: str, descriptions: list[str]) -> None:
     """
     Resolve FACTORY as `python -m` would, from the current directory, and as
     the workers will: a protocol factory, or datagram protocols for udp:.
@@ -194,8 +219,8 @@ def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        if specs and specs[0].kind == "udp":
-            loadDatagramProtocols(name, len(specs))
+        if descriptions and isDatagram(descriptions[0]):
+            loadDatagramProtocols(name, len(descriptions))
         else:
             loadFactory(name)
     except BadFactory as e:
@@ -204,7 +229,6 @@ def _checkFactory(name: str, specs: list[ListenSpec]) -> None:
 
 def _factoryMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], list[str], bool]:
     listens = _parseListens(options["listen"])
-    _checkFactory(options["factory"], [spec for _, spec in listens])
     workerArguments = ["--factory", options["factory"]]
     for description, spec in listens:
         workerArguments += ["--listen", workerDescription(description, spec)]
@@ -231,6 +255,8 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
+
+    from ._master import Limits, Master
 
     if options["subcommand"] is None:
         listens, workerArguments, grantAny = _factoryMode(options)
