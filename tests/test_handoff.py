@@ -6,14 +6,20 @@ processes, so descriptors can be counted.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import weakref
+from types import SimpleNamespace
 
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
@@ -304,3 +310,31 @@ def test_least_conn_worker_reports_closed_connections():
     clients[2].transport.loseConnection()
     yield done.addTimeout(TIMEOUT, reactor)
     yield handle.stopAccepting()
+
+
+def test_a_lost_connection_is_freed_without_the_garbage_collector():
+    """
+    The worker counts a connection open until its protocol's connectionLost;
+    that leaves no reference cycle behind, so each connection (transport,
+    socket, buffers) is freed as it ends, not by the cyclic collector.
+    """
+    runtime = WorkerRuntime(Clock(), 1)
+    port = SimpleNamespace(reportClosed=True, key="tcp:127.0.0.1:0:4:-1:0")
+    lost = []
+
+    class Counted(Protocol):
+        def connectionLost(self, reason):
+            lost.append(reason)
+
+    protocol = Counted()
+    runtime.connectionOpened(port, protocol)
+    assert runtime._connections == {protocol}
+    freed = weakref.ref(protocol)
+    gc.disable()
+    try:
+        protocol.connectionLost(Failure(ConnectionDone()))
+        del protocol
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert len(lost) == 1 and runtime._connections == set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import suppress
 from typing import Any, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
@@ -294,6 +295,12 @@ class WorkerRuntime:
         lost = protocol.connectionLost
 
         def connectionLost(reason: Failure) -> None:
+            # The protocol holds this function, which holds the protocol:
+            # break the cycle, so that the connection (its transport, socket
+            # and buffers) is freed when it ends, not by the cyclic garbage
+            # collector some time later.
+            with suppress(AttributeError):
+                del protocol.connectionLost
             self._connections.discard(protocol)
             try:
                 lost(reason)
