@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._configs import NODE, SINGLE, TWISTCLUSTER
+from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER
 from ._run import ConfigResult
 
-COLOURS = {TWISTCLUSTER: "#3b6ea5", NODE: "#5a9e4b", SINGLE: "#c0504d"}
+COLOURS = {TWISTCLUSTER: "#3b6ea5", NODE: "#5a9e4b", SINGLE: "#c0504d", PLAIN_PROCESSES: "#d99694"}
 
 
 def _bars(axes: Any, results: Sequence[ConfigResult], values: list[float], title: str) -> None:

@@ -19,6 +19,10 @@ WORKER_COUNTS = (1, 2, 4)
 TWISTCLUSTER = "twistcluster"
 NODE = "node"
 SINGLE = "twisted-single"
+#: Plain Twisted processes (no cluster) each with its own SO_REUSEPORT
+#: socket on the one port: what Twisted itself reaches with 2 processes on
+#: this machine, the reference for the none/reuseport targets.
+PLAIN_PROCESSES = "twisted-reuseport"
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class BenchConfig:
     """
     One server set-up to measure.
 
-    @ivar kind: L{TWISTCLUSTER}, L{NODE} or L{SINGLE}.
+    @ivar kind: L{TWISTCLUSTER}, L{NODE}, L{SINGLE} or L{PLAIN_PROCESSES}.
     @ivar policy: The scheduling policy (C{""} for the single process).
     @ivar workers: Worker processes (1 for the single process, which is
         its own worker).
@@ -40,6 +44,8 @@ class BenchConfig:
     def name(self) -> str:
         if self.kind == SINGLE:
             return SINGLE
+        if self.kind == PLAIN_PROCESSES:
+            return f"{PLAIN_PROCESSES}-{self.workers}"
         return f"{self.kind}-{self.policy}-{self.workers}"
 
     @property
@@ -47,14 +53,16 @@ class BenchConfig:
         """
         The configuration without its worker count (a line on the chart).
         """
-        return SINGLE if self.kind == SINGLE else f"{self.kind}-{self.policy}"
+        if self.kind in (SINGLE, PLAIN_PROCESSES):
+            return self.kind
+        return f"{self.kind}-{self.policy}"
 
 
 def allConfigs() -> list[BenchConfig]:
     """
     Every configuration, in the order the table shows them.
     """
-    configs = [BenchConfig(SINGLE, "", 1)]
+    configs = [BenchConfig(SINGLE, "", 1), BenchConfig(PLAIN_PROCESSES, "reuseport", 2)]
     for policy in TWISTCLUSTER_POLICIES:
         configs += [BenchConfig(TWISTCLUSTER, policy, n) for n in WORKER_COUNTS]
     for policy in NODE_POLICIES:

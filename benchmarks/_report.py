@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ._configs import NODE, SINGLE, TWISTCLUSTER, TWISTCLUSTER_POLICIES
+from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER, TWISTCLUSTER_POLICIES
 from ._run import ConfigResult, PhaseResult, RunOptions
 from ._spread import formatSpread
 
@@ -43,7 +43,9 @@ mCPU%      the master's CPU (utime+stime from /proc/PID/stat) during the short p
 m us/c     the master's CPU time per new connection (microseconds); all us/c the same for the master
            and every worker together: the cost of a connection, less disturbed by a noisy machine
 mRSS MiB   the master's peak VmRSS sampled under load; mHWM its VmHWM (peak since start)
-errors     wrk's socket errors and non-2xx responses, all phases together"""
+errors     wrk's socket errors and non-2xx responses, all phases together
+twisted-reuseport-2  no cluster: two plain Twisted processes (forked by an idle parent, its "master"
+           columns), each with its own SO_REUSEPORT socket on the port"""
 
 
 def machineDescription() -> str:
@@ -129,6 +131,10 @@ def formatTable(results: Sequence[ConfigResult]) -> str:
     return "\n".join(lines)
 
 
+#: The comparison of a ratio shown for reference, with no target.
+REFERENCE = "ref"
+
+
 @dataclass
 class TargetCheck:
     """
@@ -147,6 +153,8 @@ class TargetCheck:
     def verdict(self) -> str:
         if self.ratio is None:
             return "n/a"
+        if self.comparison == REFERENCE:
+            return "ref"
         met = {
             ">=": self.ratio >= self.want,
             "<=": self.ratio <= self.want,
@@ -156,7 +164,7 @@ class TargetCheck:
 
     def format(self) -> str:
         ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
-        wanted = f"(want {self.comparison} {self.want:g}x)"
+        wanted = "" if self.comparison == REFERENCE else f"(want {self.comparison} {self.want:g}x)"
         return f"{self.verdict:<7}{self.description:<62}{ratio:>8}  {wanted}"
 
 
@@ -205,6 +213,10 @@ def targetSpecs() -> list[tuple[str, str, str, str, float]]:
     specs += [(tc(p), SINGLE, "keepalive.rate", ">=", 1.0) for p in policies]
     specs += [(tc(p), nodeFor(p), "rss", "<", 1.0) for p in policies]
     specs += [(tc("rr"), f"{NODE}-rr-2", f"{ph}.p99", "<=", 1.0) for ph in ("short", "keepalive")]
+    # What plain Twisted reaches with 2 processes, and twistcluster against it.
+    plain = f"{PLAIN_PROCESSES}-2"
+    specs += [(plain, SINGLE, "short.rate", REFERENCE, 0)]
+    specs += [(tc(p), plain, "short.rate", REFERENCE, 0) for p in ("none", "reuseport")]
     return specs
 
 
@@ -222,7 +234,13 @@ def targetChecks(results: Iterable[ConfigResult]) -> list[TargetCheck]:
 
 
 def formatTargets(checks: Sequence[TargetCheck]) -> str:
-    return "\n".join(["Targets (issue 6), ratios from this run:", *(c.format() for c in checks)])
+    targets = [c.format() for c in checks if c.comparison != REFERENCE]
+    references = [c.format() for c in checks if c.comparison == REFERENCE]
+    lines = ["Targets (issue 6), ratios from this run:", *targets]
+    if references:
+        lines += ["", "For reference (no target): plain Twisted with 2 processes, and twistcluster against it:"]
+        lines += references
+    return "\n".join(lines)
 
 
 def writeJSON(

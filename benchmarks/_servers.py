@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ._configs import NODE, SINGLE, TWISTCLUSTER, BenchConfig
+from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER, BenchConfig
 from ._processes import Managed
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -96,9 +96,10 @@ def launchFor(
 
     @raise Skipped: C{config} cannot run with what is installed.
     """
-    if config.kind == SINGLE:
+    if config.kind in (SINGLE, PLAIN_PROCESSES):
         argv = [sys.executable, "-m", "benchmarks.responder", "--port", str(port)]
-        return Launch(argv, env, r"^ready on \d+", 1)
+        argv += ["--processes", str(config.workers)]
+        return Launch(argv, env, r"^ready on \d+", config.workers)
     if config.kind == NODE:
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:

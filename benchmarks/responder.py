@@ -15,6 +15,11 @@ C{BENCH_COUNTS_DIR} is set, writes them there every 0.2 s
 Run alone (the single-process server)::
 
     python -m benchmarks.responder --port 8080
+
+or as two plain Twisted processes sharing the port with C{SO_REUSEPORT}
+(no cluster: the reference for twistcluster's none/reuseport policies)::
+
+    python -m benchmarks.responder --port 8080 --processes 2
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -161,14 +167,65 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.responder")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serve with this many plain Twisted processes, each with its own SO_REUSEPORT socket",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.processes > 1:
+        _forkReusePort(arguments.processes)
     from twisted.internet import reactor
 
-    port: Any = reactor.listenTCP(  # type: ignore[attr-defined]
-        arguments.port, HTTPResponderFactory(), backlog=1024, interface=arguments.host
-    )
+    factory = HTTPResponderFactory()
+    if arguments.processes > 1:
+        port: Any = _listenReusePort(reactor, arguments.host, arguments.port, factory)
+    else:
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            arguments.port, factory, backlog=BACKLOG, interface=arguments.host
+        )
     print(f"ready on {port.getHost().port}", flush=True)
     reactor.run()  # type: ignore[attr-defined]
+
+
+#: The listen backlog (Node's default), as every benchmarked server has.
+BACKLOG = 511
+
+
+def _forkReusePort(processes: int) -> None:
+    """
+    Fork C{processes} server processes, numbered as workers in their
+    responses and counts, and return in each of them.  This process (like a
+    master, but idle) only waits for them.
+    """
+    global WORKER_ID, KEEP_ALIVE_RESPONSE, CLOSE_RESPONSE
+    children = []
+    for number in range(1, processes + 1):
+        child = os.fork()
+        if child == 0:
+            WORKER_ID = str(number)
+            KEEP_ALIVE_RESPONSE = makeResponse(WORKER_ID, close=False)
+            CLOSE_RESPONSE = makeResponse(WORKER_ID, close=True)
+            return
+        children.append(child)
+    for child in children:
+        os.waitpid(child, 0)
+    raise SystemExit(0)
+
+
+def _listenReusePort(reactor: Any, host: str, port: int, factory: Factory) -> Any:
+    """
+    Listen on a socket of this process's own that shares C{port} with the
+    others' (the kernel spreads new connections over them).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listening.bind((host, port))
+        listening.listen(BACKLOG)
+        listening.setblocking(False)
+        return reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from twisted.internet.testing import StringTransport
 
-from benchmarks._configs import TWISTCLUSTER, BenchConfig, selectConfigs
+from benchmarks._configs import PLAIN_PROCESSES, TWISTCLUSTER, BenchConfig, selectConfigs
 from benchmarks._load import LoadFailed, LoadResult, LoadSpec, parseWrkOutput, wrkCommand
 from benchmarks._stacks import MASTER_STAGES, pySpyReport
-from benchmarks._report import formatTable, targetChecks
+from benchmarks._report import formatTable, formatTargets, targetChecks
 from benchmarks._run import ConfigResult, PhaseResult, RunOptions, measureConfig
 from benchmarks._servers import startServer
 from benchmarks._spread import difference, formatSpread, readCounts
@@ -154,7 +154,7 @@ def test_spread_from_counts(tmp_path: Path) -> None:
 def test_config_selection() -> None:
     names = [c.name for c in selectConfigs("node-rr-*,twisted-single")]
     assert names == ["twisted-single", "node-rr-1", "node-rr-2", "node-rr-4"]
-    assert len(selectConfigs(None)) == 1 + 4 * 3 + 2 * 3
+    assert len(selectConfigs(None)) == 2 + 4 * 3 + 2 * 3
     with pytest.raises(ValueError, match="matches no configuration"):
         selectConfigs("nginx-2")
 
@@ -270,6 +270,22 @@ def test_the_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_the_plain_twisted_processes_share_the_port(tmp_path: Path) -> None:
+    """
+    twisted-reuseport-2: two plain Twisted processes, each with its own
+    SO_REUSEPORT socket, both serving (the kernel spreads the connections).
+    """
+    runHarness(
+        tmp_path,
+        *("--only", "twisted-reuseport-2", "--duration", "1", "--warmup", "0", "--phases", "short"),
+        *("--connections", "4", "--load-generator", "python"),
+    )
+    [result] = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert result["status"] == "ok", result
+    spread = result["phases"]["short"]["spread"]
+    assert list(spread) == ["1", "2"] and min(spread.values()) > 0, spread
+
+
 @needsWrk
 def test_the_harness_runs_with_wrk(tmp_path: Path) -> None:
     runHarness(tmp_path, "--only", "twistcluster-rr-1", "--duration", "1", "--phases", "short")
@@ -304,3 +320,26 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode != 0
     assert waitUntil(lambda: not leftovers(marker), 10, "no process left") is True
+
+
+def test_plain_processes_are_a_reference_not_a_target() -> None:
+    """
+    Two plain Twisted processes are measured for reference: ratios against
+    them are shown apart from the targets, with no verdict.
+    """
+    results = [
+        made("twisted-single", "", 1, 20_000, 5.0, 40_000),
+        made(PLAIN_PROCESSES, "reuseport", 2, 17_000, 5.0, 30_000),
+        made(TWISTCLUSTER, "reuseport", 2, 17_500, 5.0, 30_000),
+    ]
+    checks = {c.description: c for c in targetChecks(results)}
+    plain = checks["new conn/s: twisted-reuseport-2 / twisted-single"]
+    assert (round(plain.ratio or 0, 2), plain.verdict) == (0.85, "ref")
+    ours = checks["new conn/s: twistcluster-reuseport-2 / twisted-reuseport-2"]
+    assert round(ours.ratio or 0, 3) == 1.029
+    target = checks["new conn/s: twistcluster-reuseport-2 / twisted-single"]
+    assert target.verdict == "MISSED"
+    text = formatTargets(list(checks.values()))
+    targets, references = text.split("For reference")
+    assert "MISSED" in targets and "twisted-reuseport-2 /" not in targets
+    assert "ref    new conn/s: twisted-reuseport-2 / twisted-single" in references
