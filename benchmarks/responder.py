@@ -27,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
+import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         port = reactor.listenTCP(  # type: ignore[attr-defined]
             arguments.port, factory, backlog=BACKLOG, interface=arguments.host
         )
-    print(f"ready on {port.getHost().port}", flush=True)
+    # One write, whole: the processes of --processes share this output.
+    os.write(sys.stdout.fileno(), f"ready on {port.getHost().port}\n".encode())
     reactor.run()  # type: ignore[attr-defined]
 
 
@@ -209,6 +213,14 @@ def _forkReusePort(processes: int) -> None:
             CLOSE_RESPONSE = makeResponse(WORKER_ID, close=True)
             return
         children.append(child)
+
+    def stop(signum: int, frame: Any) -> None:
+        for child in children:
+            with suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     for child in children:
         os.waitpid(child, 0)
     raise SystemExit(0)
