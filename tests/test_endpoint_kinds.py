@@ -137,10 +137,26 @@ def test_plainMasterLeavesOutTLS(cluster):
     assert _loadsCryptography(worker)
 
 
+def test_webSiteMasterLeavesOutTLS(cluster):
+    """
+    A twisted.web Site installs the reactor as it is built, in the master
+    too: without pyOpenSSL there, and serving.
+    """
+    c = cluster("--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", "tests.webapp.site")
+    c.waitReady(1)
+    assert not _loadsCryptography(c.process.pid)
+    with connect(c.address()) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(4096):
+            response += chunk
+    assert response.startswith(b"HTTP/1.0 200 OK") and response.endswith(b"\r\n\r\nhello\n")
+
+
 def test_factoryImportingTLS(cluster):
     """
-    A FACTORY whose module imports pyOpenSSL still loads in the master (it
-    is imported before pyOpenSSL would be left out), and serves.
+    A FACTORY whose module imports pyOpenSSL cannot load with it left out:
+    the master starts again as the same process, keeping it, and serves.
     """
     c = cluster("--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", "tests.tlsapp.WhoAmIFactory")
     c.waitReady(1)

@@ -32,6 +32,15 @@ class LeaveOutTLSTests(SynchronousTestCase):
         self.assertFalse(leaveOutTLS(modules))
         self.assertIs(modules["OpenSSL"], module)
 
+    def test_reactorInstalled(self) -> None:
+        """
+        With a reactor installed (twist --reactor, or any process but a
+        fresh master), it is too late: nothing is left out.
+        """
+        modules: dict[str, object] = {"twisted.internet.reactor": ModuleType("reactor")}
+        self.assertFalse(leaveOutTLS(modules))
+        self.assertNotIn("OpenSSL", modules)
+
     def test_alreadyLeftOut(self) -> None:
         modules: dict[str, object] = {"OpenSSL": None}
         self.assertTrue(leaveOutTLS(modules))

@@ -126,29 +126,44 @@ class Options(usage.Options):
         if self["factory"] is not None:
             # Before twist installs the reactor: see leaveOutTLS.
             _checkFactory(self["factory"], self["listen"])
-            if not any(needsTLS(description) for description in self["listen"]):
-                leaveOutTLS()
+
+
+#: In the environment of a master that started itself again to keep
+#: pyOpenSSL (see L{_checkFactory}); read once, and removed.
+KEEP_TLS = "TWISTCLUSTER_MASTER_KEEPS_TLS"
 
 
 def leaveOutTLS(modules: dict[str, Any] = sys.modules) -> bool:
     """
     Keep pyOpenSSL (and with it cryptography, 13 MiB resident) out of this
-    process, if nothing has imported it yet: the master never speaks TLS,
-    but Twisted's reactor and endpoints import it whenever they can.  Twisted
-    treats it as not installed; the workers still have it.
-
-    Only for a master whose listens are all plain (L{needsTLS}) and whose
-    FACTORY, already imported, did not import it; a reactor chosen with
-    C{twist --reactor} has imported it already.
+    process, if neither it nor the reactor is imported yet: the master never
+    speaks TLS (for C{ssl:} the workers do), but Twisted's reactor and
+    endpoints import it whenever they can.  Twisted then behaves as if it
+    were not installed; the workers still have it.  (A reactor chosen with
+    C{twist --reactor} is installed before this can run.)
 
     @return: Whether it is left out.
     """
     if "OpenSSL" in modules:
         return modules["OpenSSL"] is None
+    if "twisted.internet.reactor" in modules:
+        return False
     # A None entry makes `import OpenSSL` raise ImportError (the import
     # system's documented way to block a module).
     modules["OpenSSL"] = None
     return True
+
+
+def _restartKeepingTLS() -> NoReturn:
+    """
+    Start this master again from the beginning, as the same process (its pid
+    is what supervisors, systemd and signals know), keeping pyOpenSSL: what
+    was imported without it cannot be imported again with it.
+    """
+    os.environ[KEEP_TLS] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _number(option: str, text: Any, kind: type, minimum: float) -> Any:
@@ -215,15 +230,25 @@ def _checkFactory(name: str, descriptions: list[str]) -> None:
     """
     Resolve FACTORY as `python -m` would, from the current directory, and as
     the workers will: a protocol factory, or datagram protocols for udp:.
+
+    A master whose listens are all plain (L{needsTLS}) does it with pyOpenSSL
+    left out (L{leaveOutTLS}), and it stays out.  If FACTORY then does not
+    load, for whatever reason, the master starts again keeping pyOpenSSL:
+    a factory that imports it loads, and the error a bad one gives is never
+    one that leaving it out caused.
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    keepTLS = os.environ.pop(KEEP_TLS, None) is not None
+    leftOut = not keepTLS and not any(needsTLS(d) for d in descriptions) and leaveOutTLS()
     try:
         if descriptions and isDatagram(descriptions[0]):
             loadDatagramProtocols(name, len(descriptions))
         else:
             loadFactory(name)
     except BadFactory as e:
+        if leftOut:
+            _restartKeepingTLS()
         fail(f"FACTORY: {e}")
 
 
