@@ -211,9 +211,9 @@ def isDatagram(description: str) -> bool:
 
 def needsTLS(description: str) -> bool:
     """
-    Might parsing C{description} need pyOpenSSL?  No only for the endpoint
-    types known to be plain (L{PLAIN_KINDS}), wrapped or not; any other
-    (C{ssl:}, or a plugin's) is assumed to.
+    Might parsing C{description} need pyOpenSSL?  Not for the endpoint types
+    known to be plain (L{PLAIN_KINDS}), wrapped or not; any other (C{ssl:},
+    or a plugin's) is assumed to.
     """
     for _, kind in _fields(description):
         if kind not in WRAPPER_KINDS:
