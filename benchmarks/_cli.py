@@ -151,6 +151,9 @@ def medianRound(rounds: list[ConfigResult], phases: Sequence[str]) -> ConfigResu
     chosen = measured[(len(measured) - 1) // 2]
     rates = ", ".join(f"{r.rate(phases[0]) or 0:,.0f}" for r in measured)
     chosen.note = f"median of {len(measured)} rounds by {phases[0]} rate ({rates})"
+    chosen.roundRates = {
+        phase: [r.rate(phase) if r.status == "ok" else None for r in rounds] for phase in phases
+    }
     return chosen
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -148,6 +148,9 @@ class TargetCheck:
     ratio: float | None
     comparison: str
     want: float
+    #: The same ratio round by round (ours and theirs from the same round:
+    #: the rounds are interleaved), when both ran several.
+    roundRatios: list[float] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -165,7 +168,10 @@ class TargetCheck:
     def format(self) -> str:
         ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
         wanted = "" if self.comparison == REFERENCE else f"(want {self.comparison} {self.want:g}x)"
-        return f"{self.verdict:<7}{self.description:<62}{ratio:>8}  {wanted}"
+        if self.roundRatios:
+            low, high = min(self.roundRatios), max(self.roundRatios)
+            wanted += f"{'  ' if wanted else ''}rounds {low:.2f}-{high:.2f}x"
+        return f"{self.verdict:<7}{self.description:<62}{ratio:>8}  {wanted}".rstrip()
 
 
 METRIC_NAMES = {
@@ -229,8 +235,22 @@ def targetChecks(results: Iterable[ConfigResult]) -> list[TargetCheck]:
     for ours, theirs, metric, comparison, want in targetSpecs():
         ratio = _ratio(_metric(byName.get(ours), metric), _metric(byName.get(theirs), metric))
         description = f"{METRIC_NAMES[metric]}: {ours} / {theirs}"
-        checks.append(TargetCheck(description, ours, theirs, ratio, comparison, want))
+        perRound = _roundRatios(byName.get(ours), byName.get(theirs), metric) if ratio else []
+        checks.append(TargetCheck(description, ours, theirs, ratio, comparison, want, perRound))
     return checks
+
+
+def _roundRatios(ours: ConfigResult | None, theirs: ConfigResult | None, metric: str) -> list[float]:
+    """
+    A rate's ratio in each round both measured (none for other metrics, or
+    a single round).
+    """
+    phase, _, measure = metric.partition(".")
+    if measure != "rate" or ours is None or theirs is None:
+        return []
+    pairs = zip(ours.roundRates.get(phase, []), theirs.roundRates.get(phase, []))
+    ratios = [o / t for o, t in pairs if o and t]
+    return ratios if len(ratios) > 1 else []
 
 
 def formatTargets(checks: Sequence[TargetCheck]) -> str:
@@ -267,6 +287,7 @@ def writeJSON(
                 "comparison": c.comparison,
                 "want": c.want,
                 "verdict": c.verdict,
+                "roundRatios": c.roundRatios,
             }
             for c in checks
         ],

@@ -84,6 +84,9 @@ class ConfigResult:
     note: str = ""
     phases: dict[str, PhaseResult] = field(default_factory=dict)
     masterHWMKiB: int = 0
+    #: Each phase's rate in every round, in round order (None: the round
+    #: failed), when there were several.
+    roundRates: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -108,6 +111,7 @@ class ConfigResult:
             "masterPeakRSSKiB": self.masterPeakRSSKiB,
             "masterHWMKiB": self.masterHWMKiB,
             "phases": {name: p.toJSON() for name, p in self.phases.items()},
+            "roundRates": self.roundRates,
         }
 
 

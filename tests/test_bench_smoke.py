@@ -343,3 +343,24 @@ def test_plain_processes_are_a_reference_not_a_target() -> None:
     targets, references = text.split("For reference")
     assert "MISSED" in targets and "twisted-reuseport-2 /" not in targets
     assert "ref    new conn/s: twisted-reuseport-2 / twisted-single" in references
+
+
+def test_ratios_round_by_round() -> None:
+    """
+    With several interleaved rounds, a rate's ratio is also shown round by
+    round (each round's figures against the same round's), as a range.
+    """
+    ours = made(TWISTCLUSTER, "rr", 2, 14_000, 4.0, 30_000)
+    theirs = made("node", "rr", 2, 10_000, 5.0, 50_000)
+    ours.roundRates = {"short": [13_000.0, 14_000.0, None]}
+    theirs.roundRates = {"short": [10_000.0, 10_000.0, 9_000.0]}
+    checks = {c.description: c for c in targetChecks([ours, theirs])}
+    rate = checks["new conn/s: twistcluster-rr-2 / node-rr-2"]
+    assert rate.roundRatios == [1.3, 1.4]
+    assert rate.format().endswith("(want >= 1.3x)  rounds 1.30-1.40x")
+    # A figure that is not a rate: no range.
+    assert checks["short-conn p99: twistcluster-rr-2 / node-rr-2"].roundRatios == []
+    # Only one round that both measured: no range either.
+    ours.roundRates = {"short": [13_000.0, None, None]}
+    [rate] = [c for c in targetChecks([ours, theirs]) if c.description == rate.description]
+    assert rate.roundRatios == [] and rate.format().endswith("(want >= 1.3x)")
