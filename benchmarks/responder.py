@@ -44,6 +44,8 @@ WORK_ITERATIONS = int(os.environ.get("BENCH_WORK_ITERATIONS", "16000"))
 #: A request head larger than this without its blank line is not HTTP.
 MAX_HEAD = 64 * 1024
 COUNTS_INTERVAL = 0.2
+#: The listen backlog (Node's default), as every benchmarked server has.
+BACKLOG = 511
 
 BODY = b"Hello, World!\n"
 
@@ -191,10 +193,6 @@ def main(argv: list[str] | None = None) -> None:
     # One write, whole: the processes of --processes share this output.
     os.write(sys.stdout.fileno(), f"ready on {port.getHost().port}\n".encode())
     reactor.run()  # type: ignore[attr-defined]
-
-
-#: The listen backlog (Node's default), as every benchmarked server has.
-BACKLOG = 511
 
 
 def _forkReusePort(processes: int) -> None:

@@ -25,6 +25,7 @@ from twistcluster._endpoints import ListenSpec
 from twistcluster._handles import Handles
 from twistcluster._policies import SchedulingPolicy
 from twistcluster._protocol import NewConn, adoptControlChannel
+from twistcluster._tracking import ClosedConnectionReports, OpenConnections
 from twistcluster._worker import WorkerRuntime
 from twistcluster._workers import MasterControl, Worker
 
@@ -328,7 +329,7 @@ def test_a_lost_connection_is_freed_without_the_garbage_collector():
 
     protocol = Counted()
     runtime.connectionOpened(port, protocol)
-    assert runtime._connections == {protocol}
+    assert runtime.openConnections.protocols == {protocol}
     freed = weakref.ref(protocol)
     gc.disable()
     try:
@@ -337,4 +338,30 @@ def test_a_lost_connection_is_freed_without_the_garbage_collector():
         assert freed() is None
     finally:
         gc.enable()
-    assert len(lost) == 1 and runtime._connections == set()
+    assert len(lost) == 1 and runtime.openConnections.protocols == set()
+
+
+def test_a_drain_waits_for_the_last_connection_and_survives_its_timeout():
+    """
+    whenAllClosed fires as the last open connection ends; a waiter that gave
+    up (the shutdown timeout) leaves the connection's end working.
+    """
+    clock = Clock()
+    opened = OpenConnections(ClosedConnectionReports(clock, lambda *a, **k: None))
+    port = SimpleNamespace(reportClosed=False, key=None)
+    first, second = Protocol(), Protocol()
+    opened.opened(port, first)
+    opened.opened(port, second)
+    drained = opened.whenAllClosed()
+    first.connectionLost(Failure(ConnectionDone()))
+    assert not drained.called and len(opened) == 1
+    second.connectionLost(Failure(ConnectionDone()))
+    assert drained.called and len(opened) == 0
+
+    late = Protocol()
+    opened.opened(port, late)
+    gaveUp = opened.whenAllClosed().addTimeout(5, clock, lambda *a: None)
+    clock.advance(5)
+    assert gaveUp.called
+    late.connectionLost(Failure(ConnectionDone()))
+    assert len(opened) == 0 and opened.whenAllClosed().called

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import suppress
 from typing import Any, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -31,7 +29,6 @@ from ._listening import ClusterPort, ClusterReactor, listenOn
 from ._protocol import (
     CONTROL_FD,
     Close,
-    ConnectionsClosed,
     ControlChannel,
     Disconnect,
     ExitedAfterDisconnect,
@@ -42,6 +39,7 @@ from ._protocol import (
     Ping,
     QueryServer,
 )
+from ._tracking import ClosedConnectionReports, OpenConnections
 
 
 #: A worker's exit status when it could not start serving.
@@ -90,34 +88,6 @@ class WorkerControl(ControlChannel):
         super().connectionLost(reason)
 
 
-class ClosedConnectionReports:
-    """
-    Tells the master, in batches, how many of the connections it handed
-    over have ended: at most one C{ConnectionsClosed} per key every
-    C{interval} seconds, so a connection's end costs a counter increment.
-    """
-
-    def __init__(self, clock: IReactorTime, send: Any, interval: float = 0.05) -> None:
-        self._clock = clock
-        self._send = send
-        self.interval = interval
-        self._counts: dict[str, int] = {}
-        self._pending: IDelayedCall | None = None
-
-    def closed(self, key: str) -> None:
-        self._counts[key] = self._counts.get(key, 0) + 1
-        if self._pending is None:
-            self._pending = self._clock.callLater(self.interval, self.flush)
-
-    def flush(self) -> None:
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
-        self._pending = None
-        counts, self._counts = self._counts, {}
-        for key, count in counts.items():
-            self._send(ConnectionsClosed, key=key, count=count)
-
-
 class RuntimeListener(Protocol):
     """
     What the worker's C{cluster.worker} hears from the runtime.
@@ -138,6 +108,8 @@ class WorkerRuntime:
     @ivar ports: The worker's granted listens, by the master's handle key.
     @ivar clusterReactor: The reactor whose listens go through the master.
     @ivar listener: Told of user messages and of the channel's end.
+    @ivar openConnections: The connections it serves, which a graceful stop
+        waits for.
     @ivar _failOnRefusal: Whether a refused listen ends the worker (the
         command line's workers; an application handles its own).
     """
@@ -165,12 +137,10 @@ class WorkerRuntime:
         self._connected = False
         self._disconnecting = False
         self._drainedAll = False
-        self._connections: set[Any] = set()
-        self._drained: Deferred[None] | None = None
         self.ports: dict[str, ClusterPort] = {}
         self.clusterReactor = ClusterReactor(reactor, self)
         self.listener: RuntimeListener | None = None
-        self._closedReports = ClosedConnectionReports(reactor, self._send)
+        self.openConnections = OpenConnections(ClosedConnectionReports(reactor, self._send))
         self._done: Latch[None] = Latch()
 
     @property
@@ -288,29 +258,7 @@ class WorkerRuntime:
             self._done.fail(lambda: SystemExit(BOOT_FAILED))
 
     def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
-        # Twisted gives no hook for a connection's end, and a protocol
-        # wrapper would cost every dataReceived call: wrap the protocol's
-        # own connectionLost instead.
-        self._connections.add(protocol)
-        lost = protocol.connectionLost
-
-        def connectionLost(reason: Failure) -> None:
-            # The protocol holds this function, which holds the protocol:
-            # break the cycle, so that the connection (its transport, socket
-            # and buffers) is freed when it ends, not by the cyclic garbage
-            # collector some time later.
-            with suppress(AttributeError):
-                del protocol.connectionLost
-            self._connections.discard(protocol)
-            try:
-                lost(reason)
-            finally:
-                if port.reportClosed and port.key is not None:
-                    self._closedReports.closed(port.key)
-                if self._drained is not None and not self._connections:
-                    self._drained.callback(None)
-
-        protocol.connectionLost = connectionLost
+        self.openConnections.opened(port, protocol)
 
     def _send(self, command: type[amp.Command], **arguments: Any) -> None:
         if self._connected and self._control is not None:
@@ -368,18 +316,15 @@ class WorkerRuntime:
         self._log.info(
             "worker {workerId} closing; {count} connections open",
             workerId=self.workerId,
-            count=len(self._connections),
+            count=len(self.openConnections),
         )
-        if not self._connections:
-            closed.addBoth(lambda _: self._finishedConnections(tellMaster))
-            return
-        self._drained = Deferred()
-        self._drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
-        self._drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
+        drained = self.openConnections.whenAllClosed()
+        drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
+        drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
 
     def _finishedConnections(self, tellMaster: bool) -> None:
         self._drainedAll = True
-        self._closedReports.flush()
+        self.openConnections.reports.flush()
         if not self._connected:
             self._done.fire(None)
         elif tellMaster:

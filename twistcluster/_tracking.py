@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_handoff -*-
+"""
+The connections a worker serves, counted open from the protocol its port
+builds until that protocol's C{connectionLost}: what a graceful stop waits
+for, and (under C{least-conn}) what the master hears has ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from ._protocol import ConnectionsClosed
+
+
+class ClosedConnectionReports:
+    """
+    Tells the master, in batches, how many of the connections it handed
+    over have ended: at most one C{ConnectionsClosed} per key every
+    C{interval} seconds, so a connection's end costs a counter increment.
+    """
+
+    def __init__(self, clock: IReactorTime, send: Any, interval: float = 0.05) -> None:
+        self._clock = clock
+        self._send = send
+        self.interval = interval
+        self._counts: dict[str, int] = {}
+        self._pending: IDelayedCall | None = None
+
+    def closed(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._pending is None:
+            self._pending = self._clock.callLater(self.interval, self.flush)
+
+    def flush(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        counts, self._counts = self._counts, {}
+        for key, count in counts.items():
+            self._send(ConnectionsClosed, key=key, count=count)
+
+
+class OpenConnections:
+    """
+    @ivar protocols: The protocols of the connections open now.
+    @ivar reports: Where the ends of reported connections go.
+    """
+
+    def __init__(self, reports: ClosedConnectionReports) -> None:
+        self.protocols: set[Any] = set()
+        self.reports = reports
+        self._allClosed: Deferred[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.protocols)
+
+    def opened(self, port: Any, protocol: Any) -> None:
+        """
+        Count C{protocol} open until its C{connectionLost}; then, if
+        C{port.reportClosed}, report its end under C{port.key}.
+        """
+        # Twisted gives no hook for a connection's end, and a protocol
+        # wrapper would cost every dataReceived call: wrap the protocol's
+        # own connectionLost instead.
+        self.protocols.add(protocol)
+        lost = protocol.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            # The protocol holds this function, which holds the protocol:
+            # break the cycle, so that the connection (its transport, socket
+            # and buffers) is freed when it ends, not by the cyclic garbage
+            # collector some time later.
+            vars(protocol).pop("connectionLost", None)
+            self.protocols.discard(protocol)
+            try:
+                lost(reason)
+            finally:
+                if port.reportClosed and port.key is not None:
+                    self.reports.closed(port.key)
+                if self._allClosed is not None and not self.protocols:
+                    allClosed, self._allClosed = self._allClosed, None
+                    allClosed.callback(None)
+
+        protocol.connectionLost = connectionLost
+
+    def whenAllClosed(self) -> Deferred[None]:
+        """
+        Fires once no connection is open (now, if none is).
+        """
+        if not self.protocols:
+            return succeed(None)
+        if self._allClosed is None:
+            self._allClosed = Deferred()
+        return self._allClosed
