@@ -87,13 +87,13 @@ MASTER_STAGES = StageSet(
         ("ack: _answered -> scheduler.answered (rest)", (), ("RoundRobinHandle._answered",)),
         ("control-channel write plumbing (doWrite, Python)", (), ("FileDescriptor.doWrite",)),
         ("AMP decode + Deferred plumbing up to the ack callback", (), ("_SendmsgMixin.doRead",)),
-        ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_HandOffAccepting.doRead")),
+        ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_AcceptLoop.doRead")),
         ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
     ),
     (
         (
             "listening socket readable (accept batch, first hand-offs)",
-            ("_HandOffAccepting.doRead",),
+            ("_AcceptLoop.doRead",),
         ),
         ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
         ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),

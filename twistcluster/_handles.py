@@ -202,7 +202,7 @@ class HandOffHandle:
         """
         self._scheduler.closeAll()
 
-    def _connectionAccepted(self, fd: int) -> None:
+    def _connectionAccepted(self, fd: int, address: object) -> None:
         self._scheduler.connectionAccepted(fd)
         if self._scheduler.full:
             self._port.pauseAccepting()  # type: ignore[attr-defined]

@@ -32,8 +32,9 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from ._endpoints import ListenSpec, isDatagram, parseDatagram
-from ._ports import AdoptedUNIXPort
+from ._ports import AdoptedUNIXPort, ServingTCPPort
 from ._routing import ROUTED_LISTENS, DirectReactor, listenError
+from ._transport import serveConnection
 
 
 class MasterChannel(Protocol):
@@ -131,9 +132,11 @@ def adoptListeningSocket(reactor: Any, fd: int, spec: ListenSpec, serving: Any, 
         # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
         # socket every worker shares when this one stops.
         port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, serving)
-        port.startListening()
-        return port  # type: ignore[no-any-return]
-    return reactor.adoptStreamPort(fd, spec.family, serving)  # type: ignore[no-any-return]
+    else:
+        # What reactor.adoptStreamPort does, with the worker's own TCP port.
+        port = ServingTCPPort._fromListeningDescriptor(reactor, fd, spec.family, serving)
+    port.startListening()
+    return port  # type: ignore[no-any-return]
 
 
 @implementer(IListeningPort)
@@ -239,13 +242,13 @@ class ClusterPort:
     def connectionReceived(self, fd: int) -> bool:
         """
         Serve a connection the master handed over.  The caller closes C{fd}
-        (C{adoptStreamConnection} works on a duplicate).
+        (the transport works on a duplicate).
 
         @return: Whether the factory took it.
         """
         if self._closed:
             return False
-        transport = self._reactor.adoptStreamConnection(fd, self.spec.family, self._serving)
+        transport = serveConnection(self._reactor, fd, self.spec.family, self._serving)
         return transport is not None
 
     @property

@@ -1,8 +1,9 @@
-# -*- test-case-name: tests.test_handles -*-
+# -*- test-case-name: tests.test_handoff, tests.test_transport -*-
 """
-The master's listening ports: they accept connections and pass each one on
-as a bare file descriptor, never building a transport or a protocol for a
-socket the master only hands off.
+Listening ports with a lean accept loop.  The master's ports pass each connection
+on as a bare file descriptor, never building a transport or a protocol for
+a socket the master only hands off; a worker's L{ServingTCPPort} serves its
+connections itself.
 
 Also L{AdoptedUNIXPort}, for a UNIX listening socket made elsewhere (by the
 master for a worker, or by systemd for the master).
@@ -11,6 +12,7 @@ master for a worker, or by systemd for the master).
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any, Callable
 
 from twisted.internet import tcp, unix
@@ -18,9 +20,11 @@ from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ._endpoints import ListenSpec
 from ._sockets import bindablePath, removeStaleSocketFile
+from ._transport import PromptWriteServer
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -32,17 +36,17 @@ class _SilentFactory(Factory):
     noisy = False
 
 
-class _HandOffAccepting:
+class _AcceptLoop:
     """
-    The accept loop shared by the TCP and UNIX hand-off ports.
+    The accept loop shared by the hand-off ports and L{ServingTCPPort}.
 
     @ivar _connectionAccepted: Called with each accepted socket's file
-        descriptor, which it then owns.
+        descriptor, which it then owns, and the peer's address.
     @ivar _resourceRetryDelay: Seconds to wait after EMFILE/ENFILE before
         accepting again: no busy loop, and no accept-and-close either.
     """
 
-    _connectionAccepted: Callable[[int], object]
+    _connectionAccepted: Callable[[int, Any], object]
     _resourceRetryDelay = 0.1
     _acceptBatch = 256
     _paused = False
@@ -75,7 +79,7 @@ class _HandOffAccepting:
         connectionAccepted = self._connectionAccepted
         for _ in range(limit):
             try:
-                fd, _address = accept()
+                fd, address = accept()
             except BlockingIOError:
                 return False
             except OSError as e:
@@ -90,7 +94,7 @@ class _HandOffAccepting:
                     "accepting again after {error}", error=self._outOfResourcesSince
                 )
                 self._outOfResourcesSince = None
-            connectionAccepted(fd)
+            connectionAccepted(fd, address)
             if stopWhenPaused and self._paused:
                 return False
         return True
@@ -162,31 +166,71 @@ class AdoptedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-class HandOffTCPPort(_HandOffAccepting, tcp.Port):
+class ServingTCPPort(_AcceptLoop, tcp.Port):
+    """
+    A worker's TCP port on a listening socket it shares (policies C{none} and
+    C{reuseport}): Twisted's port with the master's accept loop, which
+    accepts a whole burst in one pass of the reactor where Twisted's adapts
+    down to as few as one accept per pass, and L{PromptWriteServer} connections.
+
+    Unlike Twisted's port it leaves connections in the backlog while
+    descriptors run out (another worker may have some), rather than
+    accepting and closing them.
+    """
+
+    transport = PromptWriteServer
+    #: A burst in one pass, without keeping the open connections waiting long.
+    _acceptBatch = 64
+
+    def _connectionAccepted(self, fd: int, address: Any) -> None:
+        skt = socket.socket(self.addressFamily, self.socketType, 0, fd)
+        try:
+            if len(address) == 4:
+                # IPv6: the scope id in the host, as Twisted gives it.
+                host = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                address = (host[0], *address[1:])
+            protocol = self.factory.buildProtocol(self._buildAddr(address))
+            if protocol is None:
+                skt.close()
+                return
+            sessionno = self.sessionno
+            self.sessionno = sessionno + 1
+            protocol.makeConnection(
+                self.transport(skt, protocol, address, self, sessionno, self.reactor)
+            )
+        except Exception:
+            # As Twisted's port: a factory's or protocol's failure costs
+            # this connection, not the port.
+            self._log.failure("Unhandled error while accepting a connection", Failure())
+            skt.close()
+
+
+class HandOffTCPPort(_AcceptLoop, tcp.Port):
     def _logConnectionLostMsg(self) -> None:
         pass
 
 
-class HandOffUNIXPort(_HandOffAccepting, unix.Port):
+class HandOffUNIXPort(_AcceptLoop, unix.Port):
     def _logConnectionLostMsg(self) -> None:
         pass
 
 
-class AdoptedHandOffUNIXPort(_HandOffAccepting, AdoptedUNIXPort):
+class AdoptedHandOffUNIXPort(_AcceptLoop, AdoptedUNIXPort):
     def _logConnectionLostMsg(self) -> None:
         pass
 
 
 def listenForHandOff(
-    reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int], object]
+    reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int, Any], object]
 ) -> IListeningPort:
     """
     Bind and listen as C{spec} says (or adopt the inherited socket it names);
-    each accepted connection's descriptor goes to C{connectionAccepted}.
+    each accepted connection's descriptor and peer address go to
+    C{connectionAccepted}.
 
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
-    port: _HandOffAccepting
+    port: _AcceptLoop
     if spec.fd >= 0:
         setNonBlocking(spec.fd)
     if spec.fd >= 0 and spec.kind == "unix":

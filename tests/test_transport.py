@@ -1,0 +1,317 @@
+"""
+A worker's TCP transport (L{PromptWriteServer}) and its port for a shared
+listening socket (L{ServingTCPPort}), over real loopback sockets.  The
+reactor is a fake that records what is registered for reading and writing;
+each test calls C{doRead}/C{doWrite} as the reactor would.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistcluster._ports import ServingTCPPort
+from twistcluster._transport import PromptWriteServer, serveConnection
+
+
+class Responder(Protocol):
+    """
+    Answers each read with C{response}, then closes if C{close}.
+    """
+
+    response = b"HELLO"
+    close = False
+    abort = False
+    lost: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(self.response)  # type: ignore[union-attr]
+        if self.abort:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        elif self.close:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.lost = reason
+
+
+def received(client: socket.socket) -> bytes | None:
+    """
+    What has reached C{client} already (C{b""} at end of stream), without
+    waiting; L{None} if nothing has.
+    """
+    try:
+        return client.recv(1 << 16, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+class ConnectedPair:
+    """
+    A loopback TCP connection: C{client}, and the server side's descriptor.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(1)
+            self.client = socket.create_connection(listening.getsockname())
+            server, _ = listening.accept()
+        server.setblocking(False)
+        self.serverFD = server.detach()
+        testCase.addCleanup(self.client.close)
+
+
+class PromptWriteServerTests(SynchronousTestCase):
+    def serve(self, protocol: Responder) -> tuple[Any, socket.socket, MemoryReactorClock]:
+        reactor = MemoryReactorClock()
+        pair = ConnectedPair(self)
+        transport = serveConnection(
+            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
+        )
+        # serveConnection works on a duplicate of the descriptor.
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
+        return transport, pair.client, reactor
+
+    def test_aPromptWriteServer(self) -> None:
+        """
+        serveConnection() serves a TCP socket with a PromptWriteServer, which
+        reads as Twisted's transport does.
+        """
+        protocol = Responder()
+        transport, _client, reactor = self.serve(protocol)
+        self.assertIsInstance(transport, PromptWriteServer)
+        self.assertIs(protocol.transport, transport)
+        self.assertIn(transport, reactor.getReaders())
+
+    def test_sentByTheRead(self) -> None:
+        """
+        What a protocol writes while it handles a read has reached the peer
+        when the read returns, and the transport was never registered for
+        writability.  (Twisted's own transport would still be waiting for
+        it.)
+        """
+        transport, client, reactor = self.serve(Responder())
+        client.sendall(b"hello")
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(received(client), b"HELLO")
+        self.assertNotIn(transport, reactor.getWriters())
+        self.assertIn(transport, reactor.getReaders())
+
+    def test_twistedWaitsForWritability(self) -> None:
+        """
+        The difference L{test_sentByTheRead} shows: Twisted's own transport
+        sends nothing during the read.
+        """
+        reactor = MemoryReactorClock()
+        pair = ConnectedPair(self)
+        transport = tcp.Server._fromConnectedSocket(
+            pair.serverFD, socket.AF_INET, Factory.forProtocol(Responder), reactor
+        )
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        pair.client.sendall(b"hello")
+        transport.doRead()
+        self.assertIsNone(received(pair.client))
+        self.assertIn(transport, reactor.getWriters())
+
+    def test_closedByTheRead(self) -> None:
+        """
+        A response and loseConnection() in one read: the peer has the
+        response and the end of the stream when the read returns, the
+        protocol has lost its connection cleanly, and the reactor holds
+        nothing of it.
+        """
+        protocol = Responder()
+        protocol.close = True
+        transport, client, reactor = self.serve(protocol)
+        client.sendall(b"hello")
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(received(client), b"HELLO")
+        self.assertEqual(received(client), b"")
+        assert protocol.lost is not None
+        protocol.lost.trap(ConnectionDone)
+        self.assertNotIn(transport, reactor.getReaders())
+        self.assertNotIn(transport, reactor.getWriters())
+
+    def test_restWaitsForWritability(self) -> None:
+        """
+        What does not fit in the socket's buffer waits for writability, as
+        in Twisted, and is all sent in the end.
+        """
+        protocol = Responder()
+        protocol.response = b"x" * (16 << 20)
+        transport, client, reactor = self.serve(protocol)
+        client.sendall(b"hello")
+        transport.doRead()
+        self.assertIn(transport, reactor.getWriters())
+        got = 0
+        while transport in reactor.getWriters():
+            got += len(received(client) or b"")
+            transport.doWrite()
+        client.settimeout(5)
+        while got < len(protocol.response):
+            got += len(client.recv(1 << 20))
+        self.assertEqual(got, len(protocol.response))
+
+    def test_writeOutsideARead(self) -> None:
+        """
+        A write outside a read (from a timer, say) waits for writability, as
+        in Twisted.
+        """
+        transport, client, reactor = self.serve(Responder())
+        transport.write(b"tick")
+        self.assertIn(transport, reactor.getWriters())
+        self.assertIsNone(received(client))
+        transport.doWrite()
+        self.assertEqual(received(client), b"tick")
+
+    def test_abortDiscards(self) -> None:
+        """
+        abortConnection() after a write in the same read sends nothing and
+        leaves nothing registered, as in Twisted.
+        """
+        protocol = Responder()
+        protocol.abort = True
+        transport, client, reactor = self.serve(protocol)
+        client.sendall(b"hello")
+        transport.doRead()
+        self.assertNotIn(transport, reactor.getWriters())
+        reactor.advance(0)
+        self.assertIsNotNone(protocol.lost)
+        client.settimeout(5)
+        with self.assertRaises(ConnectionResetError):
+            client.recv(100)
+
+    def test_readErrorRaises(self) -> None:
+        """
+        A protocol's exception leaves the read as it does in Twisted (the
+        reactor logs it and drops the connection); the next read is handled
+        as before.
+        """
+
+        class Failing(Responder):
+            calls = 0
+
+            def dataReceived(self, data: bytes) -> None:
+                self.calls += 1
+                if self.calls == 1:
+                    self.transport.write(b"partial")  # type: ignore[union-attr]
+                    raise ZeroDivisionError()
+                super().dataReceived(data)
+
+        transport, client, reactor = self.serve(Failing())
+        client.sendall(b"one")
+        self.assertRaises(ZeroDivisionError, transport.doRead)
+        client.sendall(b"two")
+        transport.doRead()
+        self.assertEqual(received(client), b"partialHELLO")
+
+
+class ServingTCPPortTests(SynchronousTestCase):
+    def listen(self, factory: Factory, host: str = "127.0.0.1") -> tuple[ServingTCPPort, MemoryReactorClock]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listening = socket.socket(family)
+        self.addCleanup(listening.close)
+        listening.bind((host, 0))
+        listening.listen(16)
+        listening.setblocking(False)
+        reactor = MemoryReactorClock()
+        port = ServingTCPPort._fromListeningDescriptor(reactor, listening.fileno(), family, factory)
+        port.startListening()
+        self.addCleanup(port.connectionLost, Failure(ConnectionDone()))
+        return port, reactor
+
+    def connect(self, port: ServingTCPPort) -> socket.socket:
+        address = port.getHost()
+        client = socket.create_connection((address.host, address.port))
+        self.addCleanup(client.close)
+        return client
+
+    def test_burstInOnePass(self) -> None:
+        """
+        One read of the port accepts every waiting connection, each served
+        by a PromptWriteServer with its peer's address and its own session
+        number.
+        """
+        built: list[Any] = []
+
+        class Recorded(Factory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                built.append(addr)
+                return Responder()
+
+        port, reactor = self.listen(Recorded())
+        clients = [self.connect(port) for _ in range(5)]
+        port.doRead()
+        transports = [t for t in reactor.getReaders() if t is not port]
+        self.assertEqual(len(transports), 5)
+        self.assertTrue(all(isinstance(t, PromptWriteServer) for t in transports))
+        self.assertEqual(sorted(t.sessionno for t in transports), [0, 1, 2, 3, 4])
+        self.assertEqual(
+            sorted(a.port for a in built), sorted(c.getsockname()[1] for c in clients)
+        )
+        for transport in transports:
+            self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+
+    def test_factoryFailureCostsOneConnection(self) -> None:
+        """
+        A factory that raises for one connection costs that connection (it is
+        closed, the error logged), not the port or the other connections.
+        """
+        count = [0]
+
+        class Flaky(Factory):
+            def buildProtocol(self, addr: Any) -> Protocol | None:
+                count[0] += 1
+                if count[0] == 2:
+                    raise ZeroDivisionError()
+                if count[0] == 3:
+                    return None
+                return Responder()
+
+        port, reactor = self.listen(Flaky())
+        clients = [self.connect(port) for _ in range(4)]
+        port.doRead()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        served = [t for t in reactor.getReaders() if t is not port]
+        self.assertEqual(len(served), 2)
+        for transport in served:
+            self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        self.assertIn(port, reactor.getReaders())
+        for refused in clients[1:3]:
+            refused.settimeout(5)
+            self.assertEqual(refused.recv(10), b"")
+
+    def test_ipv6Address(self) -> None:
+        """
+        An IPv6 peer's address is an IPv6Address, as Twisted's port gives it.
+        """
+        if not socket.has_ipv6:
+            raise self.skipTest("no IPv6")
+        addresses: list[Any] = []
+
+        class Recorded(Factory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                addresses.append(addr)
+                return Responder()
+
+        try:
+            port, reactor = self.listen(Recorded(), "::1")
+        except OSError as e:
+            raise self.skipTest(f"no IPv6 loopback: {e}")
+        client = self.connect(port)
+        port.doRead()
+        for transport in reactor.getReaders():
+            if transport is not port:
+                self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        [address] = addresses
+        self.assertEqual((address.type, address.host, address.port), ("TCP", "::1", client.getsockname()[1]))
