@@ -113,3 +113,30 @@ class CannotStart(Factory):
 
     def startFactory(self) -> None:
         raise RuntimeError("boom: this factory never starts")
+
+
+class Sizes(Protocol):
+    """
+    For each line C{N}, answers with C{N} bytes (a repeating pattern); for
+    C{bye}, closes: what a worker's transport sends during reads and what
+    must wait for the socket to drain.
+    """
+
+    _buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            if line == b"bye":
+                self.transport.loseConnection()
+                return
+            self.transport.write(pattern(int(line)))
+
+
+def pattern(size: int) -> bytes:
+    return (b"0123456789abcdef" * (size // 16 + 1))[:size]
+
+
+class SizesFactory(Factory):
+    protocol = Sizes

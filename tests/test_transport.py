@@ -2,13 +2,17 @@
 A worker's TCP transport (L{PromptWriteServer}) and its port for a shared
 listening socket (L{ServingTCPPort}), over real loopback sockets.  The
 reactor is a fake that records what is registered for reading and writing;
-each test calls C{doRead}/C{doWrite} as the reactor would.
+each test calls C{doRead}/C{doWrite} as the reactor would.  The last test
+runs them in real workers under a real client.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 from typing import Any
+
+import pytest
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
@@ -17,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.clusterapps import pattern
 from twistcluster._ports import ServingTCPPort
 from twistcluster._transport import PromptWriteServer, serveConnection
 
@@ -315,3 +320,28 @@ class ServingTCPPortTests(SynchronousTestCase):
                 self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
         [address] = addresses
         self.assertEqual((address.type, address.host, address.port), ("TCP", "::1", client.getsockname()[1]))
+
+
+@pytest.mark.parametrize("policy", ["rr", "none"])
+def test_workersSendWholeAnswers(cluster, policy):
+    """
+    Workers under a handing-off and a self-accepting policy send every byte
+    of many small answers and of answers far larger than a socket's buffer,
+    and close after the last, on pipelined requests from a real client.
+    """
+    c = cluster(
+        "--workers", "2", "--scheduling", policy,
+        "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.SizesFactory",
+    )
+    c.waitReady(2)
+    sizes = [1, 100, 20, 8 << 20, 5, 3 << 20, 16]
+    for _ in range(4):
+        with socket.create_connection(c.address(), timeout=20) as client:
+            client.sendall(b"".join(b"%d\n" % size for size in sizes) + b"bye\n")
+            answer = b""
+            while chunk := client.recv(1 << 20):
+                answer += chunk
+        assert answer == b"".join(pattern(size) for size in sizes)
+    c.signal(signal.SIGTERM)
+    assert c.wait() == 0
+    assert c.leftovers() == []
