@@ -1,5 +1,5 @@
 """
-A worker's TCP transport (L{PromptWriteServer}) and its port for a shared
+A worker's TCP transport (L{PromptCloseServer}) and its port for a shared
 listening socket (L{ServingTCPPort}), over real loopback sockets.  The
 reactor is a fake that records what is registered for reading and writing;
 each test calls C{doRead}/C{doWrite} as the reactor would.  The last test
@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.clusterapps import pattern
 from twistcluster._ports import ServingTCPPort
-from twistcluster._transport import PromptWriteServer, serveConnection
+from twistcluster._transport import PromptCloseServer, serveConnection
 
 
 class Responder(Protocol):
@@ -74,7 +74,7 @@ class ConnectedPair:
         testCase.addCleanup(self.client.close)
 
 
-class PromptWriteServerTests(SynchronousTestCase):
+class PromptCloseServerTests(SynchronousTestCase):
     def serve(self, protocol: Responder) -> tuple[Any, socket.socket, MemoryReactorClock]:
         reactor = MemoryReactorClock()
         pair = ConnectedPair(self)
@@ -86,54 +86,23 @@ class PromptWriteServerTests(SynchronousTestCase):
         self.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
         return transport, pair.client, reactor
 
-    def test_aPromptWriteServer(self) -> None:
+    def test_aPromptCloseServer(self) -> None:
         """
-        serveConnection() serves a TCP socket with a PromptWriteServer, which
+        serveConnection() serves a TCP socket with a PromptCloseServer, which
         reads as Twisted's transport does.
         """
         protocol = Responder()
         transport, _client, reactor = self.serve(protocol)
-        self.assertIsInstance(transport, PromptWriteServer)
+        self.assertIsInstance(transport, PromptCloseServer)
         self.assertIs(protocol.transport, transport)
         self.assertIn(transport, reactor.getReaders())
-
-    def test_sentByTheRead(self) -> None:
-        """
-        What a protocol writes while it handles a read has reached the peer
-        when the read returns, and the transport was never registered for
-        writability.  (Twisted's own transport would still be waiting for
-        it.)
-        """
-        transport, client, reactor = self.serve(Responder())
-        client.sendall(b"hello")
-        self.assertIsNone(transport.doRead())
-        self.assertEqual(received(client), b"HELLO")
-        self.assertNotIn(transport, reactor.getWriters())
-        self.assertIn(transport, reactor.getReaders())
-
-    def test_twistedWaitsForWritability(self) -> None:
-        """
-        The difference L{test_sentByTheRead} shows: Twisted's own transport
-        sends nothing during the read.
-        """
-        reactor = MemoryReactorClock()
-        pair = ConnectedPair(self)
-        transport = tcp.Server._fromConnectedSocket(
-            pair.serverFD, socket.AF_INET, Factory.forProtocol(Responder), reactor
-        )
-        socket.socket(fileno=pair.serverFD).close()
-        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
-        pair.client.sendall(b"hello")
-        transport.doRead()
-        self.assertIsNone(received(pair.client))
-        self.assertIn(transport, reactor.getWriters())
 
     def test_closedByTheRead(self) -> None:
         """
         A response and loseConnection() in one read: the peer has the
         response and the end of the stream when the read returns, the
         protocol has lost its connection cleanly, and the reactor holds
-        nothing of it.
+        nothing of it, never having watched it for writability.
         """
         protocol = Responder()
         protocol.close = True
@@ -147,24 +116,79 @@ class PromptWriteServerTests(SynchronousTestCase):
         self.assertNotIn(transport, reactor.getReaders())
         self.assertNotIn(transport, reactor.getWriters())
 
+    def test_twistedClosesOnTheNextTurn(self) -> None:
+        """
+        The difference L{test_closedByTheRead} shows: Twisted's own transport
+        sends nothing during the read and waits for writability.
+        """
+        reactor = MemoryReactorClock()
+        pair = ConnectedPair(self)
+
+        class Closing(Responder):
+            close = True
+
+        transport = tcp.Server._fromConnectedSocket(
+            pair.serverFD, socket.AF_INET, Factory.forProtocol(Closing), reactor
+        )
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        pair.client.sendall(b"hello")
+        transport.doRead()
+        self.assertIsNone(received(pair.client))
+        self.assertIn(transport, reactor.getWriters())
+
+    def test_closedWithNothingWritten(self) -> None:
+        """
+        loseConnection() alone in a read closes at the end of the read too.
+        """
+        protocol = Responder()
+        protocol.response = b""
+        protocol.close = True
+        transport, client, reactor = self.serve(protocol)
+        client.sendall(b"hello")
+        transport.doRead()
+        self.assertEqual(received(client), b"")
+        self.assertIsNotNone(protocol.lost)
+        self.assertEqual(reactor.getWriters(), [])
+
+    def test_openConnectionWaitsForWritability(self) -> None:
+        """
+        What is written on a connection that stays open is sent as Twisted
+        sends it: once the reactor reports the socket writable.
+        """
+        transport, client, reactor = self.serve(Responder())
+        client.sendall(b"hello")
+        self.assertIsNone(transport.doRead())
+        self.assertIn(transport, reactor.getWriters())
+        self.assertIsNone(received(client))
+        transport.doWrite()
+        self.assertEqual(received(client), b"HELLO")
+        self.assertNotIn(transport, reactor.getWriters())
+
     def test_restWaitsForWritability(self) -> None:
         """
-        What does not fit in the socket's buffer waits for writability, as
-        in Twisted, and is all sent in the end.
+        A closing response that does not fit in the socket's buffer: the
+        rest waits for writability, as in Twisted, all of it is sent, and
+        only then is the connection closed.
         """
         protocol = Responder()
         protocol.response = b"x" * (16 << 20)
+        protocol.close = True
         transport, client, reactor = self.serve(protocol)
         client.sendall(b"hello")
         transport.doRead()
         self.assertIn(transport, reactor.getWriters())
+        self.assertIsNone(protocol.lost)
         got = 0
         while transport in reactor.getWriters():
             got += len(received(client) or b"")
-            transport.doWrite()
+            why = transport.doWrite()
+        # All sent: doWrite() tells the reactor to close it, as Twisted's does.
+        self.assertIsInstance(why, ConnectionDone)
+        transport.connectionLost(Failure(why))
         client.settimeout(5)
-        while got < len(protocol.response):
-            got += len(client.recv(1 << 20))
+        while chunk := client.recv(1 << 20):
+            got += len(chunk)
         self.assertEqual(got, len(protocol.response))
 
     def test_writeOutsideARead(self) -> None:
@@ -199,11 +223,12 @@ class PromptWriteServerTests(SynchronousTestCase):
     def test_readErrorRaises(self) -> None:
         """
         A protocol's exception leaves the read as it does in Twisted (the
-        reactor logs it and drops the connection); the next read is handled
-        as before.
+        reactor logs it and drops the connection); a later read that closes
+        is handled as before.
         """
 
         class Failing(Responder):
+            close = True
             calls = 0
 
             def dataReceived(self, data: bytes) -> None:
@@ -219,6 +244,7 @@ class PromptWriteServerTests(SynchronousTestCase):
         client.sendall(b"two")
         transport.doRead()
         self.assertEqual(received(client), b"partialHELLO")
+        self.assertEqual(received(client), b"")
 
 
 class ServingTCPPortTests(SynchronousTestCase):
@@ -244,7 +270,7 @@ class ServingTCPPortTests(SynchronousTestCase):
     def test_burstInOnePass(self) -> None:
         """
         One read of the port accepts every waiting connection, each served
-        by a PromptWriteServer with its peer's address and its own session
+        by a PromptCloseServer with its peer's address and its own session
         number.
         """
         built: list[Any] = []
@@ -259,7 +285,7 @@ class ServingTCPPortTests(SynchronousTestCase):
         port.doRead()
         transports = [t for t in reactor.getReaders() if t is not port]
         self.assertEqual(len(transports), 5)
-        self.assertTrue(all(isinstance(t, PromptWriteServer) for t in transports))
+        self.assertTrue(all(isinstance(t, PromptCloseServer) for t in transports))
         self.assertEqual(sorted(t.sessionno for t in transports), [0, 1, 2, 3, 4])
         self.assertEqual(
             sorted(a.port for a in built), sorted(c.getsockname()[1] for c in clients)

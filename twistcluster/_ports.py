@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from ._endpoints import ListenSpec
 from ._sockets import bindablePath, removeStaleSocketFile
-from ._transport import PromptWriteServer
+from ._transport import PromptCloseServer
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -171,14 +171,14 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     A worker's TCP port on a listening socket it shares (policies C{none} and
     C{reuseport}): Twisted's port with the master's accept loop, which
     accepts a whole burst in one pass of the reactor where Twisted's adapts
-    down to as few as one accept per pass, and L{PromptWriteServer} connections.
+    down to as few as one accept per pass, and L{PromptCloseServer} connections.
 
     Unlike Twisted's port it leaves connections in the backlog while
     descriptors run out (another worker may have some), rather than
     accepting and closing them.
     """
 
-    transport = PromptWriteServer
+    transport = PromptCloseServer
     #: A burst in one pass, without keeping the open connections waiting long.
     _acceptBatch = 64
 
