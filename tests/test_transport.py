@@ -8,6 +8,7 @@ runs them in real workers under a real client.
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 from typing import Any
@@ -321,6 +322,31 @@ class ServingTCPPortTests(SynchronousTestCase):
         for refused in clients[1:3]:
             refused.settimeout(5)
             self.assertEqual(refused.recv(10), b"")
+
+    def test_outOfDescriptorsWaits(self) -> None:
+        """
+        Out of descriptors, the port leaves connections in the backlog and
+        tries again after a delay, rather than accepting and closing them;
+        the client waiting meanwhile is served.
+        """
+        port, reactor = self.listen(Factory.forProtocol(Responder))
+        listening = port.socket
+
+        class Exhausted:
+            def _accept(self) -> Any:
+                raise OSError(errno.EMFILE, "Too many open files")
+
+        client = self.connect(port)
+        port.socket = Exhausted()
+        port.doRead()
+        self.assertNotIn(port, reactor.getReaders())
+        port.socket = listening
+        reactor.advance(port._resourceRetryDelay)
+        self.assertIn(port, reactor.getReaders())
+        port.doRead()
+        [served] = [t for t in reactor.getReaders() if t is not port]
+        self.addCleanup(served.connectionLost, Failure(ConnectionDone()))
+        self.assertEqual(served.getPeer().port, client.getsockname()[1])
 
     def test_ipv6Address(self) -> None:
         """
