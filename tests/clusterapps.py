@@ -119,7 +119,8 @@ class Sizes(Protocol):
     """
     For each line C{N}, answers with C{N} bytes (a repeating pattern); for
     C{bye}, closes: what a worker's transport sends during reads and what
-    must wait for the socket to drain.
+    must wait for the socket to drain.  For C{transport}, names its
+    transport's class (a line).
     """
 
     _buffer = b""
@@ -131,6 +132,9 @@ class Sizes(Protocol):
             if line == b"bye":
                 self.transport.loseConnection()
                 return
+            if line == b"transport":
+                self.transport.write(type(self.transport).__name__.encode() + b"\n")
+                continue
             self.transport.write(pattern(int(line)))
 
 

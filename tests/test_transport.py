@@ -377,15 +377,19 @@ class ServingTCPPortTests(SynchronousTestCase):
 @pytest.mark.parametrize("policy", ["rr", "none"])
 def test_workersSendWholeAnswers(cluster, policy):
     """
-    Workers under a handing-off and a self-accepting policy send every byte
-    of many small answers and of answers far larger than a socket's buffer,
-    and close after the last, on pipelined requests from a real client.
+    Workers under a handing-off and a self-accepting policy serve with
+    PromptCloseServer, and send every byte of many small answers and of
+    answers far larger than a socket's buffer, and close after the last, on
+    pipelined requests from a real client.
     """
     c = cluster(
         "--workers", "2", "--scheduling", policy,
         "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.SizesFactory",
     )
     c.waitReady(2)
+    with socket.create_connection(c.address(), timeout=20) as client:
+        client.sendall(b"transport\nbye\n")
+        assert client.makefile("rb").read() == b"PromptCloseServer\n"
     sizes = [1, 100, 20, 8 << 20, 5, 3 << 20, 16]
     for _ in range(4):
         with socket.create_connection(c.address(), timeout=20) as client:

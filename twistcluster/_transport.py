@@ -78,10 +78,7 @@ class PromptCloseServer(tcp.Server):
         if why:
             self.reactor.removeReader(self)
             self.reactor.removeWriter(self)
-            ending = _ENDINGS.get(type(why))
-            if ending is None:
-                ending = Failure(why if isinstance(why, BaseException) else ConnectionLost())
-            self.connectionLost(ending)
+            self.connectionLost(_ENDINGS.get(type(why)) or Failure(why))
         elif self.dataBuffer or self._tempDataLen:
             # The rest waits for writability.
             super().startWriting()
