@@ -1,6 +1,12 @@
 """
 C{python -m benchmarks}: run the configurations, print the table and the
 targets, write JSON and a PNG chart; or profile one master (C{--profile}).
+
+With C{--repeat N} every configuration runs N rounds.  Each round runs the
+targets' two sides close together (L{runOrder}), every other round in
+reverse, so that a slow spell of a shared machine weighs on both sides of a
+ratio alike; each configuration keeps its median round for the table, and a
+rate target's verdict is the median of its ratios round by round.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ._report import (
     formatTargets,
     machineDescription,
     targetChecks,
+    targetSpecs,
     writeJSON,
 )
 from ._run import PHASES, ConfigResult, RunOptions, measureConfig
@@ -44,7 +51,11 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="rounds of every configuration; each keeps its median round [1]",
+        help=(
+            "rounds of every configuration, each round with the targets' two sides close together "
+            "(every other round reversed); a rate target's ratio is the median of its ratios "
+            "round by round, the rest use each configuration's median round [1]"
+        ),
     )
     add("--only", default=None, help="comma-separated configurations or patterns (node-rr-*)")
     add("--list", action="store_true", help="list the configurations and exit")
@@ -157,16 +168,53 @@ def medianRound(rounds: list[ConfigResult], phases: Sequence[str]) -> ConfigResu
     return chosen
 
 
+def runOrder(configs: Sequence[BenchConfig], roundNumber: int = 1) -> list[BenchConfig]:
+    """
+    The order in which round C{roundNumber} runs C{configs}: first lines of
+    configurations in which each target's two sides are next to each other
+    wherever a line allows (the rates' targets first: their verdicts pair
+    the two sides round by round), then the rest in table order.  Every
+    other round runs backwards, so that neither side always goes first.
+    """
+    byName = {c.name: c for c in configs}
+    lines = [[c.name] for c in configs]
+    specs = sorted(targetSpecs(), key=lambda spec: not spec[2].endswith(".rate"))
+    for ours, theirs, _, _, _ in specs:
+        _putNextToEachOther(lines, ours, theirs)
+    lines.sort(key=lambda line: len(line) == 1)
+    order = [byName[name] for line in lines for name in line]
+    return order if roundNumber % 2 else order[::-1]
+
+
+def _putNextToEachOther(lines: list[list[str]], ours: str, theirs: str) -> None:
+    """
+    Join the line ending in C{ours} to the one ending in C{theirs}; nothing
+    if either is not selected or is inside its line (its neighbours are
+    taken), or if both are in the same line already.
+    """
+    ends = {line[end]: line for line in lines for end in (0, -1)}
+    first, second = ends.get(ours), ends.get(theirs)
+    if first is None or second is None or first is second:
+        return
+    if first[-1] != ours:
+        first.reverse()
+    if second[0] != theirs:
+        second.reverse()
+    first.extend(second)
+    lines.remove(second)
+
+
 def runAll(
     configs: Sequence[BenchConfig], options: RunOptions, logs: Path, repeat: int = 1
 ) -> list[ConfigResult]:
     """
-    Measure every configuration, C{repeat} rounds in turn (so that a noisy
-    spell hits every configuration alike), and keep each one's median round.
+    Measure every configuration, C{repeat} rounds in turn, each in
+    L{runOrder} (so that a noisy spell hits the two sides of a target
+    alike), and keep each one's median round, in C{configs}' order.
     """
     rounds: dict[str, list[ConfigResult]] = {c.name: [] for c in configs}
     for roundNumber in range(1, repeat + 1):
-        for number, config in enumerate(configs, 1):
+        for number, config in enumerate(runOrder(configs, roundNumber), 1):
             earlier = rounds[config.name]
             if earlier and earlier[-1].status == "skipped":
                 continue

@@ -1,5 +1,11 @@
 """
 The results as one table, the issue's targets as ratio lines, and as JSON.
+
+A target compares two configurations.  With several rounds (C{--repeat}), a
+rate's ratio is the median of its ratios round by round, each taken from
+the two sides measured in the same round (close together in time, see
+L{benchmarks._cli.runOrder}); master RSS and p99, and a single round, are
+compared between the two configurations' median rounds.
 """
 
 from __future__ import annotations
@@ -7,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -134,6 +141,11 @@ def formatTable(results: Sequence[ConfigResult]) -> str:
 #: The comparison of a ratio shown for reference, with no target.
 REFERENCE = "ref"
 
+#: Where a target's ratio comes from (C{ratioFrom} in the JSON): the median
+#: of the ratios measured round by round, or the two sides' median rounds.
+PER_ROUND = "median of per-round ratios"
+MEDIAN_ROUNDS = "median rounds"
+
 
 @dataclass
 class TargetCheck:
@@ -148,9 +160,14 @@ class TargetCheck:
     ratio: float | None
     comparison: str
     want: float
-    #: The same ratio round by round (ours and theirs from the same round:
-    #: the rounds are interleaved), when both ran several.
+    #: The same ratio round by round (ours and theirs from the same round),
+    #: for a rate both measured in several rounds: C{ratio} is then their
+    #: median.
     roundRatios: list[float] = field(default_factory=list)
+
+    @property
+    def ratioFrom(self) -> str:
+        return PER_ROUND if self.roundRatios else MEDIAN_ROUNDS
 
     @property
     def verdict(self) -> str:
@@ -170,7 +187,8 @@ class TargetCheck:
         wanted = "" if self.comparison == REFERENCE else f"(want {self.comparison} {self.want:g}x)"
         if self.roundRatios:
             low, high = min(self.roundRatios), max(self.roundRatios)
-            wanted += f"{'  ' if wanted else ''}rounds {low:.2f}-{high:.2f}x"
+            rounds = f"median of {len(self.roundRatios)} rounds; rounds {low:.2f}-{high:.2f}x"
+            wanted += f"{'  ' if wanted else ''}{rounds}"
         return f"{self.verdict:<7}{self.description:<62}{ratio:>8}  {wanted}".rstrip()
 
 
@@ -228,14 +246,20 @@ def targetSpecs() -> list[tuple[str, str, str, str, float]]:
 
 def targetChecks(results: Iterable[ConfigResult]) -> list[TargetCheck]:
     """
-    The issue's targets, each as a ratio from this run.
+    The issue's targets, each as a ratio from this run: the median of the
+    ratios round by round for a rate measured in several rounds (a slow
+    spell of the machine then weighs on both sides of a round alike), else
+    the ratio of the two median rounds.
     """
     byName = {r.name: r for r in results}
     checks = []
     for ours, theirs, metric, comparison, want in targetSpecs():
-        ratio = _ratio(_metric(byName.get(ours), metric), _metric(byName.get(theirs), metric))
+        perRound = _roundRatios(byName.get(ours), byName.get(theirs), metric)
+        if perRound:
+            ratio: float | None = statistics.median(perRound)
+        else:
+            ratio = _ratio(_metric(byName.get(ours), metric), _metric(byName.get(theirs), metric))
         description = f"{METRIC_NAMES[metric]}: {ours} / {theirs}"
-        perRound = _roundRatios(byName.get(ours), byName.get(theirs), metric) if ratio else []
         checks.append(TargetCheck(description, ours, theirs, ratio, comparison, want, perRound))
     return checks
 
@@ -253,10 +277,19 @@ def _roundRatios(ours: ConfigResult | None, theirs: ConfigResult | None, metric:
     return ratios if len(ratios) > 1 else []
 
 
+#: How the ratios were reached, when the rounds were several.
+PER_ROUND_METHOD = """\
+Targets (issue 6), ratios from this run. A rate's ratio (conn/s, req/s) is the median of its
+ratios round by round, ours / theirs measured in the same round (each round runs the targets' two
+sides close together, every other round in reverse order); master RSS and p99 compare the two
+configurations' median rounds (by the first phase's rate):"""
+
+
 def formatTargets(checks: Sequence[TargetCheck]) -> str:
     targets = [c.format() for c in checks if c.comparison != REFERENCE]
     references = [c.format() for c in checks if c.comparison == REFERENCE]
-    lines = ["Targets (issue 6), ratios from this run:", *targets]
+    perRound = any(c.roundRatios for c in checks)
+    lines = [PER_ROUND_METHOD if perRound else "Targets (issue 6), ratios from this run:", *targets]
     if references:
         lines += ["", "For reference (no target): plain Twisted with 2 processes, and twistcluster against it:"]
         lines += references
@@ -287,6 +320,7 @@ def writeJSON(
                 "comparison": c.comparison,
                 "want": c.want,
                 "verdict": c.verdict,
+                "ratioFrom": c.ratioFrom,
                 "roundRatios": c.roundRatios,
             }
             for c in checks
