@@ -9,6 +9,7 @@ runs them in real workers under a real client.
 from __future__ import annotations
 
 import errno
+import select
 import signal
 import socket
 from typing import Any
@@ -17,10 +18,12 @@ import pytest
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tests.clusterapps import pattern
 from twistcluster._ports import ServingTCPPort
@@ -57,6 +60,32 @@ def received(client: socket.socket) -> bytes | None:
         return client.recv(1 << 16, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
+
+
+def waitReadable(fd: int) -> None:
+    """
+    Wait (at most 5 s) until C{fd} has something to read.
+    """
+    readable, _, _ = select.select([fd], [], [], 5)
+    assert readable, "nothing arrived"
+
+
+class RecordingReactor(MemoryReactorClock):
+    """
+    A fake reactor that also records everything ever registered with it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered: list[tuple[str, Any]] = []
+
+    def addReader(self, reader: Any) -> None:
+        self.registered.append(("reader", reader))
+        super().addReader(reader)
+
+    def addWriter(self, writer: Any) -> None:
+        self.registered.append(("writer", writer))
+        super().addWriter(writer)
 
 
 class ConnectedPair:
@@ -248,15 +277,203 @@ class PromptCloseServerTests(SynchronousTestCase):
         self.assertEqual(received(client), b"")
 
 
+class FirstReadTests(SynchronousTestCase):
+    """
+    L{PromptCloseServer.opened}: what the peer sent before the connection
+    was opened is served at once, without waiting for the reactor.
+    """
+
+    def serveAfter(
+        self, sent: bytes, protocol: Protocol, shutdown: bool = False
+    ) -> tuple[Any, socket.socket, RecordingReactor]:
+        """
+        Serve a connection whose client has sent C{sent} (and then shut
+        down its sending half, if C{shutdown}) by the time it is served.
+        """
+        reactor = RecordingReactor()
+        pair = ConnectedPair(self)
+        if sent:
+            pair.client.sendall(sent)
+        if shutdown:
+            pair.client.shutdown(socket.SHUT_WR)
+        waitReadable(pair.serverFD)
+        transport = serveConnection(
+            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
+        )
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
+        return transport, pair.client, reactor
+
+    def test_answeredAndClosedWithoutTheReactor(self) -> None:
+        """
+        A request already there when the connection is opened is answered,
+        and the connection closed, before serveConnection() returns; the
+        reactor never had it registered.
+        """
+        protocol = Responder()
+        protocol.close = True
+        _, client, reactor = self.serveAfter(b"hello", protocol)
+        self.assertEqual(received(client), b"HELLO")
+        self.assertEqual(received(client), b"")
+        assert protocol.lost is not None
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(reactor.registered, [])
+
+    def test_twistedWaitsForTheReactor(self) -> None:
+        """
+        The difference: Twisted's own transport registers the connection and
+        reads nothing until the reactor reports it readable.
+        """
+        reactor = RecordingReactor()
+        pair = ConnectedPair(self)
+        pair.client.sendall(b"hello")
+        waitReadable(pair.serverFD)
+        protocol = Responder()
+        transport = tcp.Server._fromConnectedSocket(
+            pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol), reactor
+        )
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        self.assertEqual(reactor.registered, [("reader", transport)])
+        self.assertIsNone(received(pair.client))
+
+    def test_openConnectionRegisteredAfterTheRead(self) -> None:
+        """
+        A connection that stays open after its first read is registered for
+        reading, and its answer waits for writability as any other.
+        """
+        transport, client, reactor = self.serveAfter(b"hello", Responder())
+        self.assertEqual(reactor.registered, [("writer", transport), ("reader", transport)])
+        self.assertIsNone(received(client))
+        transport.doWrite()
+        self.assertEqual(received(client), b"HELLO")
+
+    def test_nothingYet(self) -> None:
+        """
+        With nothing sent yet, the connection is registered for reading and
+        its protocol has received nothing.
+        """
+
+        class Counting(Responder):
+            reads = 0
+
+            def dataReceived(self, data: bytes) -> None:
+                self.reads += 1
+
+        protocol = Counting()
+        reactor = RecordingReactor()
+        pair = ConnectedPair(self)
+        transport = serveConnection(
+            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
+        )
+        socket.socket(fileno=pair.serverFD).close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        self.assertEqual(reactor.registered, [("reader", transport)])
+        self.assertEqual(protocol.reads, 0)
+
+    def test_pausedByConnectionMade(self) -> None:
+        """
+        A protocol that pauses its transport in connectionMade() is not read
+        until it resumes, and then through the reactor.
+        """
+
+        class Paused(Responder):
+            close = True
+
+            def connectionMade(self) -> None:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+
+        protocol = Paused()
+        transport, client, reactor = self.serveAfter(b"hello", protocol)
+        self.assertEqual(reactor.registered, [])
+        self.assertIsNone(received(client))
+        transport.resumeProducing()
+        self.assertEqual(reactor.registered, [("reader", transport)])
+        transport.doRead()
+        self.assertEqual(received(client), b"HELLO")
+
+    def test_closedByConnectionMade(self) -> None:
+        """
+        A protocol that closes its connection in connectionMade() is not read;
+        the close takes Twisted's course.
+        """
+
+        class Closing(Responder):
+            def connectionMade(self) -> None:
+                self.transport.write(b"BYE")  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+            def dataReceived(self, data: bytes) -> None:
+                raise AssertionError("read after loseConnection()")
+
+        transport, client, reactor = self.serveAfter(b"hello", Closing())
+        self.assertEqual({kind for kind, _ in reactor.registered}, {"writer"})
+        self.assertIsInstance(transport.doWrite(), ConnectionDone)
+        self.assertEqual(received(client), b"BYE")
+
+    def test_peerGoneAlready(self) -> None:
+        """
+        A peer that connected and closed without sending: the protocol loses
+        its connection cleanly and nothing is registered.
+        """
+        protocol = Responder()
+        _, _, reactor = self.serveAfter(b"", protocol, shutdown=True)
+        assert protocol.lost is not None
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(reactor.registered, [])
+
+    def test_halfCloseOnFirstRead(self) -> None:
+        """
+        A half-closeable protocol whose peer shut down its sending half before
+        the open gets readConnectionLost(), as from the reactor, and can still
+        answer; it is not registered for reading.
+        """
+
+        @implementer(IHalfCloseableProtocol)
+        class HalfClosing(Responder):
+            def readConnectionLost(self) -> None:
+                self.transport.write(b"BYE")  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        protocol = HalfClosing()
+        transport, client, reactor = self.serveAfter(b"", protocol, shutdown=True)
+        self.assertIsNone(protocol.lost)
+        self.assertEqual({kind for kind, _ in reactor.registered}, {"writer"})
+        self.assertIsInstance(transport.doWrite(), ConnectionDone)
+        self.assertEqual(received(client), b"BYE")
+
+    def test_errorInFirstRead(self) -> None:
+        """
+        An exception in the first read is logged and costs the connection,
+        as the reactor handles one; nothing is registered.
+        """
+
+        class Failing(Responder):
+            def dataReceived(self, data: bytes) -> None:
+                raise ZeroDivisionError()
+
+        protocol = Failing()
+        _, client, reactor = self.serveAfter(b"hello", protocol)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        assert protocol.lost is not None
+        protocol.lost.trap(ZeroDivisionError)
+        self.assertEqual(reactor.registered, [])
+        client.settimeout(5)
+        self.assertEqual(client.recv(10), b"")
+
+
 class ServingTCPPortTests(SynchronousTestCase):
-    def listen(self, factory: Factory, host: str = "127.0.0.1") -> tuple[ServingTCPPort, MemoryReactorClock]:
+    def listen(self, factory: Factory, host: str = "127.0.0.1") -> tuple[ServingTCPPort, RecordingReactor]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listening = socket.socket(family)
         self.addCleanup(listening.close)
         listening.bind((host, 0))
         listening.listen(16)
         listening.setblocking(False)
-        reactor = MemoryReactorClock()
+        reactor = RecordingReactor()
         port = ServingTCPPort._fromListeningDescriptor(reactor, listening.fileno(), family, factory)
         port.startListening()
         self.addCleanup(port.connectionLost, Failure(ConnectionDone()))
@@ -293,6 +510,41 @@ class ServingTCPPortTests(SynchronousTestCase):
         )
         for transport in transports:
             self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+
+    def test_burstOpenedAtTheEnd(self) -> None:
+        """
+        Connections accepted in one pass are opened at its end: every
+        connectionMade() comes before the first read, and requests already
+        sent are answered and closed within the pass, none of them ever
+        registered with the reactor.
+        """
+        events: list[tuple[str, int]] = []
+
+        class Recorded(Responder):
+            close = True
+
+            def connectionMade(self) -> None:
+                events.append(("made", self.transport.sessionno))  # type: ignore[union-attr]
+
+            def dataReceived(self, data: bytes) -> None:
+                events.append(("read", self.transport.sessionno))  # type: ignore[union-attr]
+                super().dataReceived(data)
+
+        port, reactor = self.listen(Factory.forProtocol(Recorded))
+        clients = [self.connect(port) for _ in range(3)]
+        for client in clients:
+            # On loopback, sendall() returns once the server's side has it.
+            client.sendall(b"hello")
+        waitReadable(port.fileno())
+        port.doRead()
+        self.assertEqual(
+            events, [("made", 0), ("made", 1), ("made", 2), ("read", 0), ("read", 1), ("read", 2)]
+        )
+        for client in clients:
+            self.assertEqual(received(client), b"HELLO")
+            self.assertEqual(received(client), b"")
+        self.assertEqual(reactor.registered, [("reader", port)])
+        self.assertEqual(reactor.getWriters(), [])
 
     def test_factoryFailureCostsOneConnection(self) -> None:
         """

@@ -171,7 +171,8 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     A worker's TCP port on a listening socket it shares (policies C{none} and
     C{reuseport}): Twisted's port with the master's accept loop, which
     accepts a whole burst in one pass of the reactor where Twisted's adapts
-    down to as few as one accept per pass, and L{PromptCloseServer} connections.
+    down to as few as one accept per pass, and L{PromptCloseServer}
+    connections, which it opens at the end of the pass.
 
     Unlike Twisted's port it leaves connections in the backlog while
     descriptors run out (another worker may have some), rather than
@@ -181,6 +182,22 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     transport = PromptCloseServer
     #: A burst in one pass, without keeping the open connections waiting long.
     _acceptBatch = 64
+    #: The connections accepted in this pass, to be opened at its end.
+    _accepted: list[PromptCloseServer] | None = None
+
+    def doRead(self) -> None:
+        """
+        Accept a burst of connections, then open each: what its peer has sent
+        by then is served at once (L{PromptCloseServer.opened}); the burst's
+        accepts give the first ones' peers time to send it.
+        """
+        self._accepted = accepted = []
+        try:
+            super().doRead()
+        finally:
+            self._accepted = None
+            for transport in accepted:
+                transport.opened()
 
     def _connectionAccepted(self, fd: int, address: Any) -> None:
         skt = socket.socket(self.addressFamily, self.socketType, 0, fd)
@@ -195,9 +212,12 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
                 return
             sessionno = self.sessionno
             self.sessionno = sessionno + 1
-            protocol.makeConnection(
-                self.transport(skt, protocol, address, self, sessionno, self.reactor)
-            )
+            transport = self.transport(skt, protocol, address, self, sessionno, self.reactor)
+            protocol.makeConnection(transport)
+            if self._accepted is None:
+                transport.opened()
+            else:
+                self._accepted.append(transport)
         except Exception:
             # As Twisted's port: a factory's or protocol's failure costs
             # this connection, not the port.

@@ -1,8 +1,19 @@
 # -*- test-case-name: tests.test_transport -*-
 """
-The TCP transport of a worker's connections: Twisted's own, except that a
+The TCP transport of a worker's connections: Twisted's own, except that it
+serves what a new connection's peer has already sent at once, and that a
 connection its protocol closes while handling a read is finished as soon as
 the read is handled.
+
+Twisted's transport registers a new connection with the reactor for
+reading and leaves the first read to a later turn, once C{epoll} reports
+it.  An HTTP client sends its request as soon as it is connected, so by the
+time a worker accepts the connection (or receives it from the master) the
+request is often there already.  L{PromptCloseServer.opened} reads at
+once; only a connection with more to come is registered.  A connection
+that is answered and closed in that read never touches the reactor: no
+C{epoll_ctl} to watch it and none to stop, and no turn of the reactor.  If
+nothing has arrived yet, the read costs one C{recv()} that finds nothing.
 
 Twisted's C{loseConnection()} registers the socket for writability and
 leaves the rest to the reactor's next turn: once the kernel reports the
@@ -17,16 +28,22 @@ Everything else takes Twisted's course: what does not fit in the socket's
 buffer waits for writability, as does whatever is written on a connection
 that stays open (sending keep-alive responses eagerly gained some
 throughput on a saturated machine but doubled its tail latency).
+
+What a protocol can notice: its first C{dataReceived} may come in the same
+turn of the reactor as its C{connectionMade}, before anything it scheduled
+there with C{callLater(0, ...)}; with Twisted's transport it never does.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 #: Twisted's reactor reports these endings with one shared failure each.
@@ -38,12 +55,59 @@ _ENDINGS = {
 
 class PromptCloseServer(tcp.Server):
     """
-    A TCP server connection that, closed by its protocol during a read, sends
-    what was written and closes at the end of that read.
+    A TCP server connection that reads what has arrived as soon as it is
+    opened and that, closed by its protocol during a read, sends what was
+    written and closes at the end of that read.
+
+    Whoever makes one calls L{opened} once its protocol is connected
+    (L{serveConnection} and the worker's port do); until then it is not
+    registered for reading.
     """
 
+    _log = Logger()
     _handlingRead = False
     _wroteDuringRead = False
+    #: Until the end of L{opened}, reading is only noted (C{_wantsToRead}),
+    #: not registered with the reactor.
+    _opening = True
+    _wantsToRead = False
+
+    def startReading(self) -> None:
+        if self._opening:
+            self._wantsToRead = True
+        else:
+            super().startReading()
+
+    def stopReading(self) -> None:
+        if self._opening:
+            self._wantsToRead = False
+        else:
+            super().stopReading()
+
+    def opened(self) -> None:
+        """
+        Serve what the peer has already sent, as the reactor would on its
+        next turn; then register for reading if the protocol still reads.
+        """
+        if self._wantsToRead and self.connected:
+            self._readFirst()
+        self._opening = False
+        if self._wantsToRead and self.connected:
+            super().startReading()
+
+    def _readFirst(self) -> None:
+        # What the reactor does with a read, errors included (logged, and
+        # they cost this connection only).
+        try:
+            why = self.doRead()
+        except BaseException:
+            self._log.failure("Unhandled error in a connection's first read")
+            why = sys.exc_info()[1]
+        if why:
+            try:
+                self._lost(why, reading=True)
+            except Exception:
+                self._log.failure("Unhandled error while ending a connection")
 
     def startWriting(self) -> None:
         if self._handlingRead:
@@ -76,12 +140,26 @@ class PromptCloseServer(tcp.Server):
         """
         why = self.doWrite()
         if why:
-            self.reactor.removeReader(self)
-            self.reactor.removeWriter(self)
-            self.connectionLost(_ENDINGS.get(type(why)) or Failure(why))
+            self._lost(why, reading=False)
         elif self.dataBuffer or self._tempDataLen:
             # The rest waits for writability.
             super().startWriting()
+
+
+    def _lost(self, why: Any, reading: bool) -> None:
+        """
+        End the connection because C{doRead} (C{reading}) or C{doWrite}
+        returned or raised C{why}, as the reactor does: the end of a stream
+        that was read ends only the reading half of a half-closeable
+        protocol.
+        """
+        self.stopReading()
+        ending = _ENDINGS.get(type(why))
+        if reading and type(why) is ConnectionDone:
+            self.readConnectionLost(ending)  # type: ignore[arg-type]
+        else:
+            self.stopWriting()
+            self.connectionLost(ending or Failure(why))
 
 
 def serveConnection(reactor: Any, fd: int, family: int, factory: IProtocolFactory) -> Any:
@@ -95,4 +173,7 @@ def serveConnection(reactor: Any, fd: int, family: int, factory: IProtocolFactor
     """
     if family == socket.AF_UNIX:
         return reactor.adoptStreamConnection(fd, family, factory)
-    return PromptCloseServer._fromConnectedSocket(fd, family, factory, reactor)
+    transport = PromptCloseServer._fromConnectedSocket(fd, family, factory, reactor)
+    if transport is not None:
+        transport.opened()
+    return transport
