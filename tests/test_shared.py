@@ -53,11 +53,14 @@ class SharedHandleTests(SynchronousTestCase):
         before = openDescriptors()
         one, two = Worker(1), Worker(2)
         answers = [handle.answer(one), handle.answer(two)]
-        self.assertEqual(openDescriptors(), before + 2)
+        # The socket, and the table of open connections (TCP under none).
+        self.assertEqual(openDescriptors(), before + 4)
         for answer in answers:
             with socket.socket(fileno=os.dup(answer["fd"])) as lent:
                 self.assertEqual(lent.getsockname()[1], handle.sockname["port"])
             self.assertEqual((answer["key"], answer["reportClosed"]), ("k", False))
+            self.assertEqual(os.readlink(f"/proc/self/fd/{answer['balance']}"), "/memfd:twistcluster-balance (deleted)")
+        self.assertEqual(sorted(a["balanceSlot"] for a in answers), [1, 2])
         handle.add(one)
         handle.remove(two)
         handle.remove(two)

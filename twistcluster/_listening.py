@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from ._balance import AcceptBalance
 from ._endpoints import ListenSpec, isDatagram, parseDatagram
 from ._ports import AdoptedUNIXPort, ServingTCPPort
 from ._routing import ROUTED_LISTENS, DirectReactor, listenError
@@ -119,11 +120,21 @@ class _TrackedFactory(Factory):
         return type(self._wrapped).__name__
 
 
-def adoptListeningSocket(reactor: Any, fd: int, spec: ListenSpec, serving: Any, maxPacketSize: int) -> IListeningPort:
+def adoptListeningSocket(
+    reactor: Any,
+    fd: int,
+    spec: ListenSpec,
+    serving: Any,
+    maxPacketSize: int,
+    balance: AcceptBalance | None = None,
+) -> IListeningPort:
     """
     Serve on a listening socket the master sent: accept connections on it
     for C{serving} (a protocol factory), or read its datagrams with it (a
     datagram protocol).  The caller closes C{fd}; the port has a duplicate.
+
+    @param balance: For a TCP socket under C{none}: the other workers'
+        loads, to accept with an eye on.
     """
     setNonBlocking(fd)
     if spec.kind == "udp":
@@ -135,6 +146,8 @@ def adoptListeningSocket(reactor: Any, fd: int, spec: ListenSpec, serving: Any, 
     else:
         # What reactor.adoptStreamPort does, with the worker's own TCP port.
         port = ServingTCPPort._fromListeningDescriptor(reactor, fd, spec.family, serving)
+        if balance is not None:
+            port.balanceWith(balance)
     port.startListening()
     return port  # type: ignore[no-any-return]
 
@@ -201,20 +214,27 @@ class ClusterPort:
 
     def _granted(self, answer: dict[str, Any]) -> None:
         fd = answer.get("fd")
+        balanceFD = answer.get("balance")
         if self._closed:
-            if fd is not None:
-                os.close(fd)
+            for received in (fd, balanceFD):
+                if received is not None:
+                    os.close(received)
             return
         if fd is not None:
             try:
+                balance = None
+                if balanceFD is not None:
+                    balance = AcceptBalance(balanceFD, answer["balanceSlot"])
                 self._adopted = adoptListeningSocket(
-                    self._reactor, fd, self.spec, self._serving, self._maxPacketSize
+                    self._reactor, fd, self.spec, self._serving, self._maxPacketSize, balance
                 )
             except Exception:
                 self._refused(Failure())
                 return
             finally:
                 os.close(fd)
+                if balanceFD is not None:
+                    os.close(balanceFD)
         self.key = answer["key"]
         self.sockname = answer["sockname"]
         self.reportClosed = bool(answer.get("reportClosed"))

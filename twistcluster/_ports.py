@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
 from ._endpoints import ListenSpec
 from ._sockets import bindablePath, removeStaleSocketFile
 from ._transport import PromptCloseServer
@@ -50,6 +51,8 @@ class _AcceptLoop:
     _resourceRetryDelay = 0.1
     _acceptBatch = 256
     _paused = False
+    #: Leave the rest of the backlog to others for now (L{ServingTCPPort}).
+    _holdingBack = False
     _waitingForResources: Any = None
     _outOfResourcesSince: str | None = None
     reactor: IReactorTime
@@ -95,7 +98,7 @@ class _AcceptLoop:
                 )
                 self._outOfResourcesSince = None
             connectionAccepted(fd, address)
-            if stopWhenPaused and self._paused:
+            if stopWhenPaused and (self._paused or self._holdingBack):
                 return False
         return True
 
@@ -166,6 +169,18 @@ class AdoptedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
+class _CountedServer(PromptCloseServer):
+    """
+    A connection of a port that balances its accepting: its end is counted.
+    """
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.server.balance.closed()
+
+
 class ServingTCPPort(_AcceptLoop, tcp.Port):
     """
     A worker's TCP port on a listening socket it shares (policies C{none} and
@@ -177,6 +192,13 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     Unlike Twisted's port it leaves connections in the backlog while
     descriptors run out (another worker may have some), rather than
     accepting and closing them.
+
+    With a L{balance} (C{none}), a worker more than
+    L{twistcluster._balance.MARGIN} connections ahead of the least loaded
+    worker on the socket steps aside, at most once every L{ASIDE_EVERY}
+    seconds: it stops accepting, leaving the backlog to the others, for
+    L{STEP_ASIDE} seconds; then it accepts a whole pass if none of them
+    accepted anything meanwhile, and otherwise looks at their loads again.
     """
 
     transport = PromptCloseServer
@@ -184,6 +206,20 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     _acceptBatch = 64
     #: The connections accepted in this pass, to be opened at its end.
     _accepted: list[PromptCloseServer] | None = None
+    balance: AcceptBalance | None = None
+    _steppedAside: Any = None
+    _acceptedBefore = 0
+    _lastAside = float("-inf")
+    #: The pass after stepping aside accepts whatever the table says.
+    _mustAccept = False
+    _forcedPass = False
+
+    def balanceWith(self, balance: AcceptBalance) -> None:
+        """
+        Accept with an eye on the other workers' loads (before listening).
+        """
+        self.balance = balance
+        self.transport = _CountedServer  # type: ignore[misc]
 
     def doRead(self) -> None:
         """
@@ -191,13 +227,46 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         by then is served at once (L{PromptCloseServer.opened}); the burst's
         accepts give the first ones' peers time to send it.
         """
+        forced, self._mustAccept = self._mustAccept, False
+        if not forced and self._shouldStepAside():
+            self._stepAside()
+            return
         self._accepted = accepted = []
+        self._forcedPass = forced
         try:
-            super().doRead()
+            self._acceptSome(self._acceptBatch, stopWhenPaused=True)
         finally:
             self._accepted = None
+            self._forcedPass = False
             for transport in accepted:
                 transport.opened()
+
+    def _shouldStepAside(self) -> bool:
+        balance = self.balance
+        return (
+            balance is not None
+            and balance.ahead()
+            and self.reactor.seconds() - self._lastAside >= ASIDE_EVERY
+        )
+
+    def _stepAside(self) -> None:
+        assert self.balance is not None
+        self._holdingBack = True
+        self.stopReading()
+        if self._steppedAside is not None:
+            return
+        self._lastAside = self.reactor.seconds()
+        self._acceptedBefore = self.balance.acceptedByAll()
+        self._steppedAside = self.reactor.callLater(STEP_ASIDE, self._stepBackIn)
+
+    def _stepBackIn(self) -> None:
+        assert self.balance is not None
+        self._steppedAside = None
+        self._holdingBack = False
+        # If no one else took a connection meanwhile, take them regardless.
+        self._mustAccept = self.balance.acceptedByAll() == self._acceptedBefore
+        if self._waitingForResources is None and self.connected:
+            self.startReading()
 
     def _connectionAccepted(self, fd: int, address: Any) -> None:
         skt = socket.socket(self.addressFamily, self.socketType, 0, fd)
@@ -213,16 +282,35 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
             sessionno = self.sessionno
             self.sessionno = sessionno + 1
             transport = self.transport(skt, protocol, address, self, sessionno, self.reactor)
-            protocol.makeConnection(transport)
-            if self._accepted is None:
-                transport.opened()
-            else:
-                self._accepted.append(transport)
         except Exception:
-            # As Twisted's port: a factory's or protocol's failure costs
-            # this connection, not the port.
+            # As Twisted's port: a factory's failure costs this connection,
+            # not the port.
             self._log.failure("Unhandled error while accepting a connection", Failure())
             skt.close()
+            return
+        balance = self.balance
+        if balance is not None:
+            balance.opened()
+        try:
+            protocol.makeConnection(transport)
+        except Exception:
+            # As Twisted's port: logged, and the connection goes on.
+            self._log.failure("Unhandled error while accepting a connection", Failure())
+        if self._accepted is None:
+            transport.opened()
+        else:
+            self._accepted.append(transport)
+        if not self._forcedPass and self._shouldStepAside():
+            # The rest of the burst is for the others.
+            self._stepAside()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._steppedAside is not None:
+            self._steppedAside.cancel()
+            self._steppedAside = None
+        if self.balance is not None:
+            self.balance.stop()
+        super().connectionLost(reason)
 
 
 class HandOffTCPPort(_AcceptLoop, tcp.Port):

@@ -212,6 +212,9 @@ class QueryServer(amp.Command):
     answer carries the listening socket (C{fd}), which the worker adopts and
     closes; otherwise the master hands it connections (C{NewConn}), and
     C{reportClosed} asks it to tell when they end (C{ConnectionsClosed}).
+    Under C{none} (TCP) it also carries the socket's table of open
+    connections (C{balance}, see L{twistcluster._balance}) and the worker's
+    slot in it.
     """
 
     commandName = b"queryServer"
@@ -221,6 +224,8 @@ class QueryServer(amp.Command):
         (b"sockname", JSON()),
         (b"fd", amp.Descriptor(optional=True)),
         (b"reportClosed", amp.Boolean(optional=True)),
+        (b"balance", amp.Descriptor(optional=True)),
+        (b"balanceSlot", amp.Integer(optional=True)),
     ]
     errors = {ListenRefused: b"LISTEN_REFUSED"}
 

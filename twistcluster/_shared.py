@@ -5,6 +5,8 @@ binds, and C{QueryServer}'s answer carries the listening socket.
 
     - L{SharedHandle}: one socket, shared by every worker (C{none}, and every
       UDP socket); the kernel wakes one of them per connection or datagram.
+      For a TCP socket under C{none}, a table of each worker's open
+      connections goes with it (L{twistcluster._balance}).
     - L{ReusePortHandle}: one C{SO_REUSEPORT} socket per worker, all bound to
       the same address; the kernel spreads connections by a hash of their
       addresses.
@@ -22,6 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from ._balance import BalanceTable
 from ._endpoints import ListenSpec
 from ._protocol import ListenRefused
 from ._sockets import bindSocket, inheritedSocket, socknameOf
@@ -34,11 +37,14 @@ class SharedHandle:
     """
     A listening socket that every worker serves on its own.
 
-    @ivar _lent: The descriptor lent to each worker in C{QueryServer}'s
-        answer.  The answer's bytes are written before the descriptor is
+    @ivar _lent: The descriptors lent to each worker in C{QueryServer}'s
+        answer.  The answer's bytes are written before the descriptors are
         sent (C{sendmsg} runs when the reactor flushes), so the master keeps
-        it open until the worker has it (it says C{Listening}), stops, or is
-        gone: closed any earlier, another file could go out under its number.
+        them open until the worker has them (it says C{Listening}), stops, or
+        is gone: closed any earlier, another file could go out under their
+        numbers.
+    @ivar _balance: The table of the workers' open connections, for a TCP
+        socket under C{none}.
     @ivar _removeFile: Whether the master bound a UNIX socket file, and so
         removes it when it stops (never one it inherited).
     """
@@ -52,8 +58,19 @@ class SharedHandle:
         self._close = close
         self._socket: socket.socket | None = self._bind()
         self.sockname = socknameOf(self._socket, spec)
-        self._lent: dict[HandOffTarget, int] = {}
+        self._lent: dict[HandOffTarget, list[int]] = {}
         self._removeFile = spec.kind == "unix" and spec.fd < 0
+        self._balance = self._balanceTable()
+
+    def _balanceTable(self) -> BalanceTable | None:
+        if self.scheduling != "none" or self.spec.kind != "tcp":
+            return None
+        try:
+            return BalanceTable()
+        except OSError as e:
+            # No memfd_create (Linux before 3.17): the kernel alone decides.
+            self._log.warn("{key}: workers accept without balancing: {error}", key=self.key, error=e)
+            return None
 
     def _bind(self) -> socket.socket:
         if self.spec.fd >= 0:
@@ -76,8 +93,13 @@ class SharedHandle:
             fd = self._lend(worker)
         except (OSError, CannotListenError) as e:
             raise ListenRefused(f"cannot listen on {self.key} for worker {worker.id}: {e}") from e
-        self._lent[worker] = fd
-        return {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
+        lent = self._lent[worker] = [fd]
+        answer = {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
+        balance = self._balance.lend(worker) if self._balance is not None else None
+        if balance is not None:
+            answer["balanceSlot"], answer["balance"] = balance
+            lent.append(answer["balance"])
+        return answer
 
     def add(self, worker: HandOffTarget) -> None:
         self._release(worker)
@@ -87,20 +109,24 @@ class SharedHandle:
 
     def remove(self, worker: HandOffTarget) -> None:
         self._release(worker)
+        if self._balance is not None:
+            self._balance.release(worker)
 
     def connectionsClosed(self, worker: HandOffTarget, count: int) -> None:
         pass
 
     def _release(self, worker: HandOffTarget) -> None:
-        fd = self._lent.pop(worker, None)
-        if fd is not None:
+        for fd in self._lent.pop(worker, ()):
             self._close(fd)
 
     def stopAccepting(self) -> Deferred[None]:
         """
         Close the master's own socket (a plain close: the workers' copies
-        live on until each stops serving) and remove the file it bound.
+        live on until each stops serving, as do their maps of the table) and
+        remove the file it bound.
         """
+        if self._balance is not None:
+            self._balance.close()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
