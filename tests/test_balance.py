@@ -260,6 +260,21 @@ class SteppingAsideTests(SynchronousTestCase):
         self.assertEqual(self.balance.open, 1)
         self.assertEqual(self.shared.table.openConnections(self.slot), 1)
 
+    def test_stoppingPortStaysStopped(self) -> None:
+        """
+        A port told to stop listening while it stands aside does not start
+        reading again if its time aside ends in that same turn, before the
+        port is closed (on the next).
+        """
+        self.connect(MARGIN + 3)
+        self.port.doRead()
+        stepBack = next(c for c in self.reactor.getDelayedCalls() if c.getTime() == STEP_ASIDE)
+        self.port.stopListening()
+        stepBack.func(*stepBack.args, **stepBack.kw)
+        self.assertNotIn(self.port, self.reactor.getReaders())
+        self.reactor.advance(0)
+        self.assertFalse(self.port.connected)
+
     def test_closedPortStopsCounting(self) -> None:
         """
         A port that stops listening takes its worker off the table and

@@ -265,7 +265,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         self._holdingBack = False
         # If no one else took a connection meanwhile, take them regardless.
         self._mustAccept = self.balance.acceptedByAll() == self._acceptedBefore
-        if self._waitingForResources is None and self.connected:
+        if self._waitingForResources is None and self.connected and not self.disconnecting:
             self.startReading()
 
     def _connectionAccepted(self, fd: int, address: Any) -> None:
