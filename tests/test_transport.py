@@ -104,17 +104,36 @@ class ConnectedPair:
         testCase.addCleanup(self.client.close)
 
 
+def serve(
+    testCase: SynchronousTestCase, protocol: Protocol, sent: bytes = b"", shutdown: bool = False
+) -> tuple[Any, socket.socket, RecordingReactor]:
+    """
+    Serve a loopback connection with C{protocol} through serveConnection(),
+    its client having sent C{sent} (and then shut down its sending half, if
+    C{shutdown}) by the time it is served.
+    """
+    reactor = RecordingReactor()
+    pair = ConnectedPair(testCase)
+    if sent:
+        pair.client.sendall(sent)
+    if shutdown:
+        pair.client.shutdown(socket.SHUT_WR)
+    if sent or shutdown:
+        waitReadable(pair.serverFD)
+    transport = serveConnection(
+        reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
+    )
+    # serveConnection works on a duplicate of the descriptor.
+    socket.socket(fileno=pair.serverFD).close()
+    testCase.addCleanup(
+        lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone()))
+    )
+    return transport, pair.client, reactor
+
+
 class PromptCloseServerTests(SynchronousTestCase):
-    def serve(self, protocol: Responder) -> tuple[Any, socket.socket, MemoryReactorClock]:
-        reactor = MemoryReactorClock()
-        pair = ConnectedPair(self)
-        transport = serveConnection(
-            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
-        )
-        # serveConnection works on a duplicate of the descriptor.
-        socket.socket(fileno=pair.serverFD).close()
-        self.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
-        return transport, pair.client, reactor
+    def serve(self, protocol: Responder) -> tuple[Any, socket.socket, RecordingReactor]:
+        return serve(self, protocol)
 
     def test_aPromptCloseServer(self) -> None:
         """
@@ -286,23 +305,7 @@ class FirstReadTests(SynchronousTestCase):
     def serveAfter(
         self, sent: bytes, protocol: Protocol, shutdown: bool = False
     ) -> tuple[Any, socket.socket, RecordingReactor]:
-        """
-        Serve a connection whose client has sent C{sent} (and then shut
-        down its sending half, if C{shutdown}) by the time it is served.
-        """
-        reactor = RecordingReactor()
-        pair = ConnectedPair(self)
-        if sent:
-            pair.client.sendall(sent)
-        if shutdown:
-            pair.client.shutdown(socket.SHUT_WR)
-        waitReadable(pair.serverFD)
-        transport = serveConnection(
-            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
-        )
-        socket.socket(fileno=pair.serverFD).close()
-        self.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
-        return transport, pair.client, reactor
+        return serve(self, protocol, sent, shutdown)
 
     def test_answeredAndClosedWithoutTheReactor(self) -> None:
         """
@@ -361,13 +364,7 @@ class FirstReadTests(SynchronousTestCase):
                 self.reads += 1
 
         protocol = Counting()
-        reactor = RecordingReactor()
-        pair = ConnectedPair(self)
-        transport = serveConnection(
-            reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
-        )
-        socket.socket(fileno=pair.serverFD).close()
-        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        transport, _, reactor = serve(self, protocol)
         self.assertEqual(reactor.registered, [("reader", transport)])
         self.assertEqual(protocol.reads, 0)
 

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -33,7 +32,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from ._balance import AcceptBalance
 from ._endpoints import ListenSpec, isDatagram, parseDatagram
-from ._ports import AdoptedUNIXPort, ServingTCPPort
+from ._ports import adoptListeningSocket
 from ._routing import ROUTED_LISTENS, DirectReactor, listenError
 from ._transport import serveConnection
 
@@ -118,38 +117,6 @@ class _TrackedFactory(Factory):
         if ILoggingContext.providedBy(self._wrapped):
             return self._wrapped.logPrefix()  # type: ignore[no-any-return]
         return type(self._wrapped).__name__
-
-
-def adoptListeningSocket(
-    reactor: Any,
-    fd: int,
-    spec: ListenSpec,
-    serving: Any,
-    maxPacketSize: int,
-    balance: AcceptBalance | None = None,
-) -> IListeningPort:
-    """
-    Serve on a listening socket the master sent: accept connections on it
-    for C{serving} (a protocol factory), or read its datagrams with it (a
-    datagram protocol).  The caller closes C{fd}; the port has a duplicate.
-
-    @param balance: For a TCP socket under C{none}: the other workers'
-        loads, to accept with an eye on.
-    """
-    setNonBlocking(fd)
-    if spec.kind == "udp":
-        return reactor.adoptDatagramPort(fd, spec.family, serving, maxPacketSize)  # type: ignore[no-any-return]
-    if spec.kind == "unix":
-        # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
-        # socket every worker shares when this one stops.
-        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, serving)
-    else:
-        # What reactor.adoptStreamPort does, with the worker's own TCP port.
-        port = ServingTCPPort._fromListeningDescriptor(reactor, fd, spec.family, serving)
-        if balance is not None:
-            port.balanceWith(balance)
-    port.startListening()
-    return port  # type: ignore[no-any-return]
 
 
 @implementer(IListeningPort)

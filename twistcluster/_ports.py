@@ -6,7 +6,9 @@ a socket the master only hands off; a worker's L{ServingTCPPort} serves its
 connections itself.
 
 Also L{AdoptedUNIXPort}, for a UNIX listening socket made elsewhere (by the
-master for a worker, or by systemd for the master).
+master for a worker, or by systemd for the master), and
+L{adoptListeningSocket}, which picks a worker's port for a socket the master
+sent.
 """
 
 from __future__ import annotations
@@ -210,9 +212,9 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     _steppedAside: Any = None
     _acceptedBefore = 0
     _lastAside = float("-inf")
-    #: The pass after stepping aside accepts whatever the table says.
+    #: The pass after stepping aside (if no one else accepted meanwhile)
+    #: accepts whatever the table says.
     _mustAccept = False
-    _forcedPass = False
 
     def balanceWith(self, balance: AcceptBalance) -> None:
         """
@@ -227,17 +229,15 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         by then is served at once (L{PromptCloseServer.opened}); the burst's
         accepts give the first ones' peers time to send it.
         """
-        forced, self._mustAccept = self._mustAccept, False
-        if not forced and self._shouldStepAside():
+        if not self._mustAccept and self._shouldStepAside():
             self._stepAside()
             return
         self._accepted = accepted = []
-        self._forcedPass = forced
         try:
             self._acceptSome(self._acceptBatch, stopWhenPaused=True)
         finally:
             self._accepted = None
-            self._forcedPass = False
+            self._mustAccept = False
             for transport in accepted:
                 transport.opened()
 
@@ -300,7 +300,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
             transport.opened()
         else:
             self._accepted.append(transport)
-        if not self._forcedPass and self._shouldStepAside():
+        if not self._mustAccept and self._shouldStepAside():
             # The rest of the burst is for the others.
             self._stepAside()
 
@@ -354,3 +354,35 @@ def listenForHandOff(
     port._connectionAccepted = connectionAccepted
     port.startListening()  # type: ignore[attr-defined]
     return port  # type: ignore[return-value]
+
+
+def adoptListeningSocket(
+    reactor: Any,
+    fd: int,
+    spec: ListenSpec,
+    serving: Any,
+    maxPacketSize: int,
+    balance: AcceptBalance | None = None,
+) -> IListeningPort:
+    """
+    Serve on a listening socket the master sent: accept connections on it
+    for C{serving} (a protocol factory), or read its datagrams with it (a
+    datagram protocol).  The caller closes C{fd}; the port has a duplicate.
+
+    @param balance: For a TCP socket under C{none}: the other workers'
+        loads, to accept with an eye on.
+    """
+    setNonBlocking(fd)
+    if spec.kind == "udp":
+        return reactor.adoptDatagramPort(fd, spec.family, serving, maxPacketSize)  # type: ignore[no-any-return]
+    if spec.kind == "unix":
+        # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
+        # socket every worker shares when this one stops.
+        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, serving)
+    else:
+        # What reactor.adoptStreamPort does, with the worker's own TCP port.
+        port = ServingTCPPort._fromListeningDescriptor(reactor, fd, spec.family, serving)
+        if balance is not None:
+            port.balanceWith(balance)
+    port.startListening()
+    return port  # type: ignore[no-any-return]

@@ -63,7 +63,7 @@ class SharedHandle:
         self._balance = self._balanceTable()
 
     def _balanceTable(self) -> BalanceTable | None:
-        if self.scheduling != "none" or self.spec.kind != "tcp":
+        if self.spec.kind != "tcp":
             return None
         try:
             return BalanceTable()
@@ -163,6 +163,11 @@ class ReusePortHandle(SharedHandle):
 
     def _bind(self) -> socket.socket:
         return bindSocket(self.spec, reusePort=True, listen=False)
+
+    def _balanceTable(self) -> None:
+        # Each worker has its own queue: one stepping aside would only
+        # leave its share waiting.
+        return None
 
     def _lend(self, worker: HandOffTarget) -> int:
         sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])

@@ -145,7 +145,6 @@ class PromptCloseServer(tcp.Server):
             # The rest waits for writability.
             super().startWriting()
 
-
     def _lost(self, why: Any, reading: bool) -> None:
         """
         End the connection because C{doRead} (C{reading}) or C{doWrite}
