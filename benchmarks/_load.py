@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,10 @@ class LoadSpec:
 class LoadResult:
     """
     What a load generator measured.  Latencies are in milliseconds.
+
+    @ivar clientCPU: Seconds of CPU (user and system) that the load
+        generator itself used, when it ran as a process of its own
+        (C{wrk}); 0 when not known.
     """
 
     requests: int
@@ -52,6 +57,7 @@ class LoadResult:
     p50: float
     p99: float
     errors: dict[str, int] = field(default_factory=dict)
+    clientCPU: float = 0.0
 
     @property
     def perSecond(self) -> float:
@@ -103,13 +109,30 @@ def runWrk(spec: LoadSpec) -> LoadResult:
     Run C{wrk} for C{spec.duration} seconds (killed if it overruns).
     """
     wrk = Managed(wrkCommand(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # wrk shares the machine with the servers: what it costs is part of the
+    # picture.  The kernel adds a child's CPU time to RUSAGE_CHILDREN when
+    # it is reaped, and wrk is the only child reaped while it runs (the
+    # servers outlive the phase; Popen reaps its leftovers before forking).
+    before = childrenCPU()
     try:
         output, _ = wrk.process.communicate(timeout=spec.duration + 20)
+        clientCPU = childrenCPU() - before
     except subprocess.TimeoutExpired as e:
         raise LoadFailed(f"wrk overran {spec.duration + 20:g}s") from e
     finally:
         wrk.stop(grace=1.0)
-    return parseWrkOutput(output.decode(errors="replace"))
+    result = parseWrkOutput(output.decode(errors="replace"))
+    result.clientCPU = clientCPU
+    return result
+
+
+def childrenCPU() -> float:
+    """
+    Seconds of CPU (user and system) used by this process's children that
+    have ended and been waited for.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def runLoad(spec: LoadSpec, generator: str) -> LoadResult:

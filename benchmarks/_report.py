@@ -35,6 +35,7 @@ COLUMNS = (
     ("mCPU%", 6),
     ("m us/c", 6),
     ("all us/c", 8),
+    ("wrk us/c", 8),
     ("mRSS MiB", 8),
     ("mHWM MiB", 8),
     ("errors", 6),
@@ -48,7 +49,8 @@ cpu req/s  keep-alive requests per second to /work (a fixed CPU loop per request
 spread %   each worker's share of the short-connection phase's connections (worker 1/2/...)
 mCPU%      the master's CPU (utime+stime from /proc/PID/stat) during the short phase, % of one core
 m us/c     the master's CPU time per new connection (microseconds); all us/c the same for the master
-           and every worker together: the cost of a connection, less disturbed by a noisy machine
+           and every worker together: the cost of a connection, less disturbed by a noisy machine;
+           wrk us/c the same for the load generator, which shares the cores with the servers
 mRSS MiB   the master's peak VmRSS sampled under load; mHWM its VmHWM (peak since start)
 errors     wrk's socket errors and non-2xx responses, all phases together
 twisted-reuseport-2  no cluster: two plain Twisted processes (forked by an idle parent, its "master"
@@ -92,6 +94,15 @@ def _perConnection(phase: PhaseResult | None, cpuPercent: float) -> float | None
     return cpuPercent / 100 / phase.load.perSecond * 1e6
 
 
+def _clientPerConnection(phase: PhaseResult | None) -> float | None:
+    """
+    Microseconds of the load generator's CPU per new connection, if known.
+    """
+    if phase is None or phase.load is None or not (phase.load.clientCPU and phase.load.requests):
+        return None
+    return phase.load.clientCPU / phase.load.requests * 1e6
+
+
 def rowFor(result: ConfigResult) -> list[str]:
     if result.status != "ok":
         return [result.name, f"{result.status}: {result.note}"]
@@ -111,6 +122,7 @@ def rowFor(result: ConfigResult) -> list[str]:
         _number(short.masterCPU) if short and short.load else "-",
         _number(_perConnection(short, short.masterCPU if short else 0)),
         _number(_perConnection(short, short.allCPU if short else 0)),
+        _number(_clientPerConnection(short)),
         _number(result.masterPeakRSSKiB / 1024, 1),
         _number(result.masterHWMKiB / 1024, 1),
         str(errors),

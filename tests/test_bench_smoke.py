@@ -23,11 +23,20 @@ from twisted.internet.testing import StringTransport
 
 from benchmarks._cli import runAll, runOrder
 from benchmarks._configs import PLAIN_PROCESSES, TWISTCLUSTER, BenchConfig, selectConfigs
-from benchmarks._load import LoadFailed, LoadResult, LoadSpec, parseWrkOutput, wrkCommand
+from benchmarks._load import (
+    LoadFailed,
+    LoadResult,
+    LoadSpec,
+    childrenCPU,
+    parseWrkOutput,
+    wrkCommand,
+)
 from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks._report import (
+    COLUMNS,
     formatTable,
     formatTargets,
+    rowFor,
     targetChecks,
     targetSpecs,
     writeJSON,
@@ -145,6 +154,26 @@ def test_wrk_command_line() -> None:
     assert "Connection: close" in short and short[-1] == "http://127.0.0.1:8080/"
     work = wrkCommand(LoadSpec(8080, 5, 8, 2, close=False, path="/work"))
     assert "Connection: close" not in work and work[-1].endswith("/work")
+
+
+def test_a_finished_childs_cpu_is_counted() -> None:
+    """
+    What the load generator's CPU column is made of: a child that burned
+    0.2 s of CPU adds at least that once it has been waited for.
+    """
+    burn = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    before = childrenCPU()
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=30)
+    assert childrenCPU() - before >= 0.2
+
+
+def test_the_load_generators_cpu_per_connection_is_shown() -> None:
+    result = made(TWISTCLUSTER, "rr", 2, short=1000, p99=2.0, rssKiB=1024)
+    result.phases["short"].load.clientCPU = 0.5  # type: ignore[union-attr]
+    column = [name for name, _ in COLUMNS].index("wrk us/c")
+    assert rowFor(result)[column] == "50"  # 10,000 connections in 0.5 s of CPU
+    result.phases["short"].load.clientCPU = 0.0  # type: ignore[union-attr]
+    assert rowFor(result)[column] == "-"
 
 
 def test_spread_from_counts(tmp_path: Path) -> None:
@@ -302,6 +331,7 @@ def test_the_harness_runs_with_wrk(tmp_path: Path) -> None:
     runHarness(tmp_path, "--only", "twistcluster-rr-1", "--duration", "1", "--phases", "short")
     [result] = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert result["phases"]["short"]["load"]["requests"] > 0, result
+    assert result["phases"]["short"]["load"]["clientCPU"] > 0, result
 
 
 def test_the_profiler_fallback_runs(tmp_path: Path) -> None:
