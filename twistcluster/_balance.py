@@ -155,6 +155,9 @@ class AcceptBalance:
         Whether this worker has more than L{MARGIN} connections more than
         the least loaded worker that accepts.
         """
+        if self.open <= MARGIN:
+            # No count is below 0: no need to read the others'.
+            return False
         table = self._table
         least = min(table[2 : 2 * table[0] + 1 : 2])
         return self.open > least + MARGIN
