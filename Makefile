@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # compat mode keeps twisted/plugins/ visible to `twist` (a plain editable install hides it).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e
 
-.PHONY: run test bench install install-test install-bench clean
+.PHONY: run test lint bench install install-test install-bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ install-test: $(BIN)/.installed-test
 run: install
 	cd examples && ../$(BIN)/twist --log-format text cluster --workers 2 --listen tcp:8080 hello.site
 
-test: install-test
+# Lint first (seconds): ruff, and the import contract between master and worker (pyproject.toml).
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 $(BIN)/.installed-bench: $(BIN)/.installed-test

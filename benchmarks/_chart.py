@@ -4,8 +4,9 @@ The results as a PNG chart (matplotlib, the C{bench} extra).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER
 from ._run import ConfigResult
@@ -87,9 +88,7 @@ def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bo
         [r.rate("short") or 0 for r in measured],
         "new connections/s (Connection: close)",
     )
-    _bars(
-        grid[0][1], measured, [r.rate("keepalive") or 0 for r in measured], "keep-alive requests/s"
-    )
+    _bars(grid[0][1], measured, [r.rate("keepalive") or 0 for r in measured], "keep-alive requests/s")
     _scaling(grid[1][0], measured)
     _bars(
         grid[1][1],
@@ -97,9 +96,7 @@ def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bo
         [r.masterPeakRSSKiB / 1024 for r in measured],
         "master peak RSS under load (MiB)",
     )
-    figure.suptitle(
-        f"twistcluster vs Node cluster vs single-process Twisted\n{subtitle}", fontsize=11
-    )
+    figure.suptitle(f"twistcluster vs Node cluster vs single-process Twisted\n{subtitle}", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)

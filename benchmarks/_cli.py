@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ._chart import writeChart
 from ._configs import NODE, BenchConfig, allConfigs, selectConfigs
@@ -99,9 +99,7 @@ def optionsFrom(arguments: argparse.Namespace) -> RunOptions:
     phases = tuple(p.strip() for p in arguments.phases.split(",") if p.strip())
     unknown = set(phases) - set(PHASES)
     if unknown:
-        raise SystemExit(
-            f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})"
-        )
+        raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
     return RunOptions(
         duration=duration,
         warmup=warmup,
@@ -218,9 +216,7 @@ def runAll(
             earlier = rounds[config.name]
             if earlier and earlier[-1].status == "skipped":
                 continue
-            label = f"{number}/{len(configs)}" + (
-                f" round {roundNumber}/{repeat}" if repeat > 1 else ""
-            )
+            label = f"{number}/{len(configs)}" + (f" round {roundNumber}/{repeat}" if repeat > 1 else "")
             earlier.append(runOnce(config, options, logs, label))
     return [medianRound(rounds[c.name], options.phases) for c in configs]
 
@@ -248,9 +244,7 @@ def profile(arguments: argparse.Namespace, options: RunOptions) -> int:
     installTools([config], options, not arguments.no_install)
     profiler, seconds = arguments.profiler, arguments.profile_seconds
     try:
-        path = profileConfig(
-            config, options, arguments.results, seconds, profiler, arguments.profile_process
-        )
+        path = profileConfig(config, options, arguments.results, seconds, profiler, arguments.profile_process)
     except ProfilerFailed as e:
         if arguments.profile_process != "master":
             raise SystemExit(f"benchmarks: {e}") from e

@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import IO, Any, Sequence
+from collections.abc import Sequence
+from typing import IO, Any
 
 from ._procstat import descendants
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from ._configs import TWISTCLUSTER, BenchConfig
 from ._load import LoadFailed, LoadResult, runLoad
@@ -107,9 +107,7 @@ def profileConfig(
     @param process: C{master} or C{worker}.
     @return: The report's path.
     """
-    suffix = ("-worker" if process == "worker" else "") + (
-        "-cprofile" if profiler == "cprofile" else ""
-    )
+    suffix = ("-worker" if process == "worker" else "") + ("-cprofile" if profiler == "cprofile" else "")
     stem = resultsDirectory / f"profile-{config.name}{suffix}"
     statsPath = stem.with_suffix(".pstats")
     prefix = None
@@ -157,9 +155,7 @@ class _ProfileWindow:
 
     def run(self, server: RunningServer) -> None:
         options = self._options
-        spec = replace(
-            options.loadFor("short", server.port), duration=self._seconds + options.warmup + 2
-        )
+        spec = replace(options.loadFor("short", server.port), duration=self._seconds + options.warmup + 2)
         target = self._target(server)
         load = _Background(lambda: runLoad(spec, options.generator))
         time.sleep(options.warmup)

@@ -58,7 +58,7 @@ async def _shortConnections(spec: LoadSpec, deadline: float, tally: _Tally) -> N
             tally.latencies.append(time.monotonic() - started)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             tally.error("read")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             tally.error("timeout")
         finally:
             writer.close()
@@ -79,7 +79,7 @@ async def _keepAlive(spec: LoadSpec, deadline: float, tally: _Tally) -> None:
             tally.latencies.append(time.monotonic() - started)
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         tally.error("read")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         tally.error("timeout")
     finally:
         writer.close()

@@ -14,9 +14,10 @@ import json
 import os
 import platform
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER, TWISTCLUSTER_POLICIES
 from ._run import ConfigResult, PhaseResult, RunOptions
@@ -67,9 +68,7 @@ def machineDescription() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0))
-    return (
-        f"{cores} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}"
-    )
+    return f"{cores} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -303,7 +302,10 @@ def formatTargets(checks: Sequence[TargetCheck]) -> str:
     perRound = any(c.roundRatios for c in checks)
     lines = [PER_ROUND_METHOD if perRound else "Targets (issue 6), ratios from this run:", *targets]
     if references:
-        lines += ["", "For reference (no target): plain Twisted with 2 processes, and twistcluster against it:"]
+        lines += [
+            "",
+            "For reference (no target): plain Twisted with 2 processes, and twistcluster against it:",
+        ]
         lines += references
     return "\n".join(lines)
 

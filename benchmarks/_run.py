@@ -8,9 +8,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._configs import BenchConfig
 from ._load import LoadFailed, LoadResult, LoadSpec, runLoad
@@ -115,9 +116,7 @@ class ConfigResult:
         }
 
 
-def measurePhase(
-    server: RunningServer, phase: str, options: RunOptions, counts: Path
-) -> PhaseResult:
+def measurePhase(server: RunningServer, phase: str, options: RunOptions, counts: Path) -> PhaseResult:
     """
     Warm up, then apply C{phase}'s load and measure it.
     """
@@ -181,9 +180,7 @@ def measureConfig(
     return result
 
 
-def _measurePhases(
-    server: RunningServer, options: RunOptions, counts: Path, result: ConfigResult
-) -> None:
+def _measurePhases(server: RunningServer, options: RunOptions, counts: Path, result: ConfigResult) -> None:
     for phase in options.phases:
         try:
             result.phases[phase] = measurePhase(server, phase, options, counts)

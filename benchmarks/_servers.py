@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from ._configs import NODE, PLAIN_PROCESSES, SINGLE, TWISTCLUSTER, BenchConfig
@@ -67,7 +67,7 @@ def freePort() -> int:
         return int(sock.getsockname()[1])
 
 
-@lru_cache(maxsize=None)
+@cache
 def twistClusterHelp() -> str:
     result = subprocess.run(
         [TWIST, "cluster", "--help"],
@@ -128,9 +128,7 @@ class RunningServer:
     their counts.
     """
 
-    def __init__(
-        self, config: BenchConfig, launch: Launch, logPath: Path, port: int, counts: Path
-    ) -> None:
+    def __init__(self, config: BenchConfig, launch: Launch, logPath: Path, port: int, counts: Path) -> None:
         self.config = config
         self.port = port
         self.countsDirectory = counts

@@ -42,9 +42,7 @@ def ensureInstalled(wanted: list[str]) -> list[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-            subprocess.run(
-                argv, env=env, check=True, timeout=INSTALL_TIMEOUT, stdout=subprocess.DEVNULL
-            )
+            subprocess.run(argv, env=env, check=True, timeout=INSTALL_TIMEOUT, stdout=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as e:
         _say(f"could not install {', '.join(missing)} ({e}); run `{command}` by hand")
     return missingPackages(missing)

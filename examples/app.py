@@ -36,7 +36,9 @@ if cluster.isPrimary:
         cluster.fork()
     cluster.on(
         "listening",
-        lambda worker, address: print(f"worker {worker.process.pid} listening on port {address.port}", flush=True),
+        lambda worker, address: print(
+            f"worker {worker.process.pid} listening on port {address.port}", flush=True
+        ),
     )
     cluster.on("exit", lambda worker, code, signal: print(f"worker {worker.process.pid} died", flush=True))
 else:

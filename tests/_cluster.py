@@ -17,9 +17,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")

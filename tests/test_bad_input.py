@@ -35,24 +35,48 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     [
         (["nosuch.Factory"], "'nosuch.Factory'"),
         (["tests.clusterapps.notAFactory"], "'tests.clusterapps.notAFactory' is not a protocol factory"),
-        (["tests.clusterapps.brokenCallable"], "tests.clusterapps.brokenCallable() failed: RuntimeError: no factory today"),
+        (
+            ["tests.clusterapps.brokenCallable"],
+            "tests.clusterapps.brokenCallable() failed: RuntimeError: no factory today",
+        ),
         (["notdotted"], "'notdotted' is not a dotted name"),
-        (["--listen", "bogus:1", "tests.clusterapps.whoAmI"], "--listen 'bogus:1': Unknown endpoint type: 'bogus'"),
+        (
+            ["--listen", "bogus:1", "tests.clusterapps.whoAmI"],
+            "--listen 'bogus:1': Unknown endpoint type: 'bogus'",
+        ),
         (["--listen", "tcp:http", "tests.clusterapps.whoAmI"], "--listen 'tcp:http'"),
         (["--workers", "0", "tests.clusterapps.whoAmI"], "--workers must be at least 1, not 0"),
         (["--workers", "many", "tests.clusterapps.whoAmI"], "--workers takes a number, not 'many'"),
         (["--shutdown-timeout", "-1", "tests.clusterapps.whoAmI"], "--shutdown-timeout must be at least 0"),
-        (["--max-memory", "lots", "tests.clusterapps.whoAmI"], "--max-memory takes a size such as 512M or 2G, not 'lots'"),
-        (["--max-connections", "0", "tests.clusterapps.whoAmI"], "--max-connections must be at least 1, not 0"),
+        (
+            ["--max-memory", "lots", "tests.clusterapps.whoAmI"],
+            "--max-memory takes a size such as 512M or 2G, not 'lots'",
+        ),
+        (
+            ["--max-connections", "0", "tests.clusterapps.whoAmI"],
+            "--max-connections must be at least 1, not 0",
+        ),
         ([], "give exactly one FACTORY"),
-        (["--scheduling", "random", "tests.clusterapps.whoAmI"],
-         "--scheduling 'random' is not a scheduling policy (choose from rr, least-conn, none, reuseport)"),
-        (["--listen", "udp:0", "--listen", "tcp:0", "tests.clusterapps.WhoAmIDatagram"],
-         "--listen 'udp:0': a udp: endpoint is served by a DatagramProtocol"),
-        (["--listen", "udp:0", "tests.clusterapps.whoAmI"], "'tests.clusterapps.whoAmI' is not a DatagramProtocol"),
-        (["--listen", "udp:nope", "tests.clusterapps.WhoAmIDatagram"], "--listen 'udp:nope': port and maxPacketSize are numbers"),
-        (["--listen", "systemd:domain=INET:index=0", "tests.clusterapps.whoAmI"],
-         "--listen 'systemd:domain=INET:index=0': no such inherited socket"),
+        (
+            ["--scheduling", "random", "tests.clusterapps.whoAmI"],
+            "--scheduling 'random' is not a scheduling policy (choose from rr, least-conn, none, reuseport)",
+        ),
+        (
+            ["--listen", "udp:0", "--listen", "tcp:0", "tests.clusterapps.WhoAmIDatagram"],
+            "--listen 'udp:0': a udp: endpoint is served by a DatagramProtocol",
+        ),
+        (
+            ["--listen", "udp:0", "tests.clusterapps.whoAmI"],
+            "'tests.clusterapps.whoAmI' is not a DatagramProtocol",
+        ),
+        (
+            ["--listen", "udp:nope", "tests.clusterapps.WhoAmIDatagram"],
+            "--listen 'udp:nope': port and maxPacketSize are numbers",
+        ),
+        (
+            ["--listen", "systemd:domain=INET:index=0", "tests.clusterapps.whoAmI"],
+            "--listen 'systemd:domain=INET:index=0': no such inherited socket",
+        ),
         (["--", "nosuchplugin", "--x"], "no twist plugin is called 'nosuchplugin' (installed: "),
         (["--", "web", "--bogus"], "web: option --bogus not recognized"),
         (["--listen", "tcp:0", "--", "web"], "--listen is for a FACTORY; give web its own listen options"),
@@ -79,8 +103,13 @@ def test_address_in_use(tmp_path):
     port = holder.getsockname()[1]
     path = tmp_path / "app.sock"
     with holder:
-        result = run("--listen", f"unix:{path}", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                     "tests.clusterapps.whoAmI")
+        result = run(
+            "--listen",
+            f"unix:{path}",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "tests.clusterapps.whoAmI",
+        )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"twist cluster: error: cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
@@ -109,10 +138,15 @@ def test_unix_path_taken(tmp_path, policy):
     holder.bind(str(live))
     holder.listen()
     with holder:
-        for path, reason in [(regular, "the path exists and is not a socket"), (live, "Address already in use")]:
+        for path, reason in [
+            (regular, "the path exists and is not a socket"),
+            (live, "Address already in use"),
+        ]:
             result = run("--scheduling", policy, "--listen", f"unix:{path}", "tests.clusterapps.whoAmI")
             assert result.returncode == 1
-            assert result.stderr.splitlines() == [f"twist cluster: error: cannot listen on 'unix:{path}': {reason}"]
+            assert result.stderr.splitlines() == [
+                f"twist cluster: error: cannot listen on 'unix:{path}': {reason}"
+            ]
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(live))
     assert regular.read_text() == "precious"

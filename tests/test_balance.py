@@ -1,5 +1,5 @@
 """
-Load-aware accepting under C{none} (L{twistcluster._balance}): the table the
+Load-aware accepting under C{none} (L{twistcluster._common.balance}): the table the
 workers share, a worker's port stepping aside while it is ahead (over real
 loopback sockets, with a fake clock), and real workers spreading a burst of
 connections opened at once.
@@ -13,7 +13,6 @@ import signal
 import socket
 import time
 from collections import Counter
-from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -21,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_transport import RecordingReactor, Responder, received, waitReadable
-from twistcluster._balance import (
+from twistcluster._common.balance import (
     ASIDE_EVERY,
     MARGIN,
     NOT_SERVING,
@@ -29,7 +28,7 @@ from twistcluster._balance import (
     AcceptBalance,
     BalanceTable,
 )
-from twistcluster._ports import ServingTCPPort
+from twistcluster._common.ports import ServingTCPPort
 
 
 class Table:
@@ -299,8 +298,13 @@ def test_noneSpreadsABurst(cluster):
     Bursts closer together than ASIDE_EVERY are not balanced this well.
     """
     c = cluster(
-        "--workers", "2", "--scheduling", "none",
-        "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.WhoAmIFactory",
+        "--workers",
+        "2",
+        "--scheduling",
+        "none",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "tests.clusterapps.WhoAmIFactory",
     )
     c.waitReady(2)
     address = c.address()

@@ -31,7 +31,6 @@ from benchmarks._load import (
     parseWrkOutput,
     wrkCommand,
 )
-from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks._report import (
     COLUMNS,
     formatTable,
@@ -44,6 +43,7 @@ from benchmarks._report import (
 from benchmarks._run import ConfigResult, PhaseResult, RunOptions, measureConfig
 from benchmarks._servers import startServer
 from benchmarks._spread import difference, formatSpread, readCounts
+from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
 from tests._cluster import PROJECT, waitUntil
 
@@ -195,9 +195,7 @@ def test_config_selection() -> None:
         selectConfigs("nginx-2")
 
 
-def made(
-    kind: str, policy: str, workers: int, short: float, p99: float, rssKiB: int
-) -> ConfigResult:
+def made(kind: str, policy: str, workers: int, short: float, p99: float, rssKiB: int) -> ConfigResult:
     result = ConfigResult(BenchConfig(kind, policy, workers))
     for phase in ("short", "keepalive"):
         load = LoadResult(requests=int(short * 10), seconds=10, p50=1.0, p99=p99)
@@ -215,15 +213,11 @@ def test_targets_are_read_off_the_results() -> None:
     rr = checks["new conn/s: twistcluster-rr-2 / node-rr-2"]
     assert (round(rr.ratio or 0, 2), rr.verdict) == (1.4, "MET")
     assert rr.ratioFrom == "median rounds" and rr.format().endswith("1.40x  (want >= 1.3x)")
-    assert formatTargets(list(checks.values())).startswith(
-        "Targets (issue 6), ratios from this run:\n"
-    )
+    assert formatTargets(list(checks.values())).startswith("Targets (issue 6), ratios from this run:\n")
     assert checks["master RSS: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
     assert checks["short-conn p99: twistcluster-rr-2 / node-rr-2"].verdict == "MET"
     assert checks["new conn/s: twistcluster-none-2 / twisted-single"].verdict == "n/a"
-    table = formatTable(
-        [*results, ConfigResult(BenchConfig(TWISTCLUSTER, "none", 2), "skipped", "no")]
-    )
+    table = formatTable([*results, ConfigResult(BenchConfig(TWISTCLUSTER, "none", 2), "skipped", "no")])
     assert "twistcluster-rr-2" in table and "skipped: no" in table
 
 

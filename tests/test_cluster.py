@@ -6,8 +6,8 @@ sockets, real signals.
 from __future__ import annotations
 
 import collections
-import select
 import os
+import select
 import signal
 import time
 
@@ -53,7 +53,9 @@ def test_examples_from_the_readme(cluster):
     The README's two examples run as written, from examples/.
     """
     examples = os.path.join(os.path.dirname(__file__), "..", "examples")
-    echo = cluster("--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "echo.EchoFactory", cwd=examples)
+    echo = cluster(
+        "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "echo.EchoFactory", cwd=examples
+    )
     echo.waitReady(2)
     with connect(echo.address()) as sock:
         sock.sendall(b"hello\n")
@@ -141,9 +143,7 @@ def test_shutdown_timeout_kills_workers_that_do_not_finish(cluster):
     A connection that never ends does not keep the master alive past
     --shutdown-timeout.
     """
-    c = cluster(
-        "--workers", "1", "--shutdown-timeout", "1", "--listen", "tcp:0:interface=127.0.0.1", APP
-    )
+    c = cluster("--workers", "1", "--shutdown-timeout", "1", "--listen", "tcp:0:interface=127.0.0.1", APP)
     c.waitReady(1)
     with connect(c.address()) as sock:
         readLine(sock)
@@ -210,7 +210,7 @@ def test_handoffs_in_flight_to_a_dying_worker_go_to_another(cluster):
         greeting = readLine(sock)
         assert greeting.startswith("worker="), greeting
         assert not greeting.startswith("worker=1 ")
-        assert readLine(sock) == "request %d\n" % i
+        assert readLine(sock) == f"request {i}\n"
         sock.close()
 
 
@@ -219,7 +219,9 @@ def test_workers_run_the_masters_reactor(cluster):
     `twist --reactor asyncio cluster ...`: the workers run the asyncio
     reactor too.
     """
-    c = cluster("--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", APP, twistArgs=("--reactor", "asyncio"))
+    c = cluster(
+        "--workers", "1", "--listen", "tcp:0:interface=127.0.0.1", APP, twistArgs=("--reactor", "asyncio")
+    )
     c.waitReady(1)
     c.waitFor(r"\[worker 1\] worker 1 serving .* \(AsyncioSelectorReactor\)")
     assert whoServes(c.address())[0] == 1

@@ -20,10 +20,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster import NotAWorker, PrimaryCluster, WorkerCluster, makeCluster
-from twistcluster._endpoints import ListenSpec
-from twistcluster._listening import ClusterReactor, listenError
-from twistcluster._protocol import ListenRefused
-from twistcluster._workerapi import WorkerGone, toSignal
+from twistcluster._api.workerface import WorkerGone, toSignal
+from twistcluster._common.endpoints import ListenSpec
+from twistcluster._common.protocol import ListenRefused
+from twistcluster._worker.listening import ClusterReactor, listenError
 
 SCRIPT = os.path.abspath(__file__)
 
@@ -83,7 +83,9 @@ class RoleTests(SynchronousTestCase):
         self.addCleanup(os.close, w)
         worker = WorkerCluster("3", controlFD=r)
         error = self.assertRaises(NotAWorker, lambda: worker.isWorker)
-        self.assertIn("TWISTCLUSTER_WORKER_ID='3' is set, but this process has no control channel", str(error))
+        self.assertIn(
+            "TWISTCLUSTER_WORKER_ID='3' is set, but this process has no control channel", str(error)
+        )
 
 
 class PrimaryTests(SynchronousTestCase):
@@ -135,12 +137,18 @@ class PrimaryTests(SynchronousTestCase):
 
     def test_deferredForms(self) -> None:
         worker = self.primary.fork()
-        online, listening, disconnected = worker.whenOnline(), worker.whenListening(), worker.whenDisconnected()
+        online, listening, disconnected = (
+            worker.whenOnline(),
+            worker.whenListening(),
+            worker.whenDisconnected(),
+        )
         worker.said("online")
         self.assertIsNone(self.successResultOf(online))
         ended(worker, 3, None)
         self.assertIsNone(self.successResultOf(disconnected))
-        self.assertIn("exited before it was listening", str(self.failureResultOf(listening, WorkerGone).value))
+        self.assertIn(
+            "exited before it was listening", str(self.failureResultOf(listening, WorkerGone).value)
+        )
         self.assertEqual(self.successResultOf(worker.whenExited()), (3, None))
 
     def test_disconnectFiresWhenEveryWorkerIsGone(self) -> None:
@@ -202,7 +210,9 @@ class RoutingTests(SynchronousTestCase):
 
     def test_refusalsBecomeCannotListenError(self) -> None:
         spec = ListenSpec.forTCP(8080, interface="127.0.0.1")
-        refusal = Failure(ListenRefused("Couldn't listen on 127.0.0.1:8080: [Errno 98] Address already in use."))
+        refusal = Failure(
+            ListenRefused("Couldn't listen on 127.0.0.1:8080: [Errno 98] Address already in use.")
+        )
         error = listenError(spec, refusal).value
         self.assertIsInstance(error, CannotListenError)
         self.assertEqual(error.socketError.errno, errno.EADDRINUSE)

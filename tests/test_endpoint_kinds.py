@@ -56,7 +56,7 @@ def _selfSignedCertificate(directory) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -91,8 +91,12 @@ def test_ssl(cluster, tmp_path, policy):
     """
     key, certificate = _selfSignedCertificate(tmp_path)
     c = cluster(
-        "--workers", "2", "--scheduling", policy,
-        "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
+        "--workers",
+        "2",
+        "--scheduling",
+        policy,
+        "--listen",
+        f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
         APP,
     )
     pids = c.waitReady(2)
@@ -185,7 +189,10 @@ def test_udp(cluster):
                 assert client.recv(1000).decode() == f"worker={worker} pid={pid} only {worker}"
     answered = collections.Counter(a.split(" ", 2)[2] for a in answers)
     assert answered == {f"datagram {i}": 1 for i in range(40)}
-    assert all(re.match(rf"worker=(\d) pid=(\d+) ", a).groups() in {(str(w), str(p)) for w, p in pids.items()} for a in answers)
+    assert all(
+        re.match(r"worker=(\d) pid=(\d+) ", a).groups() in {(str(w), str(p)) for w, p in pids.items()}
+        for a in answers
+    )
     c.signal(signal.SIGTERM)
     assert c.wait() == 0
 
@@ -223,8 +230,14 @@ def test_systemd(cluster, activated, policy):
     with plain, proxied:
         ports = [plain.getsockname()[1], proxied.getsockname()[1]]
         c = cluster(
-            "--workers", "2", "--scheduling", policy,
-            "--listen", "systemd:domain=INET:index=0", "--listen", "haproxy:systemd:domain=INET:name=proxied",
+            "--workers",
+            "2",
+            "--scheduling",
+            policy,
+            "--listen",
+            "systemd:domain=INET:index=0",
+            "--listen",
+            "haproxy:systemd:domain=INET:name=proxied",
             "tests.clusterapps.PeerAndWhoAmIFactory",
             **activated(plain, proxied, names="web:proxied"),
         )
@@ -269,7 +282,13 @@ def test_haproxy_keeps_the_client_address(cluster):
     haproxy:tcp: the worker parses the PROXY header; the protocol sees the
     client's address from it.
     """
-    c = cluster("--workers", "2", "--listen", "haproxy:tcp:0:interface=127.0.0.1", "tests.clusterapps.PeerAndWhoAmIFactory")
+    c = cluster(
+        "--workers",
+        "2",
+        "--listen",
+        "haproxy:tcp:0:interface=127.0.0.1",
+        "tests.clusterapps.PeerAndWhoAmIFactory",
+    )
     c.waitReady(2)
     address = c.address()
     served = set()
@@ -289,9 +308,15 @@ def test_port_zero_and_several_listens(cluster, tmp_path):
     """
     path = str(tmp_path / "app.sock")
     c = cluster(
-        "--workers", "2",
-        "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1",
-        "--listen", f"unix:{path}", APP,
+        "--workers",
+        "2",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--listen",
+        f"unix:{path}",
+        APP,
     )
     c.waitReady(2)
     bound = c.bound()

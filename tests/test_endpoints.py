@@ -12,8 +12,7 @@ from twisted.python.systemd import ListenFDs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._cluster import temporaryPath
-
-from twistcluster._endpoints import (
+from twistcluster._common.endpoints import (
     ListenSpec,
     UnsupportedEndpoint,
     needsTLS,
@@ -153,16 +152,23 @@ class InheritedSocketTests(SynchronousTestCase):
         inherited socket.
         """
         tcp = ListenSpec("tcp", "127.0.0.1", 8080, fd=3)
-        self.assertEqual(workerDescription("systemd:domain=INET:index=0", tcp), "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(
+            workerDescription("systemd:domain=INET:index=0", tcp), "tcp:8080:interface=127.0.0.1"
+        )
         self.assertEqual(
             workerDescription("haproxy:systemd:domain=INET:name=web", tcp),
             "haproxy:tcp:8080:interface=127.0.0.1",
         )
         tcp6 = ListenSpec("tcp", "::", 8080, fd=4)
-        self.assertEqual(workerDescription("systemd:domain=INET6:index=1", tcp6), "tcp6:8080:interface=\\:\\:")
+        self.assertEqual(
+            workerDescription("systemd:domain=INET6:index=1", tcp6), "tcp6:8080:interface=\\:\\:"
+        )
         unix = ListenSpec("unix", "/run/a:b.sock", fd=3)
         self.assertEqual(workerDescription("systemd:domain=UNIX:index=0", unix), "unix:/run/a\\:b.sock")
-        self.assertEqual(specFromDescription(workerDescription("haproxy:systemd:domain=INET:index=0", tcp)), ListenSpec.forTCP(8080, interface="127.0.0.1"))
+        self.assertEqual(
+            specFromDescription(workerDescription("haproxy:systemd:domain=INET:index=0", tcp)),
+            ListenSpec.forTCP(8080, interface="127.0.0.1"),
+        )
         self.assertEqual(workerDescription("tcp:8080", ListenSpec.forTCP(8080)), "tcp:8080")
 
 

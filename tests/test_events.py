@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._events import EventEmitter, Latch
+from twistcluster._common.events import EventEmitter, Latch
 
 
 class EventEmitterTests(SynchronousTestCase):

@@ -4,7 +4,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import clusterapps
-from twistcluster._factory import BadFactory, loadFactory
+from twistcluster._common.factory import BadFactory, loadFactory
 
 
 class LoadFactoryTests(SynchronousTestCase):

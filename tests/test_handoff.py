@@ -21,13 +21,13 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from twistcluster._endpoints import ListenSpec
-from twistcluster._handles import Handles
-from twistcluster._policies import SchedulingPolicy
-from twistcluster._protocol import NewConn, adoptControlChannel
-from twistcluster._tracking import ClosedConnectionReports, OpenConnections
-from twistcluster._worker import WorkerRuntime
-from twistcluster._workers import MasterControl, Worker
+from twistcluster._common.endpoints import ListenSpec
+from twistcluster._common.policies import SchedulingPolicy
+from twistcluster._common.protocol import NewConn, adoptControlChannel
+from twistcluster._master.handles import Handles
+from twistcluster._master.worker import MasterControl, Worker
+from twistcluster._worker.runtime import WorkerRuntime
+from twistcluster._worker.tracking import ClosedConnectionReports, OpenConnections
 
 TIMEOUT = 10
 
@@ -154,7 +154,9 @@ def test_unknown_key_is_refused_and_its_descriptor_closed():
     a, b = socket.socketpair()
     try:
         before = openDescriptors()
-        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fds=[a.fileno()]).addTimeout(TIMEOUT, reactor)
+        answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fds=[a.fileno()]).addTimeout(
+            TIMEOUT, reactor
+        )
         assert answer == {"accepted": [False]}
         assert openDescriptors() == before
     finally:
@@ -178,7 +180,11 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
     masterEnd.close()
     worker.attach(FakeProcess(), control)
     runtime = WorkerRuntime(
-        reactor, 1, "tests.clusterapps.whoAmI", ["tcp:0:interface=127.0.0.2"], TIMEOUT,
+        reactor,
+        1,
+        "tests.clusterapps.whoAmI",
+        ["tcp:0:interface=127.0.0.2"],
+        TIMEOUT,
         controlFD=workerEnd.detach(),
     )
     events = []
@@ -196,8 +202,7 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
     assert any(
         # The master's refusal, as a listen in one process fails.
         "could not start: CannotListenError: Couldn't listen on 127.0.0.2:0: "
-        "the master was not configured to listen on 127.0.0.2:0:4:-1:0"
-        in formatEvent(e)
+        "the master was not configured to listen on 127.0.0.2:0:4:-1:0" in formatEvent(e)
         for e in events
     )
     assert list(handles) == []

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._lifecycle import LifecycleCore, makeLifecycle
+from twistcluster._master.lifecycle import LifecycleCore, makeLifecycle
 
 
 class Hooks:

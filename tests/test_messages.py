@@ -11,8 +11,8 @@ from twisted.protocols import amp
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._messages import CHUNK_SIZE, BadMessage, MessageAssembler, encodeMessage
-from twistcluster._protocol import ControlChannel
+from twistcluster._common.messages import CHUNK_SIZE, BadMessage, MessageAssembler, encodeMessage
+from twistcluster._common.protocol import ControlChannel
 
 
 class Inbox(ControlChannel):

@@ -4,7 +4,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._monitor import WorkerMonitor, residentBytes
+from twistcluster._master.monitor import WorkerMonitor, residentBytes
 
 
 class FakeWorker:

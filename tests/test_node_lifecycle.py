@@ -343,8 +343,8 @@ def test_concurrent_disconnect(primary):
                 worker.disconnect()
 
     primary.on("message", chatter)
-    exits = yield gatherResults([w.whenExited() for w in workers]).addTimeout(
-        TIMEOUT, primary._reactor
-    )
+    exits = yield gatherResults([w.whenExited() for w in workers]).addTimeout(TIMEOUT, primary._reactor)
     assert exits == [(0, None)] * 3
-    assert all(os.path.exists(f"/proc/{w.process.pid}") is False or processGone(w.process.pid) for w in workers)
+    assert all(
+        os.path.exists(f"/proc/{w.process.pid}") is False or processGone(w.process.pid) for w in workers
+    )

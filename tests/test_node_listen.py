@@ -347,4 +347,4 @@ def test_dgram(primary):
     assert received
     messages = [args[1] for name, args in primary.recorder.events if name == "message"]
     data = sorted(m["data"] for m in messages if m.get("event") == "datagram")
-    assert data == sorted("datagram %d" % n for n in range(20))
+    assert data == sorted(f"datagram {n}" for n in range(20))

@@ -25,8 +25,18 @@ print(module.__file__)
 
 def test_wheel_carries_the_plugin(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path / "dist"), str(PROJECT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(PROJECT),
+        ],
         check=True,
         timeout=120,
         cwd=tmp_path,
@@ -40,7 +50,10 @@ def test_wheel_carries_the_plugin(tmp_path):
     assert "twistcluster/py.typed" in names
     found = subprocess.run(
         [sys.executable, "-c", FIND_PLUGIN, str(tmp_path / "site"), str(PROJECT)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip().startswith(str(tmp_path / "site" / "twistcluster"))

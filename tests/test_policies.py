@@ -12,7 +12,6 @@ import socket
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._policies import SchedulingPolicy, schedulingPolicy
 from tests._cluster import (
     connect,
     listeningSockets,
@@ -21,6 +20,7 @@ from tests._cluster import (
     stopped,
     whoServes,
 )
+from twistcluster._common.policies import SchedulingPolicy, schedulingPolicy
 
 APP = "tests.clusterapps.WhoAmIFactory"
 POLICY_ENVIRONMENT = "TWISTCLUSTER_SCHED_POLICY"
@@ -41,7 +41,8 @@ class ChoosingAPolicyTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, schedulingPolicy, None, {POLICY_ENVIRONMENT: "random"})
         self.assertEqual(
             str(error),
-            f"${POLICY_ENVIRONMENT} 'random' is not a scheduling policy (choose from rr, least-conn, none, reuseport)",
+            f"${POLICY_ENVIRONMENT} 'random' is not a scheduling policy "
+            "(choose from rr, least-conn, none, reuseport)",
         )
         error = self.assertRaises(ValueError, schedulingPolicy, "RR", {})
         self.assertTrue(str(error).startswith("--scheduling 'RR' is not"))
@@ -69,9 +70,15 @@ def test_policy_serves_tcp_and_unix(cluster, tmp_path, policy, options, env):
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(path)
     c = cluster(
-        "--workers", "2", *options,
-        "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{path}:mode=600",
-        APP, env=env,
+        "--workers",
+        "2",
+        *options,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--listen",
+        f"unix:{path}:mode=600",
+        APP,
+        env=env,
     )
     pids = c.waitReady(2)
     assert c.matches(rf"removed the stale socket file {path}$")
@@ -146,7 +153,13 @@ def test_long_lived_connections_stay_even_under_least_conn(cluster, policy, expe
     4, under least-conn 3 against 3.
     """
     c = cluster(
-        "--workers", "2", "--scheduling", policy, "--listen", "tcp:0:interface=127.0.0.1", APP,
+        "--workers",
+        "2",
+        "--scheduling",
+        policy,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        APP,
         twistArgs=["--log-level", "debug"],
     )
     c.waitReady(2)
@@ -155,7 +168,7 @@ def test_long_lived_connections_stay_even_under_least_conn(cluster, policy, expe
     first, second = live[0][1], live[1][1]
     assert [w for _, w in live] == [first, second, first, second]
 
-    for sock, worker in [entry for entry in live if entry[1] == first]:
+    for sock, _ in [entry for entry in live if entry[1] == first]:
         sock.close()
     live = [entry for entry in live if entry[1] != first]
     if policy == "least-conn":

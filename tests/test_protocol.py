@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._protocol import NewConn, adoptControlChannel
+from twistcluster._common.protocol import NewConn, adoptControlChannel
 
 TIMEOUT = 10
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -63,8 +61,10 @@ def test_crash_looping_factory_ends_the_master(cluster):
     """
     c = cluster("--workers", "2", "--listen", LOCAL, "tests.clusterapps.CannotStart")
     assert c.wait(timeout=60) == 1
-    assert c.matches(r"giving up: workers keep failing to boot \(5 in a row, none ever ready\); "
-                     r"the last one said: .*RuntimeError: boom: this factory never starts")
+    assert c.matches(
+        r"giving up: workers keep failing to boot \(5 in a row, none ever ready\); "
+        r"the last one said: .*RuntimeError: boom: this factory never starts"
+    )
     spawned = {m.group(1) for m in c.matches(r"worker (\d+) \(pid \d+\) exited with code 3")}
     assert 5 <= len(spawned) <= 7
     assert c.leftovers() == []
@@ -107,7 +107,8 @@ from twisted.internet.protocol import Factory as _Factory, Protocol
 
 class Versioned(Protocol):
     def connectionMade(self):
-        self.transport.write(b"worker=%s pid=%d\\n" % (os.environ["TWISTCLUSTER_WORKER_ID"].encode(), os.getpid()))
+        workerId = os.environ["TWISTCLUSTER_WORKER_ID"].encode()
+        self.transport.write(b"worker=%s pid=%d\\n" % (workerId, os.getpid()))
 
     def dataReceived(self, data):
         self.transport.write(b"{version}\\n" if data == b"version\\n" else data)
@@ -204,7 +205,9 @@ def test_recycled_after_max_connections(cluster):
 
 
 def test_recycled_after_max_memory_gracefully(cluster):
-    c = cluster("--workers", "1", "--worker-timeout", "1", "--max-memory", "150M", "--listen", LOCAL, TROUBLED)
+    c = cluster(
+        "--workers", "1", "--worker-timeout", "1", "--max-memory", "150M", "--listen", LOCAL, TROUBLED
+    )
     c.waitReady(1)
     address = c.address()
     sock = connect(address)
@@ -243,8 +246,11 @@ def test_backpressure_bounds_what_the_master_holds(cluster):
     with stopped(*pids.values()):
         clients = [connect(address, timeout=30) for _ in range(150)]
         held = waitUntil(
-            lambda: (_masterDescriptors(c.process.pid) - baseline >= 96) and _masterDescriptors(c.process.pid),
-            15, "the master to fill its queue",
+            lambda: (
+                (_masterDescriptors(c.process.pid) - baseline >= 96) and _masterDescriptors(c.process.pid)
+            ),
+            15,
+            "the master to fill its queue",
         )
         for _ in range(10):
             assert _masterDescriptors(c.process.pid) - baseline <= 96

@@ -3,7 +3,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._respawn import RespawnPolicy
+from twistcluster._master.respawn import RespawnPolicy
 
 
 def policy(clock: Clock) -> RespawnPolicy:

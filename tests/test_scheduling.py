@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._scheduling import HandOffScheduler, LeastConnections
+from twistcluster._master.scheduling import HandOffScheduler, LeastConnections
 
 
 class Recorder:
@@ -15,7 +15,9 @@ class Recorder:
         self.closed: list[int] = []
 
 
-def make(window: int = 2, queueLimit: int = 4, strategy: object = None) -> tuple[HandOffScheduler[str], Recorder]:
+def make(
+    window: int = 2, queueLimit: int = 4, strategy: object = None
+) -> tuple[HandOffScheduler[str], Recorder]:
     record = Recorder()
     scheduler: HandOffScheduler[str] = HandOffScheduler(
         lambda worker, fd: record.sent.append((worker, fd)),

@@ -15,11 +15,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._cluster import temporaryPath
-
-from twistcluster._endpoints import ListenSpec
-from twistcluster._ports import AdoptedUNIXPort
-from twistcluster._shared import ReusePortHandle, SharedHandle
-from twistcluster._sockets import removeStaleSocketFile
+from twistcluster._common.endpoints import ListenSpec
+from twistcluster._common.ports import AdoptedUNIXPort
+from twistcluster._common.sockets import removeStaleSocketFile
+from twistcluster._master.sharedhandles import ReusePortHandle, SharedHandle
 
 
 def openDescriptors() -> int:
@@ -59,7 +58,9 @@ class SharedHandleTests(SynchronousTestCase):
             with socket.socket(fileno=os.dup(answer["fd"])) as lent:
                 self.assertEqual(lent.getsockname()[1], handle.sockname["port"])
             self.assertEqual((answer["key"], answer["reportClosed"]), ("k", False))
-            self.assertEqual(os.readlink(f"/proc/self/fd/{answer['balance']}"), "/memfd:twistcluster-balance (deleted)")
+            self.assertEqual(
+                os.readlink(f"/proc/self/fd/{answer['balance']}"), "/memfd:twistcluster-balance (deleted)"
+            )
         self.assertEqual(sorted(a["balanceSlot"] for a in answers), [1, 2])
         handle.add(one)
         handle.remove(two)
@@ -159,7 +160,9 @@ class AdoptedUNIXPortTests(SynchronousTestCase):
         os.chmod(path, 0o600)
         shared.listen()
         reactor = MemoryReactorClock()
-        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, shared.fileno(), Factory.forProtocol(Protocol))
+        port = AdoptedUNIXPort._fromListeningDescriptor(
+            reactor, shared.fileno(), Factory.forProtocol(Protocol)
+        )
         port.startListening()
         self.assertIn(port, reactor.getReaders())
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)

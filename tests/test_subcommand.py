@@ -8,8 +8,8 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
-from twistcluster._tap import Options
+from twistcluster._cli.subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
+from twistcluster._cli.tap import Options
 
 
 class SubcommandTests(SynchronousTestCase):
@@ -18,7 +18,9 @@ class SubcommandTests(SynchronousTestCase):
         web's --listen (repeatable) and its default, tcp:8080, are what the
         master grants.
         """
-        options = parseSubcommand("web", ["--listen", "tcp:9000", "--listen", "unix:/tmp/w.sock", "--path", "."])
+        options = parseSubcommand(
+            "web", ["--listen", "tcp:9000", "--listen", "unix:/tmp/w.sock", "--path", "."]
+        )
         self.assertEqual(endpointsOf(options), ["tcp:9000", "unix:/tmp/w.sock"])
         self.assertEqual(endpointsOf(parseSubcommand("web", [])), ["tcp:8080"])
 
@@ -47,7 +49,9 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_factoryOrSubcommand(self) -> None:
         factory = self.parse("--workers", "2", "tests.clusterapps.WhoAmIFactory")
-        self.assertEqual((factory["factory"], factory["subcommand"]), ("tests.clusterapps.WhoAmIFactory", None))
+        self.assertEqual(
+            (factory["factory"], factory["subcommand"]), ("tests.clusterapps.WhoAmIFactory", None)
+        )
         self.assertEqual(factory["listen"], ["tcp:8080"])
         for arguments in (["--", "web", "--path", "/srv"], ["web", "--path", "/srv"]):
             sub = self.parse("--workers", "2", *arguments)

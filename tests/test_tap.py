@@ -9,7 +9,7 @@ from types import ModuleType
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._tap import leaveOutTLS
+from twistcluster._cli.tap import leaveOutTLS
 
 
 class LeaveOutTLSTests(SynchronousTestCase):

@@ -47,7 +47,16 @@ def test_trial_helper_cleans_up_a_failed_test(tmp_path):
 
 def test_pytest_fixture_cleans_up_a_failed_test(tmp_path):
     result, marker = run(
-        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(SAMPLES / "failing_pytest.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            str(SAMPLES / "failing_pytest.py"),
+        ],
         tmp_path,
     )
     assert result.returncode == 1, result.stdout + result.stderr
@@ -59,8 +68,9 @@ def test_pytest_fixture_cleans_up_a_failed_test(tmp_path):
 def test_running_cluster_reads_the_masters_log():
     running = RunningCluster(123)
     for line in [
-        "2026-01-01T00:00:00+0000 [twistcluster._tap._StartChecked#info] listening on tcp:0:interface=127.0.0.1 at tcp:127.0.0.1:4321",
-        "2026-01-01T00:00:00+0000 [twistcluster._workers.Worker#info] worker 1 (pid 77) ready",
+        "2026-01-01T00:00:00+0000 [twistcluster._cli.tap._StartChecked#info] "
+        "listening on tcp:0:interface=127.0.0.1 at tcp:127.0.0.1:4321",
+        "2026-01-01T00:00:00+0000 [twistcluster._master.worker.Worker#info] worker 1 (pid 77) ready",
     ]:
         running.lineReceived(line)
     assert running.address == ("127.0.0.1", 4321)

@@ -15,7 +15,6 @@ import socket
 from typing import Any
 
 import pytest
-
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -26,8 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.clusterapps import pattern
-from twistcluster._ports import ServingTCPPort
-from twistcluster._transport import PromptCloseServer, serveConnection
+from twistcluster._common.ports import ServingTCPPort
+from twistcluster._common.transport import PromptCloseServer, serveConnection
 
 
 class Responder(Protocol):
@@ -120,14 +119,10 @@ def serve(
         pair.client.shutdown(socket.SHUT_WR)
     if sent or shutdown:
         waitReadable(pair.serverFD)
-    transport = serveConnection(
-        reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
-    )
+    transport = serveConnection(reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol))
     # serveConnection works on a duplicate of the descriptor.
     socket.socket(fileno=pair.serverFD).close()
-    testCase.addCleanup(
-        lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone()))
-    )
+    testCase.addCleanup(lambda: transport.connected and transport.connectionLost(Failure(ConnectionDone())))
     return transport, pair.client, reactor
 
 
@@ -502,9 +497,7 @@ class ServingTCPPortTests(SynchronousTestCase):
         self.assertEqual(len(transports), 5)
         self.assertTrue(all(isinstance(t, PromptCloseServer) for t in transports))
         self.assertEqual(sorted(t.sessionno for t in transports), [0, 1, 2, 3, 4])
-        self.assertEqual(
-            sorted(a.port for a in built), sorted(c.getsockname()[1] for c in clients)
-        )
+        self.assertEqual(sorted(a.port for a in built), sorted(c.getsockname()[1] for c in clients))
         for transport in transports:
             self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
 
@@ -613,7 +606,7 @@ class ServingTCPPortTests(SynchronousTestCase):
         try:
             port, reactor = self.listen(Recorded(), "::1")
         except OSError as e:
-            raise self.skipTest(f"no IPv6 loopback: {e}")
+            raise self.skipTest(f"no IPv6 loopback: {e}") from e
         client = self.connect(port)
         port.doRead()
         for transport in reactor.getReaders():
@@ -632,8 +625,13 @@ def test_workersSendWholeAnswers(cluster, policy):
     pipelined requests from a real client.
     """
     c = cluster(
-        "--workers", "2", "--scheduling", policy,
-        "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.SizesFactory",
+        "--workers",
+        "2",
+        "--scheduling",
+        policy,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "tests.clusterapps.SizesFactory",
     )
     c.waitReady(2)
     with socket.create_connection(c.address(), timeout=20) as client:

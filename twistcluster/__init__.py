@@ -25,39 +25,39 @@ from typing import TYPE_CHECKING, Any
 
 #: Where each public name lives.  Each is imported on first use (PEP 562):
 #: C{twist cluster}'s master imports only what it runs, which lets it keep
-#: pyOpenSSL out (see L{twistcluster._tap.leaveOutTLS}).
+#: pyOpenSSL out (see L{twistcluster._cli.tap.leaveOutTLS}).
 _PUBLIC = {
-    "cluster": "_cluster",
-    "makeCluster": "_cluster",
-    "ListenSpec": "_endpoints",
-    "EventEmitter": "_events",
-    "Master": "_master",
-    "PrimaryCluster": "_primary",
-    "HandOffScheduler": "_scheduling",
-    "SCHED_LEAST_CONN": "_settings",
-    "SCHED_NONE": "_settings",
-    "SCHED_REUSEPORT": "_settings",
-    "SCHED_RR": "_settings",
-    "BadSetting": "_settings",
-    "NotAWorker": "_thisworker",
-    "ThisWorker": "_thisworker",
-    "WorkerCluster": "_thisworker",
-    "ListeningAddress": "_workerapi",
-    "WorkerGone": "_workerapi",
-    "Worker": "_workers",
+    "cluster": "_api.cluster",
+    "makeCluster": "_api.cluster",
+    "ListenSpec": "_common.endpoints",
+    "EventEmitter": "_common.events",
+    "Master": "_master.service",
+    "PrimaryCluster": "_api.primary",
+    "HandOffScheduler": "_master.scheduling",
+    "SCHED_LEAST_CONN": "_api.settings",
+    "SCHED_NONE": "_api.settings",
+    "SCHED_REUSEPORT": "_api.settings",
+    "SCHED_RR": "_api.settings",
+    "BadSetting": "_api.settings",
+    "NotAWorker": "_api.thisworker",
+    "ThisWorker": "_api.thisworker",
+    "WorkerCluster": "_api.thisworker",
+    "ListeningAddress": "_api.workerface",
+    "WorkerGone": "_api.workerface",
+    "Worker": "_master.worker",
 }
 
 if TYPE_CHECKING:
-    from ._cluster import cluster, makeCluster
-    from ._endpoints import ListenSpec
-    from ._events import EventEmitter
-    from ._master import Master
-    from ._primary import PrimaryCluster
-    from ._scheduling import HandOffScheduler
-    from ._settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, BadSetting
-    from ._thisworker import NotAWorker, ThisWorker, WorkerCluster
-    from ._workerapi import ListeningAddress, WorkerGone
-    from ._workers import Worker
+    from ._api.cluster import cluster, makeCluster
+    from ._api.primary import PrimaryCluster
+    from ._api.settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, BadSetting
+    from ._api.thisworker import NotAWorker, ThisWorker, WorkerCluster
+    from ._api.workerface import ListeningAddress, WorkerGone
+    from ._common.endpoints import ListenSpec
+    from ._common.events import EventEmitter
+    from ._master.scheduling import HandOffScheduler
+    from ._master.service import Master
+    from ._master.worker import Worker
 
 
 def __getattr__(name: str) -> Any:

@@ -33,7 +33,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
@@ -87,16 +88,24 @@ class RunningCluster:
         return "\n".join(self.lines)
 
 
-def clusterCommand(
-    factory: str, workers: int, listen: str, arguments: Sequence[str]
-) -> list[str]:
+def clusterCommand(factory: str, workers: int, listen: str, arguments: Sequence[str]) -> list[str]:
     """
     The command line: C{python -m twisted} is C{twist}, from the interpreter
     running the tests.
     """
     return [
-        sys.executable, "-m", "twisted", "--log-format", "text", "cluster",
-        "--workers", str(workers), "--listen", listen, *arguments, factory,
+        sys.executable,
+        "-m",
+        "twisted",
+        "--log-format",
+        "text",
+        "cluster",
+        "--workers",
+        str(workers),
+        "--listen",
+        listen,
+        *arguments,
+        factory,
     ]
 
 

@@ -15,6 +15,8 @@ from twistcluster.testing import startCluster
 class Failing(unittest.TestCase):
     @defer.inlineCallbacks
     def test_fails(self):
-        running = yield startCluster(self, "tests.clusterapps.WhoAmIFactory", workers=2, cwd=os.environ["PROJECT"])
-        sys.stdout.write("pids %s %s\n" % (running.masterPid, " ".join(map(str, running.pids.values()))))
+        running = yield startCluster(
+            self, "tests.clusterapps.WhoAmIFactory", workers=2, cwd=os.environ["PROJECT"]
+        )
+        sys.stdout.write(f"pids {running.masterPid} {' '.join(map(str, running.pids.values()))}\n")
         self.fail("on purpose")

@@ -10,7 +10,8 @@ import os
 import random
 import socket
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks
@@ -19,12 +20,12 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ._handles import Handles
-from ._protocol import CONTROL_FD, adoptControlChannel
-from ._respawn import RespawnPolicy
-from ._workers import MasterControl, Worker, WorkerProcessProtocol
+from .._common.protocol import CONTROL_FD, adoptControlChannel
+from .handles import Handles
+from .respawn import RespawnPolicy
+from .worker import MasterControl, Worker, WorkerProcessProtocol
 
-WORKER_MODULE = "twistcluster._workermain"
+WORKER_MODULE = "twistcluster._worker.main"
 
 
 @frozen
@@ -56,7 +57,7 @@ class WorkerPool:
 
     @ivar workers: Every live worker process, by id, draining ones included.
     @ivar _workerArguments: The worker entry point's command line, after
-        C{python -m twistcluster._workermain}.
+        C{python -m twistcluster._worker.main}.
     @ivar _gaveUp: Called with a one-line reason when workers keep failing to
         boot and none has ever been ready.
     @ivar _maxConnections: Replace a worker after it has taken this many
@@ -110,7 +111,7 @@ class WorkerPool:
         """
         Start one worker process, its end of the control channel as fd 3.
 
-        @param command: How; by default C{python -m twistcluster._workermain}
+        @param command: How; by default C{python -m twistcluster._worker.main}
             with this pool's worker arguments.
         """
         if command is None:
@@ -181,9 +182,7 @@ class WorkerPool:
                 f"the last one said: {worker.lastError or 'nothing'}"
             )
             return
-        self._log.info(
-            "replacing worker {workerId} in {delay:.1f}s", workerId=worker.id, delay=delay
-        )
+        self._log.info("replacing worker {workerId} in {delay:.1f}s", workerId=worker.id, delay=delay)
         self._replenishing.add(self._reactor.callLater(delay, self._replenish))
 
     # Replacing live workers: a new one must be ready before the old one goes.
@@ -232,7 +231,9 @@ class WorkerPool:
             if not self._running:
                 break
             replaced += bool((yield self.replace(worker)))
-        self._log.info("rolling restart done: {replaced} of {count} replaced", replaced=replaced, count=len(old))
+        self._log.info(
+            "rolling restart done: {replaced} of {count} replaced", replaced=replaced, count=len(old)
+        )
         return replaced
 
     def grow(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from ._endpoints import ListenSpec
+from .endpoints import ListenSpec
 
 _log = Logger()
 
@@ -77,7 +77,9 @@ def _bindAddress(spec: ListenSpec, port: int) -> Any:
     return (spec.address, port)
 
 
-def bindSocket(spec: ListenSpec, reusePort: bool = False, port: int | None = None, listen: bool = True) -> socket.socket:
+def bindSocket(
+    spec: ListenSpec, reusePort: bool = False, port: int | None = None, listen: bool = True
+) -> socket.socket:
     """
     Create, bind and (for a stream) listen on a socket as C{spec} says.
 

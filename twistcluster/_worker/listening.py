@@ -30,11 +30,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ._balance import AcceptBalance
-from ._endpoints import ListenSpec, isDatagram, parseDatagram
-from ._ports import adoptListeningSocket
-from ._routing import ROUTED_LISTENS, DirectReactor, listenError
-from ._transport import serveConnection
+from .._common.balance import AcceptBalance
+from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
+from .._common.ports import adoptListeningSocket
+from .._common.transport import serveConnection
+from .routing import ROUTED_LISTENS, DirectReactor, listenError
 
 
 class MasterChannel(Protocol):
@@ -42,14 +42,11 @@ class MasterChannel(Protocol):
     What a cluster port needs of the worker's control channel.
     """
 
-    def queryServer(self, spec: ListenSpec, index: int) -> Deferred[dict[str, Any]]:
-        ...
+    def queryServer(self, spec: ListenSpec, index: int) -> Deferred[dict[str, Any]]: ...
 
-    def portListening(self, port: ClusterPort) -> None:
-        ...
+    def portListening(self, port: ClusterPort) -> None: ...
 
-    def portClosed(self, port: ClusterPort) -> None:
-        ...
+    def portClosed(self, port: ClusterPort) -> None: ...
 
     def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
         """
@@ -164,9 +161,7 @@ class ClusterPort:
         if self.spec.kind != "udp":
             self.factory.doStart()
         self._index = self._indexes.take(self.spec)
-        self._channel.queryServer(self.spec, self._index).addCallbacks(
-            self._granted, self._refused
-        )
+        self._channel.queryServer(self.spec, self._index).addCallbacks(self._granted, self._refused)
 
     def whenListening(self) -> Deferred[ClusterPort]:
         """
@@ -174,7 +169,9 @@ class ClusterPort:
         with the master's reason.
         """
         if self._outcome is not None:
-            return succeed(self._outcome) if not isinstance(self._outcome, Failure) else _failed(self._outcome)
+            return (
+                succeed(self._outcome) if not isinstance(self._outcome, Failure) else _failed(self._outcome)
+            )
         waiter: Deferred[ClusterPort] = Deferred()
         self._waiters.append(waiter)
         return waiter
@@ -344,9 +341,7 @@ class ClusterReactor:
         # the master passes raw sockets and each worker does its own TLS.
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return self.listenTCP(
-            port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface
-        )
+        return self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface)
 
     def listenUNIX(
         self,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ._policies import SchedulingPolicy, schedulingPolicy
-from ._pool import WorkerCommand
+from .._common.policies import SchedulingPolicy, schedulingPolicy
+from .._master.pool import WorkerCommand
 
 #: Node's scheduling policies: the kernel spreads connections (the listening
 #: socket is shared), or the primary hands them out in turn.
@@ -56,7 +57,10 @@ def schedulingFor(policy: int) -> SchedulingPolicy:
     try:
         return _POLICIES[policy]
     except (KeyError, TypeError):
-        raise BadSetting(f"schedulingPolicy is one of SCHED_RR, SCHED_NONE, SCHED_LEAST_CONN, SCHED_REUSEPORT, not {policy!r}") from None
+        raise BadSetting(
+            "schedulingPolicy is one of SCHED_RR, SCHED_NONE, SCHED_LEAST_CONN, SCHED_REUSEPORT, "
+            f"not {policy!r}"
+        ) from None
 
 
 def defaultSettings(argv: Sequence[str]) -> dict[str, Any]:

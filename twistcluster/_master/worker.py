@@ -12,25 +12,25 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import LogLevel, Logger, eventFromJSON, formatEvent
+from twisted.logger import Logger, LogLevel, eventFromJSON, formatEvent
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._endpoints import ListenSpec
-from ._handles import Handles
-from ._lifecycle import LifecycleCore, makeLifecycle
-from ._protocol import (
+from .._api.workerface import ChildProcess, ListeningAddress, WorkerAPI, toSignal
+from .._common.endpoints import ListenSpec
+from .._common.protocol import (
     Close,
     ConnectionsClosed,
     ControlChannel,
     Disconnect,
     ExitedAfterDisconnect,
-    ListenRefused,
     Listening,
+    ListenRefused,
     Online,
     QueryServer,
 )
-from ._workerapi import ChildProcess, ListeningAddress, WorkerAPI, toSignal
+from .handles import Handles
+from .lifecycle import LifecycleCore, makeLifecycle
 
 
 class PoolEvents(Protocol):
@@ -38,14 +38,11 @@ class PoolEvents(Protocol):
     What the pool hears about its workers.
     """
 
-    def workerReady(self, worker: Worker) -> None:
-        ...
+    def workerReady(self, worker: Worker) -> None: ...
 
-    def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None:
-        ...
+    def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None: ...
 
-    def workerWornOut(self, worker: Worker, why: str) -> None:
-        ...
+    def workerWornOut(self, worker: Worker, why: str) -> None: ...
 
 
 class Worker(WorkerAPI):

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from ._events import EventEmitter
-from ._handles import Handles
-from ._messages import encodeMessage
-from ._pool import WorkerPool
-from ._settings import (
+from .._common.events import EventEmitter
+from .._common.messages import encodeMessage
+from .._master import worker as _workers
+from .._master.handles import Handles
+from .._master.pool import WorkerPool
+from .settings import (
     SCHED_LEAST_CONN,
     SCHED_NONE,
     SCHED_REUSEPORT,
@@ -37,7 +39,6 @@ from ._settings import (
     schedulingFor,
     workerCommand,
 )
-from . import _workers
 
 
 class PrimaryCluster(EventEmitter):
@@ -161,12 +162,8 @@ class PrimaryCluster(EventEmitter):
         if self._pool is None:
             assert self._settings is not None
             self._handles = Handles(self._reactor, None, schedulingFor(self.schedulingPolicy))
-            self._pool = WorkerPool(
-                self._reactor, self._handles, [], 0, self._settings["shutdownTimeout"]
-            )
-            self._shutdownTrigger = self._reactor.addSystemEventTrigger(
-                "before", "shutdown", self._shutdown
-            )
+            self._pool = WorkerPool(self._reactor, self._handles, [], 0, self._settings["shutdownTimeout"])
+            self._shutdownTrigger = self._reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
         return self._pool
 
     def _announceFork(self, worker: _workers.Worker) -> None:

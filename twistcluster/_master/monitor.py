@@ -7,13 +7,14 @@ resident-memory limit.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ._protocol import Ping
+from .._common.protocol import Ping
 
 
 class Watched(Protocol):
@@ -21,8 +22,7 @@ class Watched(Protocol):
     pid: int | None
     state: str
 
-    def callRemote(self, command: type, **arguments: object) -> object:
-        ...
+    def callRemote(self, command: type, **arguments: object) -> object: ...
 
 
 def residentBytes(pid: int) -> int | None:
@@ -120,9 +120,7 @@ class WorkerMonitor:
     def _checkHeartbeat(self, worker: Watched, now: float) -> None:
         last = self._lastAnswer.setdefault(worker.id, now)
         if now - last > self._workerTimeout:
-            self._report(
-                worker, self._hung, f"no heartbeat answer for {self._workerTimeout:g}s"
-            )
+            self._report(worker, self._hung, f"no heartbeat answer for {self._workerTimeout:g}s")
             return
         if worker.id not in self._pinging:
             self._pinging.add(worker.id)

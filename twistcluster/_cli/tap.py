@@ -16,10 +16,10 @@ from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
-from ._factory import BadFactory, loadDatagramProtocols, loadFactory
-from ._policies import schedulingPolicy
-from ._subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
+from .._common.endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
+from .._common.factory import BadFactory, loadDatagramProtocols, loadFactory
+from .._common.policies import schedulingPolicy
+from .subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -215,7 +215,10 @@ def _parseListens(descriptions: list[str], culprit: str = "--listen") -> list[tu
             fail(f"{culprit} {description!r}: {e}")
         for earlier, earlierSpec in listens:
             if spec.fd >= 0 and spec.fd == earlierSpec.fd:
-                fail(f"--listen {description!r}: the inherited socket (fd {spec.fd}) is already served by {earlier!r}")
+                fail(
+                    f"--listen {description!r}: the inherited socket (fd {spec.fd}) "
+                    f"is already served by {earlier!r}"
+                )
         listens.append((description, spec))
     datagram = [d for d, spec in listens if spec.kind == "udp"]
     if datagram and len(datagram) != len(listens):
@@ -281,7 +284,7 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from ._master import Limits, Master
+    from .._master.service import Limits, Master
 
     if options["subcommand"] is None:
         listens, workerArguments, grantAny = _factoryMode(options)

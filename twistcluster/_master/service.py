@@ -10,7 +10,8 @@ import os
 import signal
 import sys
 from collections import Counter
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from attrs import frozen
 from twisted.application.service import Service
@@ -18,12 +19,12 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from ._endpoints import ListenSpec
-from ._handles import Handles
-from ._monitor import WorkerMonitor
-from ._policies import SchedulingPolicy
-from ._pool import WorkerPool
-from ._sockets import describeAddress
+from .._common.endpoints import ListenSpec
+from .._common.policies import SchedulingPolicy
+from .._common.sockets import describeAddress
+from .handles import Handles
+from .monitor import WorkerMonitor
+from .pool import WorkerPool
 
 
 class StartupError(Exception):
@@ -103,7 +104,8 @@ class Master(Service):
             lambda: self.pool.workers.values(),
             hung=lambda worker, why: worker.abort(why),  # type: ignore[attr-defined]
             tooBig=lambda worker, size: self.pool.workerWornOut(
-                worker, f"uses {size >> 20} MiB (limit {limits.maxMemory >> 20} MiB)"  # type: ignore[operator,arg-type]
+                worker,
+                f"uses {size >> 20} MiB (limit {limits.maxMemory >> 20} MiB)",  # type: ignore[operator,arg-type]
             ),
             workerTimeout=limits.workerTimeout,
             bootTimeout=limits.bootTimeout,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import tcp, unix
 from twisted.internet.fdesc import setNonBlocking
@@ -24,10 +25,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
-from ._endpoints import ListenSpec
-from ._sockets import bindablePath, removeStaleSocketFile
-from ._transport import PromptCloseServer
+from .balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
+from .endpoints import ListenSpec
+from .sockets import bindablePath, removeStaleSocketFile
+from .transport import PromptCloseServer
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -95,9 +96,7 @@ class _AcceptLoop:
                     return False
                 raise
             if self._outOfResourcesSince is not None:
-                self._log.info(
-                    "accepting again after {error}", error=self._outOfResourcesSince
-                )
+                self._log.info("accepting again after {error}", error=self._outOfResourcesSince)
                 self._outOfResourcesSince = None
             connectionAccepted(fd, address)
             if stopWhenPaused and (self._paused or self._holdingBack):
@@ -128,9 +127,7 @@ class _AcceptLoop:
                 delay=self._resourceRetryDelay,
             )
         self.stopReading()  # type: ignore[attr-defined]
-        self._waitingForResources = self.reactor.callLater(
-            self._resourceRetryDelay, self._resourcesMayBeBack
-        )
+        self._waitingForResources = self.reactor.callLater(self._resourceRetryDelay, self._resourcesMayBeBack)
 
     def _resourcesMayBeBack(self) -> None:
         self._waitingForResources = None
@@ -196,7 +193,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     accepting and closing them.
 
     With a L{balance} (C{none}), a worker more than
-    L{twistcluster._balance.MARGIN} connections ahead of the least loaded
+    L{twistcluster._common.balance.MARGIN} connections ahead of the least loaded
     worker on the socket steps aside, at most once every L{ASIDE_EVERY}
     seconds: it stops accepting, leaving the backlog to the others, for
     L{STEP_ASIDE} seconds; then it accepts a whole pass if none of them

@@ -25,7 +25,7 @@ from twisted.python import sendmsg
 from twisted.python.compat import lazyByteSlice
 from twisted.python.util import untilConcludes
 
-from ._messages import MessageAssembler, encodeMessage
+from .messages import MessageAssembler, encodeMessage
 
 #: The file descriptor number of the control channel in a worker.
 CONTROL_FD = 3
@@ -213,7 +213,7 @@ class QueryServer(amp.Command):
     closes; otherwise the master hands it connections (C{NewConn}), and
     C{reportClosed} asks it to tell when they end (C{ConnectionsClosed}).
     Under C{none} (TCP) it also carries the socket's table of open
-    connections (C{balance}, see L{twistcluster._balance}) and the worker's
+    connections (C{balance}, see L{twistcluster._common.balance}) and the worker's
     slot in it.
     """
 

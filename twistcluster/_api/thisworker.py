@@ -20,24 +20,25 @@ import os
 import signal as _signal
 import stat
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IProtocolFactory
 
-from ._events import EventEmitter, Latch
-from ._messages import encodeMessage
-from ._protocol import CONTROL_FD
-from ._settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
-from ._workerapi import toSignal
-from ._workers import Worker
+from .._common.events import EventEmitter, Latch
+from .._common.messages import encodeMessage
+from .._common.protocol import CONTROL_FD
+from .._master.worker import Worker
+from .settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
+from .workerface import toSignal
 
 if TYPE_CHECKING:
-    # Imported when needed: `python -m twistcluster._workermain` imports
+    # Imported when needed: `python -m twistcluster._worker.main` imports
     # this package first, which must not have imported it already.
-    from ._worker import WorkerRuntime
+    from .._worker.runtime import WorkerRuntime
 
 #: The environment variable that makes a process a worker (Node's
 #: C{NODE_UNIQUE_ID}); its value is the worker's id.
@@ -303,8 +304,8 @@ class WorkerCluster(EventEmitter):
 
             self._givenReactor = reactor
         reactor = self._givenReactor
-        from ._worker import WorkerRuntime
-        from ._workermain import handleSignals
+        from .._worker.main import handleSignals
+        from .._worker.runtime import WorkerRuntime
 
         runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
         handleSignals(reactor, runtime)

@@ -10,8 +10,9 @@ with the control channel's loss (C{disconnected}) and the process's exit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from automat import TypeMachineBuilder, pep614
 
@@ -51,23 +52,18 @@ class Lifecycle(Protocol):
 class LifecycleHooks(Protocol):
     """
     The side effects of a worker's transitions, carried out by the master's
-    L{twistcluster._workers.Worker}.
+    L{twistcluster._master.worker.Worker}.
     """
 
-    def becameOnline(self) -> None:
-        ...
+    def becameOnline(self) -> None: ...
 
-    def becameReady(self) -> None:
-        ...
+    def becameReady(self) -> None: ...
 
-    def beganDisconnect(self, connected: bool) -> None:
-        ...
+    def beganDisconnect(self, connected: bool) -> None: ...
 
-    def lostControl(self) -> None:
-        ...
+    def lostControl(self) -> None: ...
 
-    def ended(self, code: int | None, signal: int | None) -> None:
-        ...
+    def ended(self, code: int | None, signal: int | None) -> None: ...
 
 
 @dataclass
@@ -129,9 +125,7 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
             core.hooks.ended(code, signal)
 
     @pep614(Disconnected.upon(Lifecycle.exited).to(Dead))
-    def exited(
-        lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None
-    ) -> None:
+    def exited(lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None) -> None:
         core.state = "dead"
         core.hooks.ended(code, signal)
 

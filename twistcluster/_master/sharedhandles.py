@@ -6,7 +6,7 @@ binds, and C{QueryServer}'s answer carries the listening socket.
     - L{SharedHandle}: one socket, shared by every worker (C{none}, and every
       UDP socket); the kernel wakes one of them per connection or datagram.
       For a TCP socket under C{none}, a table of each worker's open
-      connections goes with it (L{twistcluster._balance}).
+      connections goes with it (L{twistcluster._common.balance}).
     - L{ReusePortHandle}: one C{SO_REUSEPORT} socket per worker, all bound to
       the same address; the kernel spreads connections by a hash of their
       addresses.
@@ -24,13 +24,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from ._balance import BalanceTable
-from ._endpoints import ListenSpec
-from ._protocol import ListenRefused
-from ._sockets import bindSocket, inheritedSocket, socknameOf
+from .._common.balance import BalanceTable
+from .._common.endpoints import ListenSpec
+from .._common.protocol import ListenRefused
+from .._common.sockets import bindSocket, inheritedSocket, socknameOf
 
 if TYPE_CHECKING:
-    from ._handles import HandOffTarget
+    from .handles import HandOffTarget
 
 
 class SharedHandle:

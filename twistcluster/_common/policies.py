@@ -18,7 +18,7 @@ UDP sockets are always shared (C{none}): a datagram needs no hand-off.
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 #: The environment variable that chooses the policy when the option does not.
 POLICY_ENVIRONMENT = "TWISTCLUSTER_SCHED_POLICY"

@@ -128,14 +128,25 @@ class _ListenRecorder:
         self.specs: list[ListenSpec] = []
         self.adopted: list[tuple[int, int]] = []
 
-    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> object:
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> object:
         self.specs.append(ListenSpec.forTCP(port, backlog, interface))
         return object()
 
-    def listenSSL(self, port: int, factory: IProtocolFactory, contextFactory: object, backlog: int = 50, interface: str = "") -> object:
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: object,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> object:
         return self.listenTCP(port, factory, backlog, interface)
 
-    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0) -> object:
+    def listenUNIX(
+        self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
+    ) -> object:
         self.specs.append(ListenSpec.forUNIX(address, backlog, mode))
         return object()
 
@@ -171,7 +182,9 @@ def _inheritedSpec(fd: int, family: int) -> ListenSpec:
         raise UnsupportedEndpoint(f"descriptor {fd} is not a socket: {e.strerror}") from e
     with sock:
         if sock.family != family or sock.type != socket.SOCK_STREAM:
-            raise UnsupportedEndpoint(f"descriptor {fd} is not a {socket.AddressFamily(family).name} stream socket")
+            raise UnsupportedEndpoint(
+                f"descriptor {fd} is not a {socket.AddressFamily(family).name} stream socket"
+            )
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             raise UnsupportedEndpoint(f"descriptor {fd} is not listening")
         name = sock.getsockname()
@@ -256,7 +269,7 @@ def specFromDescription(description: str) -> ListenSpec:
     if isDatagram(description):
         return parseDatagram(description)[0]
     # Imported here: the module imports pyOpenSSL if it can, and a master
-    # that needs no TLS leaves it out (see twistcluster._tap).
+    # that needs no TLS leaves it out (see twistcluster._cli.tap).
     from twisted.internet.endpoints import serverFromString
 
     recorder = _ListenRecorder()

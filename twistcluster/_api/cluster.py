@@ -10,10 +10,11 @@ C{TWISTCLUSTER_WORKER_ID} (Node's C{NODE_UNIQUE_ID}) is a worker.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ._primary import PrimaryCluster
-from ._thisworker import WORKER_ID_VARIABLE, WorkerCluster
+from .primary import PrimaryCluster
+from .thisworker import WORKER_ID_VARIABLE, WorkerCluster
 
 
 def makeCluster(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from attrs import define, field
 from twisted.application.internet import backoffPolicy

@@ -6,7 +6,8 @@ C{emit}, and L{Latch}, the Deferred form of an event that happens once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -92,9 +93,7 @@ class EventEmitter:
             try:
                 handler(*args)
             except Exception:
-                self._log.failure(
-                    "a {event!r} handler of {emitter!r} failed", event=name, emitter=self
-                )
+                self._log.failure("a {event!r} handler of {emitter!r} failed", event=name, emitter=self)
         return True
 
 

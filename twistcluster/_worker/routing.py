@@ -15,7 +15,7 @@ from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from ._endpoints import ListenSpec
+from .._common.endpoints import ListenSpec
 
 
 def listenError(spec: ListenSpec, reason: Failure) -> Failure:

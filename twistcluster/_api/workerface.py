@@ -4,23 +4,24 @@ The face of a worker that users see in the primary, as Node's C{Worker}:
 its events (C{online}, C{listening}, C{disconnect}, C{exit}, C{message}),
 their Deferred forms, C{send}, and C{process}.
 
-The master's L{twistcluster._workers.Worker} mixes this in; its lifecycle
+The master's L{twistcluster._master.worker.Worker} mixes this in; its lifecycle
 calls L{WorkerAPI._announce} at each transition.
 """
 
 from __future__ import annotations
 
 import signal as _signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IProcessTransport
 
-from ._events import EventEmitter, Latch
-from ._messages import encodeMessage
-from ._protocol import ControlChannel
+from .._common.events import EventEmitter, Latch
+from .._common.messages import encodeMessage
+from .._common.protocol import ControlChannel
 
 
 @frozen
@@ -197,8 +198,10 @@ class WorkerAPI(EventEmitter):
         elif name == "disconnect":
             self._disconnected.fire(None)
         elif name == "exit":
-            gone = lambda what: lambda: WorkerGone(  # noqa: E731
-                f"worker {self.id} exited before it was {what}"
+            gone = lambda what: (
+                lambda: WorkerGone(  # noqa: E731
+                    f"worker {self.id} exited before it was {what}"
+                )
             )
             self._online.fail(gone("online"))
             self._listening.fail(gone("listening"))

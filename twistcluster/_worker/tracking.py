@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from ._protocol import ConnectionsClosed
+from .._common.protocol import ConnectionsClosed
 
 
 class ClosedConnectionReports:

@@ -2,27 +2,28 @@
 """
 The master's listening handles, keyed as Node keys them: L{HandOffHandle}
 accepts connections and hands them to workers over the control channel
-(C{rr}, C{least-conn}); the handles of L{twistcluster._shared} give workers
+(C{rr}, C{least-conn}); the handles of L{twistcluster._master.sharedhandles} give workers
 the listening socket itself (C{none}, C{reuseport}, UDP).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._endpoints import ListenSpec
-from ._policies import SchedulingPolicy
-from ._ports import listenForHandOff
-from ._protocol import ListenRefused, NewConn
-from ._scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
-from ._shared import ReusePortHandle, SharedHandle
-from ._sockets import describeAddress, socknameOf
+from .._common.endpoints import ListenSpec
+from .._common.policies import SchedulingPolicy
+from .._common.ports import listenForHandOff
+from .._common.protocol import ListenRefused, NewConn
+from .._common.sockets import describeAddress, socknameOf
+from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
+from .sharedhandles import ReusePortHandle, SharedHandle
 
 
 class HandOffTarget(Protocol):
@@ -32,11 +33,9 @@ class HandOffTarget(Protocol):
 
     id: int
 
-    def connectionTaken(self) -> None:
-        ...
+    def connectionTaken(self) -> None: ...
 
-    def callRemote(self, command: type, **kwargs: Any) -> Deferred[dict[str, Any]]:
-        ...
+    def callRemote(self, command: type, **kwargs: Any) -> Deferred[dict[str, Any]]: ...
 
 
 class Handle(Protocol):

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_worker -*-
 """
-A worker's runtime (the process's entry point is L{twistcluster._workermain};
+A worker's runtime (the process's entry point is L{twistcluster._worker.main};
 an application's script runs it through L{twistcluster.cluster}).
 
 It adopts its end of the control channel (fd 3), tells the master it is
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.protocol import Factory
@@ -22,25 +23,24 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._endpoints import ListenSpec, isDatagram
-from ._events import Latch
-from ._factory import loadDatagramProtocols, loadFactory
-from ._listening import ClusterPort, ClusterReactor, listenOn
-from ._protocol import (
+from .._common.endpoints import ListenSpec, isDatagram
+from .._common.events import Latch
+from .._common.factory import loadDatagramProtocols, loadFactory
+from .._common.protocol import (
     CONTROL_FD,
     Close,
     ControlChannel,
     Disconnect,
     ExitedAfterDisconnect,
-    ListenRefused,
     Listening,
+    ListenRefused,
     NewConn,
     Online,
     Ping,
     QueryServer,
 )
-from ._tracking import ClosedConnectionReports, OpenConnections
-
+from .listening import ClusterPort, ClusterReactor, listenOn
+from .tracking import ClosedConnectionReports, OpenConnections
 
 #: A worker's exit status when it could not start serving.
 BOOT_FAILED = 3
@@ -93,11 +93,9 @@ class RuntimeListener(Protocol):
     What the worker's C{cluster.worker} hears from the runtime.
     """
 
-    def messageReceived(self, value: Any) -> None:
-        ...
+    def messageReceived(self, value: Any) -> None: ...
 
-    def disconnected(self) -> None:
-        ...
+    def disconnected(self) -> None: ...
 
 
 class WorkerRuntime:
@@ -191,9 +189,7 @@ class WorkerRuntime:
             listenOn(self.clusterReactor, description, serving).addCallback(self._startedListening)
             for description, serving in zip(self._descriptions, self._loadServing())
         ]
-        gatherResults(listening, consumeErrors=True).addCallbacks(
-            self._ready, self._couldNotStart
-        )
+        gatherResults(listening, consumeErrors=True).addCallbacks(self._ready, self._couldNotStart)
 
     def _loadServing(self) -> list[Any]:
         """

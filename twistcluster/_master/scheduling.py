@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Callable, Generic, Hashable, Protocol, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, Protocol, TypeVar
 
 from attrs import define, field
 from twisted.logger import Logger
@@ -206,9 +207,7 @@ class HandOffScheduler(Generic[W]):
         self.strategy.forget(worker)
         self._queue.extendleft(sorted(unacked, reverse=True))
         if unacked:
-            self._log.info(
-                "{count} hand-offs in flight to a lost worker go to others", count=len(unacked)
-            )
+            self._log.info("{count} hand-offs in flight to a lost worker go to others", count=len(unacked))
         self.dispatch()
 
     def connectionAccepted(self, fd: int) -> None:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_cluster -*-
 """
-The worker process of C{twist cluster}: C{python -m twistcluster._workermain
+The worker process of C{twist cluster}: C{python -m twistcluster._worker.main
 (--factory NAME --listen ENDPOINT ... | --subcommand NAME -- OPTIONS)}.
 """
 
@@ -11,12 +11,13 @@ import faulthandler
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ._worker import WorkerRuntime
+from .runtime import WorkerRuntime
 
 
 def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
@@ -36,7 +37,7 @@ def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
 
 
 def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m twistcluster._workermain")
+    parser = argparse.ArgumentParser(prog="python -m twistcluster._worker.main")
     parser.add_argument("--reactor", default=None)
     parser.add_argument("--factory", default=None)
     parser.add_argument("--subcommand", default=None)
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A hung worker is killed with SIGABRT first: leave a traceback behind.
     faulthandler.enable()
     arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
-    from ._cluster import cluster
+    from .._api.cluster import cluster
 
     # This worker connects itself, below, once its reactor is installed.
     cluster._manual()  # type: ignore[union-attr]
@@ -67,9 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet import task
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-    globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stderr)], redirectStandardIO=False)
     workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
 
     def run(reactor: Any) -> Deferred[None]:
@@ -86,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The factory's code may use the cluster API too (cluster.worker).
         cluster._attach(runtime)  # type: ignore[union-attr]
         if arguments.subcommand is not None:
-            from ._subcommand import startSubcommand
+            from .._cli.subcommand import startSubcommand
 
             try:
                 startSubcommand(reactor, arguments.subcommand, arguments.subArguments)

@@ -12,7 +12,8 @@ through the master: the plugin runs unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.application.service import Application, IService, IServiceMaker
 from twisted.plugin import getPlugins
@@ -46,9 +47,7 @@ def parseSubcommand(name: str, arguments: Sequence[str]) -> usage.Options:
     """
     found = plugins().get(name)
     if found is None:
-        raise BadSubcommand(
-            f"no twist plugin is called {name!r} (installed: {', '.join(sorted(plugins()))})"
-        )
+        raise BadSubcommand(f"no twist plugin is called {name!r} (installed: {', '.join(sorted(plugins()))})")
     options = found.options()
     try:
         options.parseOptions(list(arguments))

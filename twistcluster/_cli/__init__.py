@@ -1,0 +1,3 @@
+"""
+The command line: C{twist cluster} and clustered C{twist} plugins.
+"""
