@@ -22,8 +22,9 @@ from twisted.logger import Logger
 
 from .._common.protocol import CONTROL_FD, adoptControlChannel
 from .handles import Handles
+from .output import WorkerProcessProtocol
 from .respawn import RespawnPolicy
-from .worker import MasterControl, Worker, WorkerProcessProtocol
+from .worker import MasterControl, Worker
 
 WORKER_MODULE = "twistcluster._worker.main"
 
