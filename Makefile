@@ -23,11 +23,13 @@ install-test: $(BIN)/.installed-test
 run: install
 	cd examples && ../$(BIN)/twist --log-format text cluster --workers 2 --listen tcp:8080 hello.site
 
-# Lint first (seconds): ruff, and the import contract between master and worker (pyproject.toml).
+# Lint first (seconds): ruff, the import contract between master and worker, and mypy with
+# mypy-zope on twistcluster/ (all configured in pyproject.toml).
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -29,6 +29,7 @@ from twistcluster._common.balance import (
     BalanceTable,
 )
 from twistcluster._common.ports import ServingTCPPort
+from twistcluster._common.twistedinternals import adoptTCPPort
 
 
 class Table:
@@ -157,8 +158,8 @@ class SteppingAsideTests(SynchronousTestCase):
         listening.listen(64)
         listening.setblocking(False)
         self.reactor = RecordingReactor()
-        self.port = ServingTCPPort._fromListeningDescriptor(
-            self.reactor, listening.fileno(), socket.AF_INET, Factory.forProtocol(Protocol)
+        self.port = adoptTCPPort(
+            ServingTCPPort, self.reactor, listening.fileno(), socket.AF_INET, Factory.forProtocol(Protocol)
         )
         self.port.balanceWith(self.balance)
         self.port.startListening()

@@ -18,6 +18,7 @@ from tests._cluster import temporaryPath
 from twistcluster._common.endpoints import ListenSpec
 from twistcluster._common.ports import AdoptedUNIXPort
 from twistcluster._common.sockets import removeStaleSocketFile
+from twistcluster._common.twistedinternals import adoptUNIXPort
 from twistcluster._master.sharedhandles import ReusePortHandle, SharedHandle
 
 
@@ -160,9 +161,7 @@ class AdoptedUNIXPortTests(SynchronousTestCase):
         os.chmod(path, 0o600)
         shared.listen()
         reactor = MemoryReactorClock()
-        port = AdoptedUNIXPort._fromListeningDescriptor(
-            reactor, shared.fileno(), Factory.forProtocol(Protocol)
-        )
+        port = adoptUNIXPort(AdoptedUNIXPort, reactor, shared.fileno(), Factory.forProtocol(Protocol))
         port.startListening()
         self.assertIn(port, reactor.getReaders())
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)

@@ -15,7 +15,6 @@ import socket
 from typing import Any
 
 import pytest
-from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -27,6 +26,7 @@ from zope.interface import implementer
 from tests.clusterapps import pattern
 from twistcluster._common.ports import ServingTCPPort
 from twistcluster._common.transport import PromptCloseServer, serveConnection
+from twistcluster._common.twistedinternals import TCPServer, adoptTCPConnection, adoptTCPPort
 
 
 class Responder(Protocol):
@@ -171,8 +171,8 @@ class PromptCloseServerTests(SynchronousTestCase):
         class Closing(Responder):
             close = True
 
-        transport = tcp.Server._fromConnectedSocket(
-            pair.serverFD, socket.AF_INET, Factory.forProtocol(Closing), reactor
+        transport = adoptTCPConnection(
+            TCPServer, reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(Closing)
         )
         socket.socket(fileno=pair.serverFD).close()
         self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
@@ -327,8 +327,8 @@ class FirstReadTests(SynchronousTestCase):
         pair.client.sendall(b"hello")
         waitReadable(pair.serverFD)
         protocol = Responder()
-        transport = tcp.Server._fromConnectedSocket(
-            pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol), reactor
+        transport = adoptTCPConnection(
+            TCPServer, reactor, pair.serverFD, socket.AF_INET, Factory.forProtocol(lambda: protocol)
         )
         socket.socket(fileno=pair.serverFD).close()
         self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
@@ -466,7 +466,7 @@ class ServingTCPPortTests(SynchronousTestCase):
         listening.listen(16)
         listening.setblocking(False)
         reactor = RecordingReactor()
-        port = ServingTCPPort._fromListeningDescriptor(reactor, listening.fileno(), family, factory)
+        port = adoptTCPPort(ServingTCPPort, reactor, listening.fileno(), family, factory)
         port.startListening()
         self.addCleanup(port.connectionLost, Failure(ConnectionDone()))
         return port, reactor

@@ -65,13 +65,13 @@ class ListenSpec:
         return cls("udp", interface, int(port))
 
     @property
-    def family(self) -> int:
+    def family(self) -> socket.AddressFamily:
         if self.kind == "unix":
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in self.address else socket.AF_INET
 
     @property
-    def socketType(self) -> int:
+    def socketType(self) -> socket.SocketKind:
         return socket.SOCK_DGRAM if self.kind == "udp" else socket.SOCK_STREAM
 
     @property

@@ -16,12 +16,18 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet import tcp, unix
 from twisted.internet.fdesc import setNonBlocking
-from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorFDSet,
+    IReactorSocket,
+    IReactorTime,
+)
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -29,6 +35,18 @@ from .balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
 from .endpoints import ListenSpec
 from .sockets import bindablePath, removeStaleSocketFile
 from .transport import PromptCloseServer
+from .twistedinternals import (
+    QuietPort,
+    SharedSocketPort,
+    TCPPort,
+    UNIXPort,
+    adoptTCPPort,
+    adoptUNIXPort,
+    peerAddress,
+    rawAccept,
+    reserveDescriptor,
+    takeAdoptedSocket,
+)
 
 #: accept() errors that mean "out of resources": stop reading, retry later.
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -56,10 +74,14 @@ class _AcceptLoop:
     _paused = False
     #: Leave the rest of the backlog to others for now (L{ServingTCPPort}).
     _holdingBack = False
-    _waitingForResources: Any = None
+    _waitingForResources: IDelayedCall | None = None
     _outOfResourcesSince: str | None = None
-    reactor: IReactorTime
-    socket: Any
+    # What the Twisted port this is mixed into provides.
+    reactor: IReactorFDSet
+    socket: socket.socket
+    connected: bool | int
+    startReading: Callable[[], None]
+    stopReading: Callable[[], None]
     _log = Logger()
 
     def doRead(self) -> None:
@@ -79,9 +101,8 @@ class _AcceptLoop:
 
         @return: Whether more may be waiting.
         """
-        # socket._accept() gives the raw descriptor (accept4 with
-        # SOCK_CLOEXEC), so no Python socket object is made per connection.
-        accept = self.socket._accept
+        # The raw descriptor, so no Python socket object is made per connection.
+        accept = rawAccept(self.socket)
         connectionAccepted = self._connectionAccepted
         for _ in range(limit):
             try:
@@ -109,13 +130,13 @@ class _AcceptLoop:
         """
         if not self._paused:
             self._paused = True
-            self.stopReading()  # type: ignore[attr-defined]
+            self.stopReading()
 
     def resumeAccepting(self) -> None:
         if self._paused:
             self._paused = False
-            if self._waitingForResources is None and self.connected:  # type: ignore[attr-defined]
-                self.startReading()  # type: ignore[attr-defined]
+            if self._waitingForResources is None and self.connected:
+                self.startReading()
 
     def _outOfResources(self, error: OSError) -> None:
         if self._outOfResourcesSince is None:
@@ -126,22 +147,25 @@ class _AcceptLoop:
                 error=self._outOfResourcesSince,
                 delay=self._resourceRetryDelay,
             )
-        self.stopReading()  # type: ignore[attr-defined]
-        self._waitingForResources = self.reactor.callLater(self._resourceRetryDelay, self._resourcesMayBeBack)
+        self.stopReading()
+        # Twisted types a port's reactor by IReactorFDSet; every reactor
+        # that runs ports is also a clock.
+        clock = cast(IReactorTime, self.reactor)
+        self._waitingForResources = clock.callLater(self._resourceRetryDelay, self._resourcesMayBeBack)
 
     def _resourcesMayBeBack(self) -> None:
         self._waitingForResources = None
-        if not self._paused and self.connected:  # type: ignore[attr-defined]
-            self.startReading()  # type: ignore[attr-defined]
+        if not self._paused and self.connected:
+            self.startReading()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         if self._waitingForResources is not None:
             self._waitingForResources.cancel()
             self._waitingForResources = None
         super().connectionLost(reason)  # type: ignore[misc]
 
 
-class AdoptedUNIXPort(unix.Port):
+class AdoptedUNIXPort(SharedSocketPort, UNIXPort):
     """
     A UNIX port on a listening socket that someone else made and others
     share.  Twisted's own adopted UNIX port would C{chmod} the file and
@@ -150,22 +174,21 @@ class AdoptedUNIXPort(unix.Port):
     the file; this one does none of that.
     """
 
-    _shouldShutdown = False
-
     def startListening(self) -> None:
-        assert self._preexistingSocket is not None, "only for adopted sockets"
-        tcp._reservedFD.reserve()
-        skt, self._preexistingSocket = self._preexistingSocket, None
+        skt = takeAdoptedSocket(self)
+        assert skt is not None, "only for adopted sockets"
+        reserveDescriptor()
+        assert self.factory is not None
         self.factory.doStart()
         self.connected = True
         self.socket = skt
-        self.fileno = skt.fileno
+        self.fileno = skt.fileno  # type: ignore[method-assign]  # as Twisted's ports do
         self.numberAccepts = 100
         self.startReading()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         # tcp.Port's, not unix.Port's: the file belongs to whoever bound it.
-        tcp.Port.connectionLost(self, reason)
+        TCPPort.connectionLost(self, reason)
 
 
 class _CountedServer(PromptCloseServer):
@@ -173,14 +196,18 @@ class _CountedServer(PromptCloseServer):
     A connection of a port that balances its accepting: its end is counted.
     """
 
+    server: ServingTCPPort
+
     def connectionLost(self, reason: Failure) -> None:
         try:
             super().connectionLost(reason)
         finally:
-            self.server.balance.closed()
+            balance = self.server.balance
+            assert balance is not None
+            balance.closed()
 
 
-class ServingTCPPort(_AcceptLoop, tcp.Port):
+class ServingTCPPort(_AcceptLoop, TCPPort):
     """
     A worker's TCP port on a listening socket it shares (policies C{none} and
     C{reuseport}): Twisted's port with the master's accept loop, which
@@ -200,13 +227,17 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
     accepted anything meanwhile, and otherwise looks at their loads again.
     """
 
-    transport = PromptCloseServer
+    transport: type[PromptCloseServer] = PromptCloseServer
+    sessionno: int
     #: A burst in one pass, without keeping the open connections waiting long.
     _acceptBatch = 64
     #: The connections accepted in this pass, to be opened at its end.
     _accepted: list[PromptCloseServer] | None = None
     balance: AcceptBalance | None = None
-    _steppedAside: Any = None
+    #: The reactor as a clock, read after every accept once there is a
+    #: L{balance}.
+    _clock: IReactorTime
+    _steppedAside: IDelayedCall | None = None
     _acceptedBefore = 0
     _lastAside = float("-inf")
     #: The pass after stepping aside (if no one else accepted meanwhile)
@@ -218,7 +249,8 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         Accept with an eye on the other workers' loads (before listening).
         """
         self.balance = balance
-        self.transport = _CountedServer  # type: ignore[misc]
+        self._clock = cast(IReactorTime, self.reactor)
+        self.transport = _CountedServer
 
     def doRead(self) -> None:
         """
@@ -229,7 +261,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         if not self._mustAccept and self._shouldStepAside():
             self._stepAside()
             return
-        self._accepted = accepted = []
+        self._accepted = accepted = cast(list[PromptCloseServer], [])
         try:
             self._acceptSome(self._acceptBatch, stopWhenPaused=True)
         finally:
@@ -244,9 +276,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         # not be read.
         balance = self.balance
         return (
-            balance is not None
-            and self.reactor.seconds() - self._lastAside >= ASIDE_EVERY
-            and balance.ahead()
+            balance is not None and self._clock.seconds() - self._lastAside >= ASIDE_EVERY and balance.ahead()
         )
 
     def _stepAside(self) -> None:
@@ -255,9 +285,9 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         self.stopReading()
         if self._steppedAside is not None:
             return
-        self._lastAside = self.reactor.seconds()
+        self._lastAside = self._clock.seconds()
         self._acceptedBefore = self.balance.acceptedByAll()
-        self._steppedAside = self.reactor.callLater(STEP_ASIDE, self._stepBackIn)
+        self._steppedAside = self._clock.callLater(STEP_ASIDE, self._stepBackIn)
 
     def _stepBackIn(self) -> None:
         assert self.balance is not None
@@ -275,7 +305,8 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
                 # IPv6: the scope id in the host, as Twisted gives it.
                 host = socket.getnameinfo(address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
                 address = (host[0], *address[1:])
-            protocol = self.factory.buildProtocol(self._buildAddr(address))
+            assert self.factory is not None
+            protocol = self.factory.buildProtocol(peerAddress(self, address))
             if protocol is None:
                 skt.close()
                 return
@@ -304,7 +335,7 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
             # The rest of the burst is for the others.
             self._stepAside()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         if self._steppedAside is not None:
             self._steppedAside.cancel()
             self._steppedAside = None
@@ -313,23 +344,20 @@ class ServingTCPPort(_AcceptLoop, tcp.Port):
         super().connectionLost(reason)
 
 
-class HandOffTCPPort(_AcceptLoop, tcp.Port):
-    def _logConnectionLostMsg(self) -> None:
-        pass
+class HandOffTCPPort(QuietPort, _AcceptLoop, TCPPort):
+    pass
 
 
-class HandOffUNIXPort(_AcceptLoop, unix.Port):
-    def _logConnectionLostMsg(self) -> None:
-        pass
+class HandOffUNIXPort(QuietPort, _AcceptLoop, UNIXPort):
+    pass
 
 
-class AdoptedHandOffUNIXPort(_AcceptLoop, AdoptedUNIXPort):
-    def _logConnectionLostMsg(self) -> None:
-        pass
+class AdoptedHandOffUNIXPort(QuietPort, _AcceptLoop, AdoptedUNIXPort):
+    pass
 
 
 def listenForHandOff(
-    reactor: Any, spec: ListenSpec, connectionAccepted: Callable[[int, Any], object]
+    reactor: IReactorFDSet, spec: ListenSpec, connectionAccepted: Callable[[int, Any], object]
 ) -> IListeningPort:
     """
     Bind and listen as C{spec} says (or adopt the inherited socket it names);
@@ -338,13 +366,13 @@ def listenForHandOff(
 
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
-    port: _AcceptLoop
+    port: HandOffTCPPort | HandOffUNIXPort | AdoptedHandOffUNIXPort
     if spec.fd >= 0:
         setNonBlocking(spec.fd)
     if spec.fd >= 0 and spec.kind == "unix":
-        port = AdoptedHandOffUNIXPort._fromListeningDescriptor(reactor, spec.fd, _SilentFactory())
+        port = adoptUNIXPort(AdoptedHandOffUNIXPort, reactor, spec.fd, _SilentFactory())
     elif spec.fd >= 0:
-        port = HandOffTCPPort._fromListeningDescriptor(reactor, spec.fd, spec.family, _SilentFactory())
+        port = adoptTCPPort(HandOffTCPPort, reactor, spec.fd, spec.family, _SilentFactory())
     elif spec.kind == "unix":
         path = bindablePath(spec.address)
         removeStaleSocketFile(path)
@@ -352,15 +380,15 @@ def listenForHandOff(
     else:
         port = HandOffTCPPort(spec.port, _SilentFactory(), spec.backlog, spec.address, reactor)
     port._connectionAccepted = connectionAccepted
-    port.startListening()  # type: ignore[attr-defined]
-    return port  # type: ignore[return-value]
+    port.startListening()
+    return port
 
 
 def adoptListeningSocket(
-    reactor: Any,
+    reactor: IReactorSocket,
     fd: int,
     spec: ListenSpec,
-    serving: Any,
+    serving: IProtocolFactory | DatagramProtocol,
     maxPacketSize: int,
     balance: AcceptBalance | None = None,
 ) -> IListeningPort:
@@ -374,15 +402,18 @@ def adoptListeningSocket(
     """
     setNonBlocking(fd)
     if spec.kind == "udp":
-        return reactor.adoptDatagramPort(fd, spec.family, serving, maxPacketSize)  # type: ignore[no-any-return]
+        return reactor.adoptDatagramPort(fd, spec.family, cast(DatagramProtocol, serving), maxPacketSize)
+    # A reactor that adopts sockets runs descriptors.
+    descriptors = cast(IReactorFDSet, reactor)
+    port: AdoptedUNIXPort | ServingTCPPort
     if spec.kind == "unix":
         # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
         # socket every worker shares when this one stops.
-        port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, serving)
+        port = adoptUNIXPort(AdoptedUNIXPort, descriptors, fd, cast(IProtocolFactory, serving))
     else:
         # What reactor.adoptStreamPort does, with the worker's own TCP port.
-        port = ServingTCPPort._fromListeningDescriptor(reactor, fd, spec.family, serving)
+        port = adoptTCPPort(ServingTCPPort, descriptors, fd, spec.family, cast(IProtocolFactory, serving))
         if balance is not None:
             port.balanceWith(balance)
     port.startListening()
-    return port  # type: ignore[no-any-return]
+    return port

@@ -17,15 +17,25 @@ import struct
 from errno import EAGAIN, ENOBUFS
 from typing import Any
 
-from twisted.internet import error, main, unix
+from twisted.internet import error, main
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
+from twisted.internet.protocol import connectionDone
 from twisted.protocols import amp
 from twisted.python import sendmsg
 from twisted.python.compat import lazyByteSlice
+from twisted.python.failure import Failure
 from twisted.python.util import untilConcludes
 
 from .messages import MessageAssembler, encodeMessage
+from .twistedinternals import (
+    UNIXServer,
+    adoptUNIXConnection,
+    descriptorSender,
+    descriptorTaker,
+    queuedDescriptors,
+    writeWithoutDescriptors,
+)
 
 #: The file descriptor number of the control channel in a worker.
 CONTROL_FD = 3
@@ -52,13 +62,13 @@ class Descriptors(amp.Argument):
     """
 
     def toStringProto(self, inObject: list[int], proto: Any) -> bytes:
-        send = proto._sendFileDescriptor
+        send = descriptorSender(proto)
         return b",".join(b"%d" % send(fd) for fd in inObject)
 
     def fromStringProto(self, inString: bytes, proto: Any) -> list[int]:
         if not inString:
             return []
-        take = proto._getDescriptor
+        take = descriptorTaker(proto)
         return [take(int(ordinal)) for ordinal in inString.split(b",")]
 
 
@@ -66,7 +76,7 @@ class Descriptors(amp.Argument):
 _MAX_FDS_PER_MESSAGE = 253
 
 
-class _BatchingUNIXServer(unix.Server):
+class _BatchingUNIXServer(UNIXServer):
     """
     A UNIX transport that sends all its queued file descriptors in one
     SCM_RIGHTS message riding on one byte.
@@ -79,9 +89,9 @@ class _BatchingUNIXServer(unix.Server):
     """
 
     def writeSomeData(self, data: Any) -> Any:
-        queued = self._sendmsgQueue
+        queued = queuedDescriptors(self)
         if not queued:
-            return self._writeSomeDataBase.writeSomeData(self, data)
+            return writeWithoutDescriptors(self, data)
         if not data:
             return error.FileDescriptorOverrun()
         sent = 0
@@ -100,18 +110,18 @@ class _BatchingUNIXServer(unix.Server):
             sent += 1
         if queued:
             return sent
-        result = self._writeSomeDataBase.writeSomeData(self, lazyByteSlice(data, sent))
+        result = writeWithoutDescriptors(self, lazyByteSlice(data, sent))
         return sent + result if isinstance(result, int) else result
 
 
-def adoptControlChannel(reactor: Any, fd: int, factory: IProtocolFactory) -> Any:
+def adoptControlChannel(reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> UNIXServer | None:
     """
     Adopt the master's end of a control channel, as
     C{reactor.adoptStreamConnection(fd, AF_UNIX, factory)} would, with a
     transport that sends a batch of descriptors in one message.  C{fd} is
     duplicated; the caller closes it.
     """
-    return _BatchingUNIXServer._fromConnectedSocket(fd, factory, reactor)
+    return adoptUNIXConnection(_BatchingUNIXServer, reactor, fd, factory)
 
 
 class Message(amp.Command):
@@ -123,7 +133,7 @@ class Message(amp.Command):
 
     commandName = b"message"
     arguments = [(b"id", amp.Integer()), (b"chunk", amp.String()), (b"more", amp.Boolean())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response = []
 
 
 class ControlChannel(amp.AMP):
@@ -160,7 +170,9 @@ class ControlChannel(amp.AMP):
             self.callRemote(Message, id=self._lastMessageId, chunk=chunk, more=True).addErrback(
                 lambda reason: None
             )
-        delivered = self.callRemote(Message, id=self._lastMessageId, chunk=chunks[-1], more=False)
+        delivered: Deferred[dict[str, Any]] = self.callRemote(
+            Message, id=self._lastMessageId, chunk=chunks[-1], more=False
+        )
         return delivered.addCallback(lambda answer: None)
 
     @Message.responder
@@ -180,7 +192,7 @@ class ControlChannel(amp.AMP):
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
@@ -282,8 +294,8 @@ class Disconnect(amp.Command):
     """
 
     commandName = b"disconnect"
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
+    response = []
 
 
 class ExitedAfterDisconnect(amp.Command):
@@ -294,8 +306,8 @@ class ExitedAfterDisconnect(amp.Command):
     """
 
     commandName = b"exitedAfterDisconnect"
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
+    response = []
 
 
 class Ping(amp.Command):
@@ -305,5 +317,5 @@ class Ping(amp.Command):
     """
 
     commandName = b"ping"
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
+    response = []

@@ -38,13 +38,21 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet, IReactorSocket, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from .twistedinternals import (
+    TCPServer,
+    UNIXServer,
+    adoptTCPConnection,
+    adoptUNIXConnection,
+    hasUnsentData,
+    isAborting,
+)
 
 #: Twisted's reactor reports these endings with one shared failure each.
 _ENDINGS = {
@@ -53,7 +61,7 @@ _ENDINGS = {
 }
 
 
-class PromptCloseServer(tcp.Server):
+class PromptCloseServer(TCPServer):
     """
     A TCP server connection that reads what has arrived as soon as it is
     opened and that, closed by its protocol during a read, sends what was
@@ -124,7 +132,7 @@ class PromptCloseServer(tcp.Server):
             self._handlingRead = False
         if self._wroteDuringRead:
             self._wroteDuringRead = False
-            if self._aborting:
+            if isAborting(self):
                 # abortConnection() discards what was written.
                 pass
             elif why is None and self.disconnecting:
@@ -141,7 +149,7 @@ class PromptCloseServer(tcp.Server):
         why = self.doWrite()
         if why:
             self._lost(why, reading=False)
-        elif self.dataBuffer or self._tempDataLen:
+        elif hasUnsentData(self):
             # The rest waits for writability.
             super().startWriting()
 
@@ -161,7 +169,9 @@ class PromptCloseServer(tcp.Server):
             self.connectionLost(ending or Failure(why))
 
 
-def serveConnection(reactor: Any, fd: int, family: int, factory: IProtocolFactory) -> Any:
+def serveConnection(
+    reactor: IReactorSocket, fd: int, family: int, factory: IProtocolFactory
+) -> ITransport | None:
     """
     Serve a connected stream socket with C{factory}, as
     C{reactor.adoptStreamConnection} does, over a L{PromptCloseServer} for
@@ -170,9 +180,12 @@ def serveConnection(reactor: Any, fd: int, family: int, factory: IProtocolFactor
     @return: The transport, or L{None} if the factory refused the
         connection.
     """
+    # What reactor.adoptStreamConnection does, whose answer (the transport,
+    # or None when the factory refused) is not part of its interface.
+    descriptors = cast(IReactorFDSet, reactor)
     if family == socket.AF_UNIX:
-        return reactor.adoptStreamConnection(fd, family, factory)
-    transport = PromptCloseServer._fromConnectedSocket(fd, family, factory, reactor)
+        return adoptUNIXConnection(UNIXServer, descriptors, fd, factory)
+    transport = adoptTCPConnection(PromptCloseServer, descriptors, fd, family, factory)
     if transport is not None:
         transport.opened()
     return transport

@@ -1,0 +1,216 @@
+# -*- test-case-name: tests.test_twistedinternals -*-
+"""
+Every private name of Twisted (and one of CPython's) that twistcluster uses,
+in one place.
+
+Twisted's public API has no way to adopt a socket with a transport or port
+class of one's own (C{adoptStreamConnection} and C{adoptStreamPort} pick
+Twisted's), to send a batch of descriptors in one C{SCM_RIGHTS} message, or
+to read AMP's descriptor ordinals; the worker's lean TCP path and the
+master's accept loop subclass Twisted's C{tcp}/C{unix} classes and read a
+few of their private attributes.  Nothing else in twistcluster imports
+C{twisted.internet.tcp} or C{twisted.internet.unix}, or reads a Twisted name
+that starts with an underscore: it goes through this module.
+
+L{PRIVATE_NAMES} lists each private name with the class (or module) that
+must have it; C{tests/test_twistedinternals.py} checks every one against the
+installed Twisted, on real instances, and names the one that moved.  Tested
+with the Twisted releases that C{setup.cfg} allows (26.4 and 26.10).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import abstract, tcp, unix
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
+from twisted.protocols import amp
+
+#: The classes twistcluster's transports and ports extend (their
+#: constructors and the private hooks below are not a public API).
+TCPServer = tcp.Server
+TCPPort = tcp.Port
+UNIXServer = unix.Server
+UNIXPort = unix.Port
+
+_Server = TypeVar("_Server", bound=tcp.Server)
+_UNIXServer = TypeVar("_UNIXServer", bound=unix.Server)
+_Port = TypeVar("_Port", bound=tcp.Port)
+_UNIXPort = TypeVar("_UNIXPort", bound=unix.Port)
+
+#: (owner, name): every private name this module reads, calls or overrides.
+#: An owner that is a class is checked on a real instance (names set in
+#: C{__init__} count).
+PRIVATE_NAMES: list[tuple[object, str]] = [
+    (tcp.Server, "_fromConnectedSocket"),
+    (tcp.Server, "_aborting"),
+    (abstract.FileDescriptor, "_tempDataLen"),
+    (unix.Server, "_fromConnectedSocket"),
+    (unix.Server, "_sendmsgQueue"),
+    (unix.Server, "_writeSomeDataBase"),
+    (tcp.Port, "_fromListeningDescriptor"),
+    (tcp.Port, "_preexistingSocket"),
+    (tcp.Port, "_buildAddr"),
+    (tcp.Port, "_logConnectionLostMsg"),
+    (tcp.Port, "_shouldShutdown"),
+    (unix.Port, "_fromListeningDescriptor"),
+    (unix.Port, "_preexistingSocket"),
+    (unix.Port, "_logConnectionLostMsg"),
+    (tcp, "_reservedFD"),
+    (amp.BinaryBoxProtocol, "_sendFileDescriptor"),
+    (amp.BinaryBoxProtocol, "_getDescriptor"),
+    (socket.socket, "_accept"),
+]
+
+
+def adoptTCPConnection(
+    cls: type[_Server], reactor: IReactorFDSet, fd: int, family: int, factory: IProtocolFactory
+) -> _Server | None:
+    """
+    What C{reactor.adoptStreamConnection} does for TCP, with the transport
+    class C{cls}.  The socket must be non-blocking; C{fd} is duplicated.
+
+    @return: The transport, or L{None} if C{factory} refused the connection.
+    """
+    adopted: _Server | None = cls._fromConnectedSocket(fd, family, factory, reactor)
+    return adopted
+
+
+def adoptUNIXConnection(
+    cls: type[_UNIXServer], reactor: IReactorFDSet, fd: int, factory: IProtocolFactory
+) -> _UNIXServer | None:
+    """
+    What C{reactor.adoptStreamConnection} does for C{AF_UNIX}, with the
+    transport class C{cls}.  C{fd} is duplicated.
+    """
+    adopted: _UNIXServer | None = cls._fromConnectedSocket(fd, factory, reactor)
+    return adopted
+
+
+def adoptTCPPort(
+    cls: type[_Port], reactor: IReactorFDSet, fd: int, family: int, factory: IProtocolFactory
+) -> _Port:
+    """
+    What C{reactor.adoptStreamPort} does for TCP, with the port class C{cls},
+    not yet listening.  C{fd} is duplicated.
+    """
+    adopted: _Port = cls._fromListeningDescriptor(reactor, fd, family, factory)
+    return adopted
+
+
+def adoptUNIXPort(
+    cls: type[_UNIXPort], reactor: IReactorFDSet, fd: int, factory: IProtocolFactory
+) -> _UNIXPort:
+    """
+    What C{reactor.adoptStreamPort} does for C{AF_UNIX}, with the port class
+    C{cls}, not yet listening.  C{fd} is duplicated.
+    """
+    adopted: _UNIXPort = cls._fromListeningDescriptor(reactor, fd, factory)
+    return adopted
+
+
+def takeAdoptedSocket(port: tcp.Port | unix.Port) -> socket.socket | None:
+    """
+    The listening socket an adopted port was made from, which the port gives
+    up (L{None} for a port that binds its own).
+    """
+    skt, port._preexistingSocket = port._preexistingSocket, None
+    return skt
+
+
+def reserveDescriptor() -> None:
+    """
+    Keep the spare descriptor Twisted's ports close to accept-and-close a
+    connection when descriptors run out (as C{tcp.Port.startListening} does).
+    """
+    tcp._reservedFD.reserve()
+
+
+def peerAddress(port: tcp.Port, address: Any) -> Any:
+    """
+    The L{twisted.internet.address} object C{port} gives its protocols for
+    the peer C{address} returned by C{accept()}.
+    """
+    return port._buildAddr(address)
+
+
+def isAborting(transport: tcp.Connection) -> bool:
+    """
+    Whether C{abortConnection()} was called on C{transport}.
+    """
+    return transport._aborting
+
+
+def hasUnsentData(transport: abstract.FileDescriptor) -> bool:
+    """
+    Whether C{transport} holds written data it has not sent yet.
+    """
+    return bool(transport.dataBuffer or transport._tempDataLen)
+
+
+def queuedDescriptors(transport: unix.Server) -> list[int]:
+    """
+    The descriptors C{transport.sendFileDescriptor} queued, oldest first: the
+    list itself, for the caller to take from.
+    """
+    queue: list[int] = transport._sendmsgQueue
+    return queue
+
+
+def writeWithoutDescriptors(transport: unix.Server, data: Any) -> Any:
+    """
+    C{writeSomeData} of the stream C{transport} is built on, bypassing its
+    descriptor queue (as C{unix.Server} does once the queue is empty).
+    """
+    base: Any = transport._writeSomeDataBase
+    return base.writeSomeData(transport, data)
+
+
+class QuietPort:
+    """
+    Mixed into a port (before Twisted's class): no "(... Closed)" log line
+    when it stops listening.
+    """
+
+    def _logConnectionLostMsg(self) -> None:
+        pass
+
+
+class SharedSocketPort:
+    """
+    Mixed into a port (before Twisted's class) whose listening socket others
+    share: stopping it never C{shutdown()}s the socket, which would end it
+    for every process that holds it.
+    """
+
+    _shouldShutdown = False
+
+
+def descriptorSender(protocol: amp.BinaryBoxProtocol) -> Callable[[int], int]:
+    """
+    What L{amp.Descriptor} calls to send a descriptor over C{protocol}'s
+    transport: it returns the ordinal that names it in the box.
+    """
+    send: Callable[[int], int] = protocol._sendFileDescriptor
+    return send
+
+
+def descriptorTaker(protocol: amp.BinaryBoxProtocol) -> Callable[[int], int]:
+    """
+    What L{amp.Descriptor} calls to claim a received descriptor by its
+    ordinal (raises L{KeyError} for one that did not arrive).
+    """
+    take: Callable[[int], int] = protocol._getDescriptor
+    return take
+
+
+def rawAccept(skt: socket.socket) -> Callable[[], tuple[int, Any]]:
+    """
+    C{accept()} of a listening socket that returns the new descriptor (made
+    with C{accept4(SOCK_CLOEXEC)}) and the peer's address, without building
+    a Python socket object per connection.
+    """
+    accept: Callable[[], tuple[int, Any]] = skt._accept  # type: ignore[attr-defined]
+    return accept
