@@ -63,7 +63,28 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ),
         (
             ["--listen", "udp:0", "--listen", "tcp:0", "tests.clusterapps.WhoAmIDatagram"],
-            "--listen 'udp:0': a udp: endpoint is served by a DatagramProtocol",
+            "--listen 'udp:0': udp cannot be mixed with stream endpoints such as 'tcp:0'",
+        ),
+        (
+            ["--listen", "udp:0", "--listen", "tcp:0", "tests.clusterapps.whoAmI"],
+            "--listen 'udp:0': udp cannot be mixed with stream endpoints such as 'tcp:0'",
+        ),
+        (
+            ["--listen", "tcp:0", "--listen", "udp:0", "tests.clusterapps.whoAmI"],
+            "--listen 'udp:0': udp cannot be mixed with stream endpoints such as 'tcp:0'",
+        ),
+        (
+            ["--listen", "tcp:70000", "tests.clusterapps.whoAmI"],
+            "--listen 'tcp:70000': port 70000 is out of range",
+        ),
+        (["--listen", "tcp:-5", "tests.clusterapps.whoAmI"], "--listen 'tcp:-5': port -5 is out of range"),
+        (
+            ["--listen", "tcp6:65536", "tests.clusterapps.whoAmI"],
+            "--listen 'tcp6:65536': port 65536 is out of range",
+        ),
+        (
+            ["--listen", "udp:70000", "tests.clusterapps.WhoAmIDatagram"],
+            "--listen 'udp:70000': port 70000 is out of range",
         ),
         (
             ["--listen", "udp:0", "tests.clusterapps.whoAmI"],

@@ -12,9 +12,11 @@ import fcntl
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -326,3 +328,39 @@ def test_port_zero_and_several_listens(cluster, tmp_path):
     assert bound[2][1] == f"unix:{path}"
     for endpoint in [("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]), path]:
         assert {whoServes(endpoint)[0] for _ in range(4)} == {1, 2}
+
+
+def _backlogs(port: int) -> list[int]:
+    """
+    The backlog of every listening TCP socket on C{port} (ss's Send-Q).
+    """
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return [int(line.split()[2]) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+@pytest.mark.parametrize("policy", ["rr", "none", "reuseport"])
+def test_backlog_is_nodes_unless_given(cluster, policy):
+    """
+    A listening socket's backlog is Node's 511 unless the endpoint gives
+    C{backlog=} (Twisted's endpoints would use 50).
+    """
+    c = cluster(
+        "--workers",
+        "2",
+        "--scheduling",
+        policy,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--listen",
+        "tcp:0:interface=127.0.0.1:backlog=7",
+        APP,
+    )
+    c.waitReady(2)
+    bound = c.bound()
+    ports = [int(address.rsplit(":", 1)[1]) for _, address, _ in bound]
+    sockets = 2 if policy == "reuseport" else 1
+    assert _backlogs(ports[0]) == [511] * sockets
+    assert _backlogs(ports[1]) == [7] * sockets

@@ -35,8 +35,25 @@ class SpecFromDescriptionTests(SynchronousTestCase):
 
     def test_unixPathIsAbsolute(self) -> None:
         spec = specFromDescription("unix:app.sock:mode=600")
-        self.assertEqual(spec, ListenSpec("unix", os.path.abspath("app.sock"), -1, 50, 0o600))
+        self.assertEqual(spec, ListenSpec("unix", os.path.abspath("app.sock"), -1, 511, 0o600))
         self.assertEqual(spec.key(0), f"{os.path.abspath('app.sock')}:-1:-1:-1:0")
+
+    def test_backlogIsNodesUnlessGiven(self) -> None:
+        """
+        Node's 511, where Twisted's endpoints would listen with 50; a
+        C{backlog=} is honoured, 50 included.
+        """
+        self.assertEqual(specFromDescription("tcp:8080").backlog, 511)
+        self.assertEqual(specFromDescription("unix:app.sock").backlog, 511)
+        self.assertEqual(specFromDescription("tcp:8080:backlog=50").backlog, 50)
+        self.assertEqual(specFromDescription("haproxy:tcp:8080:backlog=9").backlog, 9)
+
+    def test_portOutOfRange(self) -> None:
+        for description in ("tcp:70000", "tcp:-5", "tcp6:65536", "udp:65536", "udp:-1"):
+            with self.assertRaises(ValueError) as raised:
+                specFromDescription(description)
+            self.assertIn("is out of range (0-65535)", str(raised.exception))
+        self.assertEqual(specFromDescription("tcp:65535").port, 65535)
 
     def test_wrapperEndpoint(self) -> None:
         """

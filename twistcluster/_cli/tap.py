@@ -124,6 +124,8 @@ class Options(usage.Options):
         except ValueError as e:
             fail(str(e))
         if self["factory"] is not None:
+            # Before the factory is loaded as one kind or the other.
+            _checkKinds(self["listen"])
             # Before twist installs the reactor: see leaveOutTLS.
             _checkFactory(self["factory"], self["listen"])
 
@@ -220,13 +222,21 @@ def _parseListens(descriptions: list[str], culprit: str = "--listen") -> list[tu
                     f"is already served by {earlier!r}"
                 )
         listens.append((description, spec))
-    datagram = [d for d, spec in listens if spec.kind == "udp"]
-    if datagram and len(datagram) != len(listens):
-        fail(
-            f"--listen {datagram[0]!r}: a udp: endpoint is served by a DatagramProtocol,"
-            " and one FACTORY cannot also serve stream endpoints"
-        )
     return listens
+
+
+def _checkKinds(descriptions: list[str]) -> None:
+    """
+    One FACTORY serves every listen: datagram endpoints (a DatagramProtocol)
+    cannot be mixed with stream endpoints (a protocol factory).
+    """
+    datagram = [d for d in descriptions if isDatagram(d)]
+    if datagram and len(datagram) != len(descriptions):
+        stream = next(d for d in descriptions if not isDatagram(d))
+        fail(
+            f"--listen {datagram[0]!r}: udp cannot be mixed with stream endpoints such as {stream!r}"
+            " (one FACTORY serves them all: a DatagramProtocol for udp, a protocol factory otherwise)"
+        )
 
 
 def _checkFactory(name: str, descriptions: list[str]) -> None:

@@ -28,6 +28,11 @@ DATAGRAM_PREFIXES = ("udp", "udp6")
 #: check it), and the wrappers whose inner endpoint decides.
 PLAIN_KINDS = frozenset({"tcp", "tcp6", "unix", "systemd", *DATAGRAM_PREFIXES})
 WRAPPER_KINDS = frozenset({"haproxy"})
+#: The listen backlog of an endpoint string that gives no C{backlog=}:
+#: Node's (C{net.Server.listen}), where Twisted's endpoints would use 50.
+DEFAULT_BACKLOG = 511
+#: The port numbers a TCP or UDP socket can bind.
+PORT_RANGE = range(0, 65536)
 
 
 @frozen
@@ -47,16 +52,16 @@ class ListenSpec:
     kind: str
     address: str
     port: int = -1
-    backlog: int = 50
+    backlog: int = DEFAULT_BACKLOG
     mode: int = 0o666
     fd: int = -1
 
     @classmethod
-    def forTCP(cls, port: int, backlog: int = 50, interface: str = "") -> ListenSpec:
+    def forTCP(cls, port: int, backlog: int = DEFAULT_BACKLOG, interface: str = "") -> ListenSpec:
         return cls("tcp", interface, int(port), int(backlog))
 
     @classmethod
-    def forUNIX(cls, address: str | bytes, backlog: int = 50, mode: int = 0o666) -> ListenSpec:
+    def forUNIX(cls, address: str | bytes, backlog: int = DEFAULT_BACKLOG, mode: int = 0o666) -> ListenSpec:
         path = os.fsdecode(address)
         return cls("unix", os.path.abspath(path), -1, int(backlog), int(mode))
 
@@ -256,12 +261,15 @@ def parseDatagram(description: str) -> tuple[ListenSpec, int]:
     interface = options.get("interface", "::" if prefix == "udp6" else "")
     if prefix == "udp6" and ":" not in interface:
         raise ValueError(f"udp6 needs an IPv6 interface, not {interface!r}")
+    if port not in PORT_RANGE:
+        raise ValueError(f"port {port} is out of range (0-65535)")
     return ListenSpec.forUDP(port, interface), maxPacketSize
 
 
 def specFromDescription(description: str) -> ListenSpec:
     """
-    Parse a server endpoint description into the listen it makes.
+    Parse a server endpoint description into the listen it makes, with a
+    backlog of L{DEFAULT_BACKLOG} unless it gives one.
 
     @raise ValueError: The description is malformed, or it does not listen on
         exactly one socket.  The message says why.
@@ -294,7 +302,12 @@ def specFromDescription(description: str) -> ListenSpec:
         recorder.restoreAdopted()
     if len(recorder.specs) != 1:
         raise UnsupportedEndpoint("it does not listen on exactly one socket")
-    return recorder.specs[0]
+    spec = recorder.specs[0]
+    if spec.kind == "tcp" and spec.fd < 0 and spec.port not in PORT_RANGE:
+        raise ValueError(f"port {spec.port} is out of range (0-65535)")
+    if not any(text.startswith("backlog=") for _, text in _fields(description)):
+        spec = evolve(spec, backlog=DEFAULT_BACKLOG)
+    return spec
 
 
 def workerDescription(description: str, spec: ListenSpec) -> str:
