@@ -183,6 +183,28 @@ def test_crashed_worker_is_replaced(cluster):
     assert served == {2, 3}
 
 
+def _environment(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [entry.split(b"=", 1) for entry in f.read().split(b"\0") if b"=" in entry]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def test_replacement_keeps_the_slot(cluster):
+    """
+    Each worker has a slot, 0..N-1 (TWISTCLUSTER_WORKER_SLOT), which its
+    replacement takes over, with a new id (TWISTCLUSTER_WORKER_ID).
+    """
+    c = cluster("--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", APP)
+    pids = c.waitReady(2)
+    slots = {id: _environment(pid)["TWISTCLUSTER_WORKER_SLOT"] for id, pid in pids.items()}
+    assert sorted(slots.values()) == ["0", "1"]
+    os.kill(pids[2], signal.SIGKILL)
+    pids = c.waitReady(3)
+    environment = _environment(pids[3])
+    assert environment["TWISTCLUSTER_WORKER_ID"] == "3"
+    assert environment["TWISTCLUSTER_WORKER_SLOT"] == slots[2]
+
+
 def test_handoffs_in_flight_to_a_dying_worker_go_to_another(cluster):
     """
     Connections handed to a worker that never acks them (stopped, then

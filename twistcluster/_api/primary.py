@@ -4,9 +4,9 @@ C{cluster} in the primary, as Node's C{cluster} module is there: C{fork()},
 C{workers}, C{settings}/C{setupPrimary()}, C{schedulingPolicy},
 C{disconnect()}, and the cluster's events.
 
-It runs on the same engine as C{twist cluster}'s master (L{WorkerPool},
-L{Worker}, L{Handles}), with Node's rules where the command line has its
-own: workers are started only by C{fork()} and never replaced (C{'exit'} is
+It runs on the same engine as C{twist cluster}'s master (L{Spawner},
+L{Worker}, L{Handles}), without its supervisor, and with Node's rules where
+the command line has its own: workers are started only by C{fork()} and never replaced (C{'exit'} is
 where an application forks again), any listen a worker asks for is granted,
 and a listening socket closes once no worker is left.
 """
@@ -26,7 +26,7 @@ from .._common.events import EventEmitter
 from .._common.messages import encodeMessage
 from .._master import worker as _workers
 from .._master.handles import Handles
-from .._master.pool import WorkerPool
+from .._master.spawner import Spawner
 from .settings import (
     SCHED_LEAST_CONN,
     SCHED_NONE,
@@ -78,7 +78,7 @@ class PrimaryCluster(EventEmitter):
         self._policyFrozen = False
         self.workers: dict[int, _workers.Worker] = {}
         self._handles: Handles | None = None
-        self._pool: WorkerPool | None = None
+        self._spawner: Spawner | None = None
         self._forkAnnounced: set[int] = set()
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownTrigger: Any = None
@@ -152,19 +152,19 @@ class PrimaryCluster(EventEmitter):
         self.setupPrimary()
         assert self._settings is not None
         command = workerCommand(self._settings, env)
-        worker = self._engine().spawn(command)
+        worker = self._engine().spawn(command, _UNSUPERVISED)
         self.workers[worker.id] = worker
         worker.relayEventsTo(self._workerEvent)
         self._reactor.callLater(0, self._announceFork, worker)
         return worker
 
-    def _engine(self) -> WorkerPool:
-        if self._pool is None:
+    def _engine(self) -> Spawner:
+        if self._spawner is None:
             assert self._settings is not None
             self._handles = Handles(self._reactor, None, schedulingFor(self.schedulingPolicy))
-            self._pool = WorkerPool(self._reactor, self._handles, [], 0, self._settings["shutdownTimeout"])
+            self._spawner = Spawner(self._reactor, self._handles, self._settings["shutdownTimeout"])
             self._shutdownTrigger = self._reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
-        return self._pool
+        return self._spawner
 
     def _announceFork(self, worker: _workers.Worker) -> None:
         if worker.id not in self._forkAnnounced:
@@ -245,3 +245,22 @@ class PrimaryCluster(EventEmitter):
         if self._shutdownTrigger is not None:
             self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
             self._shutdownTrigger = None
+
+
+class _Unsupervised:
+    """
+    Nobody replaces a forked worker: C{'exit'} is where an application forks
+    again.
+    """
+
+    def workerReady(self, worker: _workers.Worker) -> None:
+        pass
+
+    def workerExited(self, worker: _workers.Worker, code: int | None, signal: int | None) -> None:
+        pass
+
+    def workerWornOut(self, worker: _workers.Worker, why: str) -> None:
+        pass
+
+
+_UNSUPERVISED = _Unsupervised()

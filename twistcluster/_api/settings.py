@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._common.policies import SchedulingPolicy, schedulingPolicy
-from .._master.pool import WorkerCommand
+from .._master.spawner import WorkerCommand
 
 #: Node's scheduling policies: the kernel spreads connections (the listening
 #: socket is shared), or the primary hands them out in turn.

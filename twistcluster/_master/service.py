@@ -24,7 +24,8 @@ from .._common.policies import SchedulingPolicy
 from .._common.sockets import describeAddress
 from .handles import Handles
 from .monitor import WorkerMonitor
-from .pool import WorkerPool
+from .spawner import Spawner, entryPointCommand
+from .supervisor import RestartCause, Supervisor
 
 
 class StartupError(Exception):
@@ -60,7 +61,7 @@ class Master(Service):
     The cluster's master process.
 
     @ivar handles: The listening sockets, by Node's key.
-    @ivar pool: The worker processes.
+    @ivar supervisor: Keeps the worker processes serving.
     @ivar exitStatus: What the process exits with; non-zero once the master
         gave up.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
@@ -90,22 +91,22 @@ class Master(Service):
         self.exitStatus = 0
         granted = None if grantAny else [spec for _, spec in self._listens]
         self.handles = Handles(reactor, granted, policy)
-        self.pool = WorkerPool(
+        self.supervisor = Supervisor(
+            Spawner(reactor, self.handles, limits.shutdownTimeout),
             reactor,
-            self.handles,
-            workerArguments,
+            entryPointCommand(workerArguments),
             workers,
-            limits.shutdownTimeout,
             gaveUp=self._gaveUp,
             maxConnections=limits.maxConnections,
         )
         self._monitor = WorkerMonitor(
             reactor,
-            lambda: self.pool.workers.values(),
-            hung=lambda worker, why: worker.abort(why),  # type: ignore[attr-defined]
-            tooBig=lambda worker, size: self.pool.workerWornOut(
-                worker,
-                f"uses {size >> 20} MiB (limit {limits.maxMemory >> 20} MiB)",  # type: ignore[operator,arg-type]
+            lambda: self.supervisor.workers.values(),
+            hung=self.supervisor.workerHung,  # type: ignore[arg-type]
+            tooBig=lambda worker, size: self.supervisor.retire(
+                worker,  # type: ignore[arg-type]
+                RestartCause.MEMORY,
+                f"uses {size >> 20} MiB (limit {limits.maxMemory >> 20} MiB)",  # type: ignore[operator]
             ),
             workerTimeout=limits.workerTimeout,
             bootTimeout=limits.bootTimeout,
@@ -160,7 +161,7 @@ class Master(Service):
     def _running(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, self._signalled)
-        self.pool.start()
+        self.supervisor.start()
         self._monitor.start()
 
     def _signalled(self, signum: int, frame: Any) -> None:
@@ -172,11 +173,11 @@ class Master(Service):
         elif self._stopping:
             self._log.info("{signal} ignored: stopping", signal=signum.name)
         elif signum == signal.SIGHUP:
-            self.pool.restartAll()
+            self.supervisor.restartAll()
         elif signum == signal.SIGTTIN:
-            self.pool.grow()
+            self.supervisor.grow()
         elif signum == signal.SIGTTOU:
-            self.pool.shrink()
+            self.supervisor.shrink()
 
     def _stopRequested(self, signame: str) -> None:
         if not self._stopping:
@@ -184,7 +185,7 @@ class Master(Service):
             self._reactor.stop()
         else:
             self._log.warn("{signal} again: killing the workers now", signal=signame)
-            self.pool.killAll()
+            self.supervisor.killAll()
 
     def _gaveUp(self, reason: str) -> None:
         self._log.critical("giving up: {reason}", reason=reason)
@@ -216,11 +217,11 @@ class Master(Service):
             timeout=self._limits.shutdownTimeout,
         )
         yield DeferredList([handle.stopAccepting() for handle in self.handles])
-        if self.pool.readyCount:
+        if self.supervisor.readyCount:
             idle: Deferred[Any] = DeferredList([handle.whenIdle() for handle in self.handles])
             idle.addTimeout(self._limits.shutdownTimeout, self._reactor)
             yield idle.addErrback(lambda _: None)
-        yield self.pool.stop()
+        yield self.supervisor.stop()
         for handle in self.handles:
             handle.closeWaiting()
         self._log.info("stopped")

@@ -31,9 +31,10 @@ from .handles import Handles
 from .lifecycle import LifecycleCore, makeLifecycle
 
 
-class PoolEvents(Protocol):
+class WorkerEvents(Protocol):
     """
-    What the pool hears about its workers.
+    What a worker's owner hears about it (the supervisor, on the command
+    line).
     """
 
     def workerReady(self, worker: Worker) -> None: ...
@@ -49,6 +50,9 @@ class Worker(WorkerAPI):
     primary; L{WorkerAPI} has its events, their Deferreds, and C{send}).
 
     @ivar id: Unique in this master's life, counting from 1, never reused.
+    @ivar slot: Its place among the command line's workers, 0..N-1, kept by
+        its replacement (L{None} for a worker the API forked).
+    @ivar generation: How many rolling restarts came before it was spawned.
     @ivar pid: The process id, kept after the process is gone.
     @ivar exitedAfterDisconnect: Whether the master asked it to leave.
     @ivar everReady: Whether it ever became ready (listening); a worker that
@@ -70,10 +74,12 @@ class Worker(WorkerAPI):
         id: int,
         reactor: IReactorTime,
         handles: Handles,
-        events: PoolEvents,
+        events: WorkerEvents,
         shutdownTimeout: float,
     ) -> None:
         self.id = id
+        self.slot: int | None = None
+        self.generation = 0
         self.pid: int | None = None
         self.process: ChildProcess | None = None
         self.exitedAfterDisconnect = False
@@ -100,6 +106,18 @@ class Worker(WorkerAPI):
     @property
     def state(self) -> str:
         return self._core.state
+
+    def isServing(self) -> bool:
+        """
+        Is it alive and not leaving (booting, or ready)?
+        """
+        return self.state in ("spawning", "online", "listening")
+
+    def isReady(self) -> bool:
+        """
+        Is it listening, and not leaving?
+        """
+        return self.state == "listening"
 
     def attach(self, process: IProcessTransport, control: ControlChannel) -> None:
         self.process = ChildProcess(process, control)

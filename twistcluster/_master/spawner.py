@@ -1,0 +1,141 @@
+# -*- test-case-name: tests.test_cluster,tests.test_node_api -*-
+"""
+Starting worker processes: a socketpair whose other end the child gets as
+fd 3, C{spawnProcess(childFDs=...)}, and the master's end of the control
+channel.  Both faces use it: C{twist cluster}'s master through its
+L{twistcluster._master.supervisor.Supervisor}, and the Node API's primary
+through C{fork()}.  It decides nothing: when to start a worker, and what to
+do once it exits, is its caller's business.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from attrs import field, frozen
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from .._common.protocol import CONTROL_FD, adoptControlChannel
+from .handles import Handles
+from .output import WorkerProcessProtocol
+from .worker import MasterControl, Worker, WorkerEvents
+
+#: The worker entry point of C{twist cluster}.
+WORKER_MODULE = "twistcluster._worker.main"
+
+#: A worker's id in its environment (Node's C{NODE_UNIQUE_ID}): never reused.
+WORKER_ID_VARIABLE = "TWISTCLUSTER_WORKER_ID"
+#: A worker's slot in its environment (PM2's C{NODE_APP_INSTANCE}): 0..N-1,
+#: kept by its replacement.
+WORKER_SLOT_VARIABLE = "TWISTCLUSTER_WORKER_SLOT"
+
+
+@frozen
+class WorkerCommand:
+    """
+    How to start one worker process.
+
+    @ivar argv: The command line, the executable first.
+    @ivar env: Set in the worker's environment, over the master's.
+    @ivar cwd: The worker's working directory (the master's if L{None}).
+    @ivar uid: Run the worker as this user.
+    @ivar gid: Run the worker as this group.
+    @ivar relayOutput: Whether the worker's stdout and stderr are pipes whose
+        lines the master logs with the worker id; otherwise the worker
+        shares the master's.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(factory=dict)
+    cwd: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    relayOutput: bool = True
+
+
+def entryPointCommand(workerArguments: Sequence[str]) -> WorkerCommand:
+    """
+    C{python -m twistcluster._worker.main WORKERARGUMENTS}, with this
+    process's import path: how C{twist cluster} starts its workers.
+    """
+    return WorkerCommand(
+        [sys.executable, "-m", WORKER_MODULE, *workerArguments],
+        env={"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"},
+    )
+
+
+class Spawner:
+    """
+    Starts worker processes, each with its own control channel, numbering
+    them from 1 (ids are never reused).
+
+    @ivar _reactor: Spawns the processes, adopts the channels, and times the
+        workers' deadlines (C{IReactorProcess}, C{IReactorSocket},
+        C{IReactorTime}).
+    @ivar _handles: The listening handles the workers' queries reach.
+    @ivar _shutdownTimeout: Seconds a leaving worker has before it is killed.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, handles: Handles, shutdownTimeout: float) -> None:
+        self._reactor = reactor
+        self._handles = handles
+        self._shutdownTimeout = shutdownTimeout
+        self._lastId = 0
+
+    def spawn(
+        self,
+        command: WorkerCommand,
+        events: WorkerEvents,
+        slot: int | None = None,
+        generation: int = 0,
+    ) -> Worker:
+        """
+        Start one worker process, its end of the control channel as fd 3.
+
+        @param events: Told when the worker is ready, exits, or wears out.
+        @param slot: Its slot (C{$TWISTCLUSTER_WORKER_SLOT}), if it has one.
+        @param generation: How many rolling restarts came before it.
+        @raise OSError: The process could not be started (C{EMFILE}, ...);
+            nothing is left open.
+        """
+        self._lastId += 1
+        worker = Worker(self._lastId, self._reactor, self._handles, events, self._shutdownTimeout)
+        worker.slot, worker.generation = slot, generation
+        env = dict(os.environ, **command.env)
+        env[WORKER_ID_VARIABLE] = str(worker.id)
+        if slot is not None:
+            env[WORKER_SLOT_VARIABLE] = str(slot)
+        output: dict[int, str | int] = {1: "r", 2: "r"} if command.relayOutput else {1: 1, 2: 2}
+        parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = self._reactor.spawnProcess(
+                WorkerProcessProtocol(worker),
+                command.argv[0],
+                list(command.argv),
+                env=env,
+                path=command.cwd,
+                uid=command.uid,
+                gid=command.gid,
+                childFDs={0: "w", **output, CONTROL_FD: childEnd.fileno()},
+            )
+        except BaseException:
+            parentEnd.close()
+            raise
+        finally:
+            # spawnProcess leaves our copy open; without this close we would
+            # never see the channel end when the worker dies.
+            childEnd.close()
+        control = MasterControl(worker, self._handles)
+        adoptControlChannel(self._reactor, parentEnd.fileno(), Factory.forProtocol(lambda: control))
+        parentEnd.close()
+        worker.attach(process, control)
+        process.closeStdin()
+        self._log.debug("worker {workerId} spawned (pid {pid})", workerId=worker.id, pid=worker.pid)
+        return worker

@@ -1,0 +1,421 @@
+# -*- test-case-name: tests.test_supervisor -*-
+"""
+C{twist cluster}'s workers kept serving: a fixed number of slots, each with
+a worker; a replacement for one that dies (with backoff, and giving up when
+no worker ever boots); a new worker ready before an old one drains (rolling
+restarts, worn-out workers); scaling.
+
+It decides; a L{Spawner<twistcluster._master.spawner.Spawner>} starts the
+processes.  Both are injected, with the clock, so every decision is tested
+without processes (as C{twisted.trial._dist} tests its pool).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from .respawn import RespawnPolicy
+from .restart import RollingRestart
+from .spawner import WorkerCommand
+from .worker import WorkerEvents
+
+
+class RestartCause(StrEnum):
+    """
+    Why a worker was replaced (L{Supervisor.restarts} counts them).
+    """
+
+    CRASH = "crash"
+    BOOT_FAILURE = "boot-failure"
+    HUNG = "hung"
+    MEMORY = "memory"
+    CONNECTION_LIMIT = "connection-limit"
+    RELOAD = "reload"
+
+
+class Supervised(Protocol):
+    """
+    A worker, as the supervisor needs it.
+    """
+
+    id: int
+    pid: int | None
+    slot: int | None
+    generation: int
+    everReady: bool
+    lastError: str | None
+    connectionLimit: int | None
+
+    def isServing(self) -> bool: ...
+
+    def isReady(self) -> bool: ...
+
+    def whenReady(self) -> Deferred[bool]: ...
+
+    def whenExited(self) -> Deferred[Any]: ...
+
+    def disconnect(self) -> object: ...
+
+    def kill(self, signal: str | int = ...) -> None: ...
+
+    def abort(self, why: str) -> None: ...
+
+
+class SpawnsWorkers(Protocol):
+    """
+    Starts worker processes (L{twistcluster._master.spawner.Spawner}).
+    """
+
+    def spawn(
+        self, command: WorkerCommand, events: WorkerEvents, slot: int | None, generation: int
+    ) -> Supervised: ...
+
+
+def _jitter(most: int) -> int:
+    return random.randint(0, most)
+
+
+class Supervisor:
+    """
+    Keeps C{size} workers serving, one in each slot C{0..size-1}.
+
+    @ivar workers: Every live worker, by id, leaving ones included.
+    @ivar size: How many slots.
+    @ivar generation: How many rolling restarts were asked for; each worker
+        is spawned in the current one.
+    @ivar restarts: How many workers were replaced, by L{RestartCause}.
+    @ivar spawnFailures: Failed attempts to start a process (C{EMFILE}...)
+        since the last one that started.
+    @ivar _wornOut: Workers to replace that still serve, until another
+        worker is ready to take their share.
+    @ivar _dismissed: Workers this supervisor told to leave.
+    @ivar _respawning: Slots waiting to be filled again, after a backoff.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        spawner: SpawnsWorkers,
+        clock: IReactorTime,
+        command: WorkerCommand,
+        size: int,
+        gaveUp: Callable[[str], object] = lambda reason: None,
+        policy: RespawnPolicy | None = None,
+        maxConnections: int | None = None,
+        jitter: Callable[[int], int] = _jitter,
+    ) -> None:
+        self._spawner = spawner
+        self._clock = clock
+        self._command = command
+        self.size = size
+        self._gaveUp = gaveUp
+        self.policy = policy if policy is not None else RespawnPolicy(clock)
+        self._maxConnections = maxConnections
+        self._jitter = jitter
+        self.workers: dict[int, Supervised] = {}
+        self.generation = 0
+        self.restarts: Counter[RestartCause] = Counter()
+        self.spawnFailures = 0
+        self._running = False
+        self._givenUp = False
+        self._wornOut: dict[int, Supervised] = {}
+        self._dismissed: set[int] = set()
+        self._hung: set[int] = set()
+        self._respawning: dict[int, IDelayedCall] = {}
+        self._restart: RollingRestart | None = None
+
+    def serving(self) -> list[Supervised]:
+        """
+        The workers not leaving.
+        """
+        return [w for w in self.workers.values() if w.isServing()]
+
+    @property
+    def readyCount(self) -> int:
+        return sum(w.isReady() for w in self.workers.values())
+
+    def start(self) -> None:
+        self._running = True
+        self._replenish()
+
+    # Filling the slots
+
+    def _filled(self, slot: int | None) -> bool:
+        return any(
+            w.slot == slot and w.isServing() and w.id not in self._wornOut for w in self.workers.values()
+        )
+
+    def _replenish(self) -> None:
+        for slot in range(self.size):
+            if not self._running:
+                return
+            if slot not in self._respawning and not self._filled(slot) and self._spawn(slot) is None:
+                # Retried later, for every empty slot at once.
+                return
+
+    def _spawn(self, slot: int) -> Supervised | None:
+        """
+        Start a worker in C{slot}; if the process cannot be started, try
+        again later with the boot-failure backoff.
+
+        @return: The worker, or L{None} if it could not be started.
+        """
+        try:
+            worker = self._spawner.spawn(self._command, self, slot, self.generation)
+        except Exception as e:
+            self._spawnFailed(slot, e)
+            return None
+        if self.spawnFailures:
+            self._log.info(
+                "worker {workerId} started, after {failures} failed attempts",
+                workerId=worker.id,
+                failures=self.spawnFailures,
+            )
+            self.spawnFailures = 0
+        if self._maxConnections:
+            worker.connectionLimit = self._maxConnections + self._jitter(self._maxConnections // 10)
+        self.workers[worker.id] = worker
+        return worker
+
+    def _spawnFailed(self, slot: int, error: Exception) -> None:
+        self.spawnFailures += 1
+        delay = self.policy.workerDied(wasReady=False)
+        if delay is None:
+            self._giveUp(f"cannot start a worker process ({self.spawnFailures} tries): {error}")
+            return
+        if self.spawnFailures == 1:
+            # Once per episode: under EMFILE the retries would flood the log.
+            self._log.error(
+                "cannot start a worker process: {error}; retrying with backoff (next in {delay:.1f}s)",
+                error=error,
+                delay=delay,
+            )
+        self._respawnLater(slot, delay)
+
+    def _respawnLater(self, slot: int, delay: float) -> None:
+        if slot in self._respawning:
+            return
+
+        def respawn() -> None:
+            del self._respawning[slot]
+            self._replenish()
+
+        self._respawning[slot] = self._clock.callLater(delay, respawn)
+
+    def _giveUp(self, reason: str) -> None:
+        if self._givenUp:
+            return
+        self._givenUp = True
+        self._halt()
+        self._gaveUp(reason)
+
+    def _halt(self) -> None:
+        self._running = False
+        for call in self._respawning.values():
+            call.cancel()
+        self._respawning.clear()
+
+    def _dismiss(self, worker: Supervised) -> None:
+        if worker.isServing():
+            self._dismissed.add(worker.id)
+            self._wornOut.pop(worker.id, None)
+            worker.disconnect()
+
+    # WorkerEvents
+
+    def workerReady(self, worker: Supervised) -> None:
+        self.policy.workerReady()
+        self._retireWornOut()
+
+    def workerWornOut(self, worker: Supervised, why: str) -> None:
+        self.retire(worker, RestartCause.CONNECTION_LIMIT, why)
+
+    def workerExited(self, worker: Supervised, code: int | None, signal: int | None) -> None:
+        self.workers.pop(worker.id, None)
+        hung = worker.id in self._hung
+        replaced = self._wornOut.pop(worker.id, None) is not None or worker.id in self._dismissed
+        self._hung.discard(worker.id)
+        self._dismissed.discard(worker.id)
+        if not self._running:
+            return
+        if replaced:
+            self._replenish()
+            return
+        delay = self.policy.workerDied(worker.everReady)
+        if delay is None:
+            self._giveUp(
+                f"workers keep failing to boot ({self.policy.bootFailures} in a row, none ever ready); "
+                f"the last one said: {worker.lastError or 'nothing'}"
+            )
+            return
+        cause = RestartCause.BOOT_FAILURE
+        if worker.everReady:
+            cause = RestartCause.HUNG if hung else RestartCause.CRASH
+        self.restarts[cause] += 1
+        if self._filled(worker.slot):
+            # A rolling restart's new worker: the restart retries itself.
+            return
+        self._log.info(
+            "replacing worker {workerId} (slot {slot}) in {delay:.1f}s",
+            workerId=worker.id,
+            slot=worker.slot,
+            delay=delay,
+        )
+        self._respawnLater(worker.slot, delay)
+
+    # Workers that must go
+
+    def workerHung(self, worker: Supervised, why: str) -> None:
+        """
+        C{worker} stopped answering (or never became ready): abort it; it is
+        replaced once it has exited.
+        """
+        self._hung.add(worker.id)
+        worker.abort(why)
+
+    def retire(self, worker: Supervised, cause: RestartCause, why: str) -> None:
+        """
+        C{worker} is worn out: start its replacement now; it leaves the
+        rotation (and drains) at once if another worker is ready to take its
+        share, else as soon as one is.
+        """
+        if not self._running or not worker.isServing() or worker.id in self._wornOut:
+            return
+        self.restarts[cause] += 1
+        self._wornOut[worker.id] = worker
+        self._log.info(
+            "worker {workerId} (pid {pid}) {why}; replacing it", workerId=worker.id, pid=worker.pid, why=why
+        )
+        self._retireWornOut()
+        self._replenish()
+
+    def _retireWornOut(self) -> None:
+        if not self._wornOut:
+            return
+        fresh = [w for w in self.workers.values() if w.isReady() and w.id not in self._wornOut]
+        if not fresh:
+            # The last ones serve on: a worn-out worker beats none.
+            return
+        for worker in list(self._wornOut.values()):
+            self._log.info(
+                "worker {workerId} (pid {pid}) leaves the rotation", workerId=worker.id, pid=worker.pid
+            )
+            self._dismiss(worker)
+
+    def _trim(self) -> None:
+        for worker in self.serving():
+            if worker.slot is None or worker.slot >= self.size:
+                self._dismiss(worker)
+
+    # Rolling restarts (L{RollingRestart}): a new worker must be ready before
+    # an old one goes.
+
+    def restartAll(self) -> Deferred[int]:
+        """
+        A rolling restart: the workers are replaced one at a time by new ones
+        (which load the code afresh), never leaving fewer than C{size} ready.
+        Asked again while one runs, that one goes on to the new generation:
+        every worker started before the latest request is replaced.
+
+        @return: Fires with how many workers were replaced.
+        """
+        self.generation += 1
+        stale = len(self.staleWorkers(set()))
+        joining = self._restart is not None
+        self._log.info(
+            "rolling restart of {count} workers (generation {generation}){joining}",
+            count=stale,
+            generation=self.generation,
+            joining=": the restart under way goes on to it" if joining else "",
+        )
+        if self._restart is None:
+            self._restart = RollingRestart(self, self._clock)
+            self._restart.run().addBoth(self._restartEnded)
+        return self._restart.finished.wait()
+
+    def _restartEnded(self, result: object) -> None:
+        self._restart = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def staleWorkers(self, excluding: set[int]) -> list[Supervised]:
+        """
+        The serving workers of an older generation than the current one (but
+        those already being replaced, and those in C{excluding}), oldest
+        first.
+        """
+        stale = [
+            w
+            for w in self.serving()
+            if w.generation < self.generation and w.id not in excluding and w.id not in self._wornOut
+        ]
+        return sorted(stale, key=lambda w: (w.generation, w.slot or 0, w.id))
+
+    def spawnInto(self, slot: int) -> Supervised | None:
+        """
+        Start one more worker in C{slot} (its worker is being replaced).
+
+        @return: The new worker; L{None} if there is no such slot any more or
+            the process could not be started (it is retried later).
+        """
+        if not self._running or slot >= self.size:
+            return None
+        return self._spawn(slot)
+
+    def replaced(self, worker: Supervised) -> None:
+        """
+        C{worker}'s replacement is ready: let it drain.
+        """
+        self.restarts[RestartCause.RELOAD] += 1
+        self._dismiss(worker)
+        self._trim()
+
+    # Scaling
+
+    def grow(self) -> None:
+        self.size += 1
+        self._log.info("one worker more: {size}", size=self.size)
+        self._replenish()
+
+    def shrink(self) -> None:
+        if self.size <= 1:
+            self._log.warn("not shrinking below one worker")
+            return
+        self.size -= 1
+        self._log.info("one worker fewer: {size}", size=self.size)
+        pending = self._respawning.pop(self.size, None)
+        if pending is not None:
+            pending.cancel()
+        self._trim()
+
+    # Stopping
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Disconnect every worker: each closes its servers, finishes its
+        connections and exits, or is killed after the shutdown timeout.
+
+        @return: Fires when every worker has exited.
+        """
+        self._halt()
+        workers = list(self.workers.values())
+        exits = [w.whenExited() for w in workers]
+        for worker in workers:
+            self._dismissed.add(worker.id)
+            worker.disconnect()
+        return DeferredList(exits)
+
+    def killAll(self) -> None:
+        for worker in list(self.workers.values()):
+            worker.kill("KILL")
