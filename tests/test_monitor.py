@@ -66,7 +66,7 @@ class WorkerMonitorTests(SynchronousTestCase):
             self.answerPings(self.workers[1])
         self.assertEqual(self.hung, [])
         self.clock.advance(self.monitor.interval * 2)
-        self.assertIn((3, "not ready after 8s"), self.hung)
+        self.assertIn((3, "was not ready after 8s"), self.hung)
 
     def test_memoryLimit(self) -> None:
         self.memory[1002] = 300 << 20

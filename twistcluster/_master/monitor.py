@@ -115,7 +115,7 @@ class WorkerMonitor:
 
     def _checkBoot(self, worker: Watched, now: float) -> None:
         if now - self._firstSeen[worker.id] > self._bootTimeout:
-            self._report(worker, self._hung, f"not ready after {self._bootTimeout:g}s")
+            self._report(worker, self._hung, f"was not ready after {self._bootTimeout:g}s")
 
     def _checkHeartbeat(self, worker: Watched, now: float) -> None:
         last = self._lastAnswer.setdefault(worker.id, now)

@@ -176,6 +176,9 @@ class Worker(WorkerAPI):
             pid=self.pid,
             why=why,
         )
+        # The culprit if it never becomes ready (its faulthandler report,
+        # read by the output relay, adds where it was stuck).
+        self.lastError = f"worker {self.id} {why}"
         self._handles.workerLeaving(self)
         self.kill("ABRT")
         if self._killTimer is None:

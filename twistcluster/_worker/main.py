@@ -66,9 +66,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         installReactor(arguments.reactor)
     from twisted.internet import task
-    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+    from twisted.logger import globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    from .logs import masterLogObserver
+
+    globalLogBeginner.beginLoggingTo([masterLogObserver(sys.stderr)], redirectStandardIO=False)
     workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
 
     def run(reactor: Any) -> Deferred[None]:
