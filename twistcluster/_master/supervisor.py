@@ -261,7 +261,7 @@ class Supervisor:
         if worker.everReady:
             cause = RestartCause.HUNG if hung else RestartCause.CRASH
         self.restarts[cause] += 1
-        if self._filled(worker.slot):
+        if worker.slot is None or self._filled(worker.slot):
             # A rolling restart's new worker: the restart retries itself.
             return
         self._log.info(
