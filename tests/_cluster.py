@@ -1,7 +1,7 @@
 """
-Run a real `twist cluster` master (and its workers) for a test: read its log
-as it comes, wait for lines with a deadline, signal it, and always leave no
-process behind.
+Run a real `twist cluster` master (and its workers) for a test, with
+L{twistcluster.testing}'s reader: read its log as it comes, wait for events
+and lines with a deadline, signal it, and always leave no process behind.
 """
 
 from __future__ import annotations
@@ -11,38 +11,64 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from twistcluster.testing import CLUSTER_EVENT, ClusterFailed, ClusterProcess, RunningCluster
+
 PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")
 MARKER = "TWISTCLUSTER_TEST_MARKER"
 
 
-def processesWithMarker(marker: str) -> list[int]:
+def processesWithMarker(marker: str, variable: str = MARKER) -> list[int]:
     """
-    The pids of live processes whose environment carries C{marker}: the
-    master and every worker it spawned, wherever they were reparented.
+    The pids of live processes whose environment carries C{marker} (in
+    C{variable}): the master and every worker it spawned, wherever they
+    were reparented.
     """
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             environ = (entry / "environ").read_bytes()
             status = (entry / "status").read_text()
         except OSError:
             continue
-        if f"{MARKER}={marker}".encode() in environ.split(b"\0") and "State:\tZ" not in status:
+        if f"{variable}={marker}".encode() in environ.split(b"\0") and "State:\tZ" not in status:
             found.append(int(entry.name))
     return found
+
+
+def killMarked(marker: str, timeout: float = 10.0, variable: str = MARKER) -> list[int]:
+    """
+    SIGKILL every process carrying C{marker}, each with its whole process
+    group (never the test's own), until none is left or C{timeout} passes.
+
+    @return: The pids that were still alive at the first look.
+    """
+    ours = os.getpgrp()
+    first = processesWithMarker(marker, variable)
+    deadline = time.monotonic() + timeout
+    alive = first
+    while alive and time.monotonic() < deadline:
+        for pid in alive:
+            try:
+                group = os.getpgid(pid)
+                if group != ours:
+                    os.killpg(group, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+        alive = processesWithMarker(marker, variable)
+    return first
 
 
 def waitUntil(predicate, timeout: float, what: str, interval: float = 0.02):
@@ -58,7 +84,10 @@ def waitUntil(predicate, timeout: float, what: str, interval: float = 0.02):
 
 class Cluster:
     """
-    One `twist --log-format text cluster ARGS...` process.
+    One `twist --log-format json cluster ARGS...` process (or another
+    command), run and read by L{twistcluster.testing.ClusterProcess}: its
+    JSON log's events say when workers are ready and where it listens; its
+    text is there to assert on.
     """
 
     def __init__(
@@ -84,96 +113,89 @@ class Cluster:
         environ[MARKER] = self.marker
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
-        self.process = subprocess.Popen(
-            command or [*launcher, TWIST, "--log-format", "text", *twistArgs, "cluster", *args],
-            cwd=cwd,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=tuple(passFDs),
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        argv = command or [*launcher, TWIST, "--log-format", "json", *twistArgs, "cluster", *args]
+        self._master = ClusterProcess._fromCommand(argv, environ, str(cwd), passFDs)
+        self.process = self._master.process
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            with self._changed:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self.lines.append("<EOF>")
-            self._changed.notify_all()
+    @property
+    def lines(self) -> list[str]:
+        return self._master.running.lines
 
     @property
     def output(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
+        return self._master.running.output
+
+    def _found(self, pattern: str, count: int, running: RunningCluster) -> list[re.Match] | None:
+        regex = re.compile(pattern)
+        found = [m for m in map(regex.search, running.lines) if m]
+        return found if len(found) >= count else None
 
     def matches(self, pattern: str) -> list[re.Match]:
-        regex = re.compile(pattern)
-        with self._changed:
-            return [m for m in map(regex.search, self.lines) if m]
+        return self._found(pattern, 0, self._master.running) or []
 
     def waitFor(self, pattern: str, count: int = 1, timeout: float = 20.0) -> list[re.Match]:
         """
-        Wait until C{pattern} has matched C{count} log lines; return the
-        matches.
+        Wait until C{pattern} has matched C{count} lines of the log's text;
+        return the matches.
         """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [m for m in map(regex.search, self.lines) if m]
-                if len(found) >= count:
-                    return found
-                if self.lines and self.lines[-1] == "<EOF>":
-                    raise AssertionError(
-                        f"master exited before {count}x {pattern!r}:\n{self.output_unlocked()}"
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"timed out waiting for {count}x {pattern!r}:\n{self.output_unlocked()}"
-                    )
-                self._changed.wait(remaining)
+        return self._waitUntil(
+            lambda running: self._found(pattern, count, running), timeout, f"{count}x {pattern!r}"
+        )
 
-    def output_unlocked(self) -> str:
-        return "\n".join(self.lines)
+    def _waitUntil(self, found, timeout: float, what: str):
+        try:
+            return self._master.waitUntil(found, timeout, what)
+        except ClusterFailed as e:
+            raise AssertionError(str(e)) from None
 
     def waitReady(self, workers: int, timeout: float = 30.0) -> dict[int, int]:
         """
-        Wait until C{workers} workers have become ready; return {worker id: pid}.
+        Wait until C{workers} workers have become ready (the log's C{ready}
+        events, counted since the start); return {worker id: pid}.
         """
-        found = self.waitFor(r"worker (\d+) \(pid (\d+)\) ready", workers, timeout)
-        return {int(m.group(1)): int(m.group(2)) for m in found}
+        return self._waitUntil(
+            lambda running: dict(running.pids) if len(running.pids) >= workers else None,
+            timeout,
+            f"{workers} ready workers",
+        )
 
-    def address(self, description: str | None = None) -> tuple[str, int]:
-        pattern = r"listening on (\S+) at (?:tcp|udp)6?:\[?([^\]\s]*)\]?:(\d+)"
-        for match in self.waitFor(pattern):
-            if description is None or match.group(1) == description:
-                host = match.group(2)
-                return ("127.0.0.1" if host in ("0.0.0.0", "") else host, int(match.group(3)))
-        raise AssertionError(f"no address for {description}")
+    def _bound(self, running: RunningCluster) -> list[dict]:
+        return [event for event in running.events if event.get(CLUSTER_EVENT) == "bound"]
+
+    def address(self, description: str | None = None, timeout: float = 20.0) -> tuple[str, int] | str:
+        """
+        Where the master listens for C{description} (by default its first
+        endpoint): C{(host, port)}, or a UNIX socket's path.
+        """
+
+        def find(running: RunningCluster):
+            for event in self._bound(running):
+                if description is None or event["description"] == description:
+                    return event["sockname"]
+            return None
+
+        sockname = self._waitUntil(find, timeout, f"the address of {description or 'an endpoint'}")
+        if sockname["addressType"] == -1:
+            return sockname["address"]
+        host = sockname["address"]
+        return ("127.0.0.1" if host in ("0.0.0.0", "") else host, int(sockname["port"]))
 
     def bound(self) -> list[tuple[str, str, str]]:
         """
-        The master's line for each configured endpoint: (description, bound
+        The master's event for each configured endpoint: (description, bound
         address, scheduling), in order.
         """
-        pattern = r"listening on (\S+) at (\S+) \(scheduling (\S+)\)$"
-        return [m.groups() for m in self.matches(pattern)]
+        with self._master._changed:
+            return [
+                (e["description"], e["address"], e["scheduling"]) for e in self._bound(self._master.running)
+            ]
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def wait(self, timeout: float = 30.0) -> int:
         code = self.process.wait(timeout)
-        self._reader.join(timeout)
+        self._master._reader.join(timeout)
         return code
 
     def leftovers(self) -> list[int]:
@@ -181,22 +203,11 @@ class Cluster:
 
     def close(self) -> None:
         """
-        Kill whatever is left: the master, its process group, and any worker
-        carrying this cluster's marker.
+        Kill whatever is left: the master's process group, and every process
+        carrying this cluster's marker with its group.
         """
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(10)
-        for pid in self.leftovers():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self._master.kill()
+        killMarked(self.marker)
 
     def __enter__(self) -> Cluster:
         return self

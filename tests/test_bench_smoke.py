@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,57 +46,78 @@ from benchmarks._servers import startServer
 from benchmarks._spread import difference, formatSpread, readCounts
 from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
-from tests._cluster import PROJECT, waitUntil
+from tests._cluster import MARKER, PROJECT, killMarked, processesWithMarker, waitUntil
 
-MARKER = "TWISTCLUSTER_BENCH_SMOKE"
 needsWrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 needsNode = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 
 
-def leftovers(marker: str) -> list[int]:
+class Harness:
     """
-    Live processes whose environment carries C{marker} (all the harness
-    started: servers, workers, wrk).
+    C{python -m benchmarks ARGS} in a process group of its own, its output
+    read as it comes (a harness blocked on a full pipe never stops); every
+    process it started carries C{marker}, and L{close} kills them all, each
+    with its group, whatever happened.
     """
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+
+    def __init__(self, tmp_path: Path, *arguments: str) -> None:
+        self.marker = uuid.uuid4().hex
+        env = dict(os.environ, **{MARKER: self.marker})
+        argv = [sys.executable, "-m", "benchmarks", "--no-install", "--results", str(tmp_path)]
+        self.process = subprocess.Popen(
+            [*argv, *arguments],
+            cwd=PROJECT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def started(self) -> list[int]:
+        """
+        The live processes the harness started (servers, workers, clients).
+        """
+        return [pid for pid in processesWithMarker(self.marker) if pid != self.process.pid]
+
+    def close(self) -> None:
         try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if f"{MARKER}={marker}".encode() in environ and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def startHarness(tmp_path: Path, *arguments: str) -> tuple[subprocess.Popen[str], str]:
-    marker = uuid.uuid4().hex
-    env = dict(os.environ, **{MARKER: marker})
-    argv = [sys.executable, "-m", "benchmarks", "--no-install", "--results", str(tmp_path)]
-    process = subprocess.Popen(
-        [*argv, *arguments],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return process, marker
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        killMarked(self.marker)
+        # Shown by pytest only when the test failed.
+        print(f"--- python -m benchmarks {' '.join(self.process.args[6:])}\n{self.output}")
 
 
 def runHarness(tmp_path: Path, *arguments: str) -> str:
-    process, marker = startHarness(tmp_path, *arguments)
+    harness = Harness(tmp_path, *arguments)
     try:
-        output, _ = process.communicate(timeout=180)
+        code = harness.wait(180)
+        assert code == 0, harness.output
+        assert waitUntil(lambda: not processesWithMarker(harness.marker), 10, "no process left") is True
+        return harness.output
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
-    assert waitUntil(lambda: not leftovers(marker), 10, "no process left") is True
-    return output
+        harness.close()
 
 
 def request(headers: str = "") -> bytes:
@@ -341,20 +363,23 @@ def test_the_profiler_fallback_runs(tmp_path: Path) -> None:
     assert "calls/conn" in report and "Inclusive time" in report, output
 
 
+@pytest.mark.timeout(300)
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
-    process, marker = startHarness(
+    """
+    Ctrl-C (SIGINT to the harness's process group) in the middle of a run:
+    the harness exits non-zero and stops every server it started, master
+    and workers included.
+    """
+    harness = Harness(
         tmp_path, "--only", "twistcluster-rr-2", "--duration", "60", "--load-generator", "python"
     )
     try:
-        waitUntil(lambda: len(leftovers(marker)) >= 3, 60, "the master and its 2 workers")
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
+        waitUntil(lambda: len(harness.started()) >= 3, 120, "the master and its 2 workers")
+        os.killpg(harness.process.pid, signal.SIGINT)
+        assert harness.wait(60) != 0, harness.output
+        assert waitUntil(lambda: not processesWithMarker(harness.marker), 30, "no process left") is True
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode != 0
-    assert waitUntil(lambda: not leftovers(marker), 10, "no process left") is True
+        harness.close()
 
 
 def test_plain_processes_are_a_reference_not_a_target() -> None:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import uuid
 
+from twisted.logger import LogLevel, eventAsJSON
+
 from tests._cluster import MARKER, PROJECT, processesWithMarker
 from twistcluster.testing import RunningCluster
 
@@ -65,14 +67,28 @@ def test_pytest_fixture_cleans_up_a_failed_test(tmp_path):
     assert processesWithMarker(marker) == []
 
 
-def test_running_cluster_reads_the_masters_log():
+def test_running_cluster_reads_the_masters_events():
+    """
+    Where the cluster listens and which workers are ready come from the
+    fields of the master's JSON log events (C{clusterEvent}), whatever their
+    wording; a text line saying the same is not read.
+    """
     running = RunningCluster(123)
-    for line in [
-        "2026-01-01T00:00:00+0000 [twistcluster._cli.tap._StartChecked#info] "
-        "listening on tcp:0:interface=127.0.0.1 at tcp:127.0.0.1:4321",
-        "2026-01-01T00:00:00+0000 [twistcluster._master.worker.Worker#info] worker 1 (pid 77) ready",
-    ]:
-        running.lineReceived(line)
+    events = [
+        {
+            "log_format": "bound {description}, reworded",
+            "description": "tcp:0:interface=127.0.0.1",
+            "address": "tcp:127.0.0.1:4321",
+            "sockname": {"address": "127.0.0.1", "port": 4321, "addressType": 4},
+            "clusterEvent": "bound",
+        },
+        {"log_format": "worker {workerId} is up", "workerId": 1, "pid": 77, "clusterEvent": "ready"},
+        {"log_format": "worker {workerId} (pid {pid}) ready", "workerId": 2, "pid": 78},
+    ]
+    for event in events:
+        running.lineReceived("\x1e" + eventAsJSON(dict(event, log_level=LogLevel.info, log_namespace="test")))
+    running.lineReceived("2026-01-01T00:00:00+0000 [twistcluster#info] worker 3 (pid 79) ready")
     assert running.address == ("127.0.0.1", 4321)
     assert running.pids == {1: 77}
     assert running.ready(1) and not running.ready(2)
+    assert running.lines[1] == "[test#info] worker 1 is up"

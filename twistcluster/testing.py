@@ -27,25 +27,30 @@ first (a graceful stop), then C{SIGKILL} for the master and its workers.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import eventAsText, eventFromJSON
 from twisted.python.failure import Failure
 
 __all__ = ["ClusterFailed", "ClusterProcess", "RunningCluster", "startCluster", "twistcluster"]
 
-_ADDRESS = re.compile(r"listening on \S+ at tcp6?:\[?([^\]\s]*)\]?:(\d+)")
-_READY = re.compile(r"worker (\d+) \(pid (\d+)\) ready")
+#: The key that marks the master's log events meant for scripts and tests
+#: (C{twist}'s JSON log): C{"bound"} (an endpoint: C{description},
+#: C{sockname}, C{scheduling}) and C{"ready"} (a worker: C{workerId},
+#: C{pid}).  The README documents them; their wording may change, they do not.
+CLUSTER_EVENT = "clusterEvent"
+
+_T = TypeVar("_T")
 
 
 class ClusterFailed(Exception):
@@ -57,28 +62,46 @@ class ClusterFailed(Exception):
 @define
 class RunningCluster:
     """
-    A cluster started for a test.
+    A cluster started for a test, as its master's log tells it.
 
-    @ivar address: C{(host, port)} to connect to.
+    @ivar address: C{(host, port)} to connect to: the first TCP endpoint.
     @ivar pids: The ready workers' process ids, by worker id.
     @ivar masterPid: The master's process id.
-    @ivar lines: Everything the master logged so far.
+    @ivar lines: Everything the master logged so far, as text.
+    @ivar events: The events of its JSON log so far.
     """
 
     masterPid: int
     lines: list[str] = field(factory=list)
+    events: list[dict[str, Any]] = field(factory=list)
     address: tuple[str, int] | None = None
     pids: dict[int, int] = field(factory=dict)
 
     def lineReceived(self, line: str) -> None:
+        """
+        One line of the master's output: an event of its JSON log, or text.
+        """
+        if line.startswith("\x1e"):
+            try:
+                event = eventFromJSON(line[1:])
+            except ValueError:
+                pass
+            else:
+                self.eventReceived(event)
+                return
         self.lines.append(line)
-        found = _ADDRESS.search(line)
-        if found and self.address is None:
-            host = found.group(1)
-            self.address = ("127.0.0.1" if host in ("", "0.0.0.0") else host, int(found.group(2)))
-        found = _READY.search(line)
-        if found:
-            self.pids[int(found.group(1))] = int(found.group(2))
+
+    def eventReceived(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.lines.extend(eventAsText(event, includeTimestamp=False).splitlines())
+        kind = event.get(CLUSTER_EVENT)
+        if kind == "ready":
+            self.pids[int(event["workerId"])] = int(event["pid"])
+        elif kind == "bound" and self.address is None:
+            sockname = event["sockname"]
+            if str(event.get("address", "")).startswith("tcp"):
+                host = sockname["address"]
+                self.address = ("127.0.0.1" if host in ("", "0.0.0.0") else host, int(sockname["port"]))
 
     def ready(self, workers: int) -> bool:
         return self.address is not None and len(self.pids) >= workers
@@ -98,7 +121,7 @@ def clusterCommand(factory: str, workers: int, listen: str, arguments: Sequence[
         "-m",
         "twisted",
         "--log-format",
-        "text",
+        "json",
         "cluster",
         "--workers",
         str(workers),
@@ -218,8 +241,9 @@ def _kill(transport: Any) -> None:
 
 class ClusterProcess:
     """
-    C{twist cluster} started for a synchronous test (pytest): its output is
-    read in a thread, and L{waitReady} blocks with a deadline.
+    C{twist cluster} started for a synchronous test (pytest), in a process
+    group of its own: its output is read in a thread as it comes, and
+    L{waitReady} blocks with a deadline.
     """
 
     def __init__(
@@ -232,16 +256,36 @@ class ClusterProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self._workers = workers
+        self._start(clusterCommand(factory, workers, listen, arguments), _environment(env, cwd), cwd)
+
+    @classmethod
+    def _fromCommand(
+        cls, command: Sequence[str], env: dict[str, str], cwd: str | None = None, passFDs: Sequence[int] = ()
+    ) -> ClusterProcess:
+        """
+        A cluster that C{command} runs (twistcluster's own tests: a primary
+        script, or a launcher in front of C{twist}).
+        """
+        self = cls.__new__(cls)
+        self._workers = 0
+        self._start(command, env, cwd, passFDs)
+        return self
+
+    def _start(
+        self, command: Sequence[str], env: dict[str, str], cwd: str | None, passFDs: Sequence[int] = ()
+    ) -> None:
         self.process = subprocess.Popen(
-            clusterCommand(factory, workers, listen, arguments),
+            list(command),
             cwd=cwd,
-            env=_environment(env, cwd),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=tuple(passFDs),
         )
         self.running = RunningCluster(self.process.pid)
+        self._ended = False
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -253,27 +297,45 @@ class ClusterProcess:
                 self.running.lineReceived(raw.decode("utf-8", "replace").rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:
+            self._ended = True
             self._changed.notify_all()
+
+    def waitUntil(self, found: Callable[[RunningCluster], _T | None], timeout: float, what: str) -> _T:
+        """
+        Wait until C{found(running)} returns something (called each time the
+        master logs, under the lock), and return it.
+
+        @raise ClusterFailed: The master's output ended, or C{timeout}
+            passed, first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                result = found(self.running)
+                if result is not None and result is not False:
+                    return result
+                if self._ended:
+                    raise ClusterFailed(f"the cluster exited before {what}:\n{self.running.output}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClusterFailed(
+                        f"timed out after {timeout}s waiting for {what}:\n{self.running.output}"
+                    )
+                self._changed.wait(remaining)
 
     def waitReady(self, timeout: float = 30.0) -> RunningCluster:
         """
         @raise ClusterFailed: The cluster exited, or was not ready in time.
         """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not self.running.ready(self._workers):
-                if self.process.poll() is not None and not self._reader.is_alive():
-                    raise ClusterFailed(f"the cluster exited before it was ready:\n{self.running.output}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ClusterFailed(f"the cluster was not ready after {timeout}s:\n{self.running.output}")
-                self._changed.wait(min(remaining, 0.5))
-        return self.running
+        workers = self._workers
+        return self.waitUntil(
+            lambda running: running if running.ready(workers) else None, timeout, f"{workers} ready workers"
+        )
 
     def stop(self, timeout: float = 30.0) -> int:
         """
         Stop the cluster gracefully, or kill it and its workers after
-        C{timeout}.
+        C{timeout}; whatever is left of its process group then is killed.
 
         @return: The master's exit status.
         """
@@ -282,12 +344,23 @@ class ClusterProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._reader.join(timeout)
+                pass
+        self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """
+        Kill the master's whole process group (its workers included) at
+        once, and reap the master.
+        """
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self._reader.join(10)
         if self.process.stdout is not None:
             self.process.stdout.close()
-        return self.process.returncode
 
 
 try:

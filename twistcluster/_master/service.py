@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_master -*-
+# -*- test-case-name: tests.test_cluster, tests.test_resilience -*-
 """
 The master: it owns the listening sockets and the worker processes, and it
 answers the signals users send it.
@@ -154,6 +154,8 @@ class Master(Service):
                 description=description,
                 address=describeAddress(spec, handle.sockname),
                 scheduling=handle.scheduling,
+                sockname=handle.sockname,
+                clusterEvent="bound",
             )
         if self._grantAny:
             self._log.info("workers may listen on any endpoint they ask for")

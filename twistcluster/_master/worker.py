@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.test_handoff, tests.test_resilience -*-
 """
 The master's side of each worker: its control channel, its process (whose
 output the master relays to its log), and its lifecycle.
@@ -226,7 +226,9 @@ class Worker(WorkerAPI):
 
     def becameReady(self) -> None:
         self.everReady = True
-        self._log.info("worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid)
+        self._log.info(
+            "worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid, clusterEvent="ready"
+        )
         self._events.workerReady(self)
         self._settleReady(True)
 
