@@ -69,7 +69,7 @@ class FaultReport:
         frame = _FRAME.match(line)
         if frame:
             if self._innermost and self._innermost[-1] is None:
-                self._innermost[-1] = frame.group(1, 2, 3)
+                self._innermost[-1] = (frame.group(1), frame.group(2), frame.group(3))
             return True
         if line.startswith(_END):
             self.complete = True
