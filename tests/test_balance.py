@@ -291,7 +291,7 @@ class Closing(Responder):
     close = True
 
 
-def test_noneSpreadsABurst(cluster):
+def test_none_spreads_a_burst(cluster):
     """
     Under none, 64 connections opened at once to 2 real workers are spread
     between them: each worker gets at least 4 in every burst.  (Without the

@@ -132,7 +132,7 @@ def _loadsCryptography(pid: int) -> bool:
     return f"{os.sep}cryptography{os.sep}" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_plainMasterLeavesOutTLS(cluster):
+def test_plain_master_leaves_out_tls(cluster):
     """
     A master whose listens are all plain never loads pyOpenSSL (13 MiB it
     would never use); its workers still have it.
@@ -143,7 +143,7 @@ def test_plainMasterLeavesOutTLS(cluster):
     assert _loadsCryptography(worker)
 
 
-def test_webSiteMasterLeavesOutTLS(cluster):
+def test_web_site_master_leaves_out_tls(cluster):
     """
     A twisted.web Site installs the reactor as it is built, in the master
     too: without pyOpenSSL there, and serving.
@@ -159,7 +159,7 @@ def test_webSiteMasterLeavesOutTLS(cluster):
     assert response.startswith(b"HTTP/1.0 200 OK") and response.endswith(b"\r\n\r\nhello\n")
 
 
-def test_factoryImportingTLS(cluster):
+def test_factory_importing_tls(cluster):
     """
     A FACTORY whose module imports pyOpenSSL cannot load with it left out:
     the master starts again as the same process, keeping it, and serves.

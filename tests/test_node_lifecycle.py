@@ -249,7 +249,7 @@ def test_kill_and_disconnect_from_the_worker(makePrimary):
 
 
 @pytest_twisted.inlineCallbacks
-def test_disconnect_exitedAfterDisconnect_race(primary):
+def test_disconnect_exited_after_disconnect_race(primary):
     """
     Node: test-cluster-disconnect-exitedAfterDisconnect-race.  After
     cluster.worker.disconnect() the worker's 'disconnect' has not fired yet

@@ -617,7 +617,7 @@ class ServingTCPPortTests(SynchronousTestCase):
 
 
 @pytest.mark.parametrize("policy", ["rr", "none"])
-def test_workersSendWholeAnswers(cluster, policy):
+def test_workers_send_whole_answers(cluster, policy):
     """
     Workers under a handing-off and a self-accepting policy serve with
     PromptCloseServer, and send every byte of many small answers and of

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_api, tests.test_packaging -*-
 """
 twistcluster: Node.js-style process clusters for Twisted.
 

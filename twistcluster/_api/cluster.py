@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_primary -*-
+# -*- test-case-name: tests.test_cluster_api -*-
 """
 The C{cluster} object: Node's C{cluster} module, in Python.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_primary -*-
+# -*- test-case-name: tests.test_cluster_api, tests.test_node_api, tests.test_node_listen -*-
 """
 C{cluster} in the primary, as Node's C{cluster} module is there: C{fork()},
 C{workers}, C{settings}/C{setupPrimary()}, C{schedulingPolicy},

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_primary -*-
+# -*- test-case-name: tests.test_cluster_api -*-
 """
 C{cluster.settings} and C{cluster.schedulingPolicy}, as Node has them: what
 C{fork()} starts, and how the primary spreads connections.

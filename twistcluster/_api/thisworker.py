@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_thisworker -*-
+# -*- test-case-name: tests.test_cluster_api, tests.test_node_api -*-
 """
 C{cluster} in a worker, as Node's C{cluster} module is in a child:
 C{cluster.worker} (this worker: C{send}, C{disconnect}, C{kill}, its

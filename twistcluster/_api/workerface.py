@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workerapi -*-
+# -*- test-case-name: tests.test_cluster_api, tests.test_node_lifecycle -*-
 """
 The face of a worker that users see in the primary, as Node's C{Worker}:
 its events (C{online}, C{listening}, C{disconnect}, C{exit}, C{message}),

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_handoff, tests.test_transport -*-
+# -*- test-case-name: tests.test_handoff, tests.test_transport, tests.test_balance -*-
 """
 Listening ports with a lean accept loop.  The master's ports pass each connection
 on as a bare file descriptor, never building a transport or a protocol for

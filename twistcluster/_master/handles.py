@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_handles -*-
+# -*- test-case-name: tests.test_handoff, tests.test_policies -*-
 """
 The master's listening handles, keyed as Node keys them: L{HandOffHandle}
 accepts connections and hands them to workers over the control channel
