@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_listening -*-
+# -*- test-case-name: tests.test_cluster_api, tests.test_node_listen -*-
 """
 Listening in a worker goes through the master, the way Node makes
 C{net.Server.listen} cluster-aware: a worker's listen asks the master for the
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory, IReactorSocket
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -112,7 +112,8 @@ class _TrackedFactory(Factory):
     def logPrefix(self) -> str:
         # What the port's log lines name: the user's factory, not this one.
         if ILoggingContext.providedBy(self._wrapped):
-            return self._wrapped.logPrefix()  # type: ignore[no-any-return]
+            prefix: str = self._wrapped.logPrefix()
+            return prefix
         return type(self._wrapped).__name__
 
 
@@ -133,7 +134,7 @@ class ClusterPort:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorSocket,
         channel: MasterChannel,
         indexes: _Indexes,
         spec: ListenSpec,
@@ -264,7 +265,7 @@ class ClusterPort:
         if self.spec.kind == "unix":
             return UNIXAddress(self.spec.address)
         address = self.sockname or {"address": self.spec.address, "port": self.spec.port}
-        kind = "UDP" if self.spec.kind == "udp" else "TCP"
+        kind: Literal["UDP", "TCP"] = "UDP" if self.spec.kind == "udp" else "TCP"
         if self.spec.family == socket.AF_INET6:
             return IPv6Address(kind, address["address"], address["port"])
         return IPv4Address(kind, address["address"], address["port"])
@@ -282,7 +283,7 @@ class ClusterReactor:
     Everything else is the real reactor's.
     """
 
-    def __init__(self, reactor: Any, channel: MasterChannel) -> None:
+    def __init__(self, reactor: IReactorSocket, channel: MasterChannel) -> None:
         self._reactor = reactor
         self._channel = channel
         self._indexes = _Indexes()
@@ -368,4 +369,5 @@ def listenOn(reactor: ClusterReactor, description: str, serving: Any) -> Deferre
     if isDatagram(description):
         spec, maxPacketSize = parseDatagram(description)
         return succeed(reactor.listenUDP(spec.port, serving, spec.address, maxPacketSize))
-    return serverFromString(reactor, description).listen(serving)  # type: ignore[no-any-return]
+    listening: Deferred[ClusterPort] = serverFromString(reactor, description).listen(serving)
+    return listening

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorSocket
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
@@ -28,7 +29,7 @@ def listenError(spec: ListenSpec, reason: Failure) -> Failure:
         return reason
     text = reason.getErrorMessage()
     found = re.search(r"\[Errno (\d+)\] ([^.]*)", text)
-    error: Exception = OSError(int(found.group(1)), found.group(2)) if found else reason.value
+    error: object = OSError(int(found.group(1)), found.group(2)) if found else reason.value
     address = spec.address or "any"
     return Failure(CannotListenError(address, spec.port if spec.port >= 0 else address, error))
 
@@ -43,7 +44,7 @@ class DirectReactor:
     worker alone (Node's C{exclusive: true}).
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorSocket) -> None:
         self._reactor = reactor
         directlyProvides(self, *providedBy(reactor))
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_worker -*-
+# -*- test-case-name: tests.test_handoff, tests.test_cluster -*-
 """
 A worker's runtime (the process's entry point is L{twistcluster._worker.main};
 an application's script runs it through L{twistcluster.cluster}).
@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IReactorSocket, IReactorTime
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -83,7 +84,7 @@ class WorkerControl(ControlChannel):
     def messageReceived(self, value: Any) -> None:
         self._runtime.messageReceived(value)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._runtime.controlLost()
         super().connectionLost(reason)
 
@@ -116,7 +117,7 @@ class WorkerRuntime:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorSocket,
         workerId: int,
         factoryName: str | None = None,
         descriptions: Sequence[str] = (),
@@ -138,7 +139,9 @@ class WorkerRuntime:
         self.ports: dict[str, ClusterPort] = {}
         self.clusterReactor = ClusterReactor(reactor, self)
         self.listener: RuntimeListener | None = None
-        self.openConnections = OpenConnections(ClosedConnectionReports(reactor, self._send))
+        # A reactor that adopts sockets is a clock too.
+        self._clock = cast(IReactorTime, reactor)
+        self.openConnections = OpenConnections(ClosedConnectionReports(self._clock, self._send))
         self._done: Latch[None] = Latch()
 
     @property
@@ -151,10 +154,11 @@ class WorkerRuntime:
         """
         if self._control is not None:
             return
-        self._control = WorkerControl(self)
-        self._reactor.adoptStreamConnection(
-            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: self._control)
-        )
+        control = self._control = WorkerControl(self)
+        # IReactorSocket types the factory as the unparameterised ServerFactory.
+        factory: ServerFactory = ServerFactory()
+        factory.protocol = lambda: control
+        self._reactor.adoptStreamConnection(self._controlFD, socket.AF_UNIX, factory)
         os.close(self._controlFD)
         self._connected = True
         self._send(Online, workerId=self.workerId, pid=os.getpid())
@@ -220,7 +224,7 @@ class WorkerRuntime:
             "worker {workerId} could not start: {error}",
             reason,
             workerId=self.workerId,
-            error=f"{reason.type.__name__}: {reason.getErrorMessage()}",
+            error=f"{reason.type.__name__ if reason.type else 'error'}: {reason.getErrorMessage()}",
         )
         # Exit non-zero without task.react logging it a second time.
         self._done.fail(lambda: SystemExit(BOOT_FAILED))
@@ -230,7 +234,10 @@ class WorkerRuntime:
     def queryServer(self, spec: ListenSpec, index: int) -> Deferred[dict[str, Any]]:
         if self._control is None or not self._connected or self._disconnecting:
             return fail(ListenRefused(f"worker {self.workerId} is disconnecting or not connected"))
-        return self._control.callRemote(QueryServer, spec=spec.toJSON(), index=index)
+        answer: Deferred[dict[str, Any]] = self._control.callRemote(
+            QueryServer, spec=spec.toJSON(), index=index
+        )
+        return answer
 
     def portListening(self, port: ClusterPort) -> None:
         assert port.key is not None
@@ -300,7 +307,7 @@ class WorkerRuntime:
         """
         if not self._connected or self._control is None:
             return succeed(None)
-        d = self._control.callRemote(ExitedAfterDisconnect)
+        d: Deferred[dict[str, Any]] = self._control.callRemote(ExitedAfterDisconnect)
         return d.addCallbacks(lambda answer: None, lambda reason: None)
 
     def _leave(self, tellMaster: bool) -> None:
@@ -315,7 +322,7 @@ class WorkerRuntime:
             count=len(self.openConnections),
         )
         drained = self.openConnections.whenAllClosed()
-        drained.addTimeout(self._shutdownTimeout, self._reactor, lambda *a: None)
+        drained.addTimeout(self._shutdownTimeout, self._clock, lambda *a: None)
         drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
 
     def _finishedConnections(self, tellMaster: bool) -> None:
