@@ -40,7 +40,7 @@ $(BIN)/.installed-bench: $(BIN)/.installed-test
 
 install-bench: $(BIN)/.installed-bench
 
-# Every configuration side by side (about 10 minutes): a table, JSON and a PNG in benchmarks/results/.
+# Every configuration side by side (about 14 minutes): a table, JSON and a PNG in benchmarks/results/.
 # Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS='--quick --only twistcluster-rr-2,node-rr-2'.
 bench: install-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

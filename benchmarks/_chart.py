@@ -15,49 +15,38 @@ COLOURS = {TWISTCLUSTER: "#3b6ea5", NODE: "#5a9e4b", SINGLE: "#c0504d", PLAIN_PR
 
 
 def _bars(axes: Any, results: Sequence[ConfigResult], values: list[float], title: str) -> None:
-    names = [r.name for r in results]
-    colours = [COLOURS[r.config.kind] for r in results]
-    axes.bar(range(len(names)), values, color=colours)
-    axes.set_xticks(range(len(names)))
-    axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    axes.bar(range(len(results)), values, color=[COLOURS[r.config.kind] for r in results])
+    axes.set_xticks(range(len(results)))
+    axes.set_xticklabels([r.name for r in results], rotation=60, ha="right", fontsize=7)
     axes.set_title(title, fontsize=10)
     axes.grid(axis="y", alpha=0.3)
 
 
-def _speedUps(results: Sequence[ConfigResult]) -> dict[str, list[tuple[int, float]]]:
+def speedUps(results: Sequence[ConfigResult]) -> dict[str, list[tuple[int, float]]]:
     """
     CPU-bound throughput by worker count, per family, as a multiple of the
-    family's 1-worker rate (twistcluster: of the single process, when it
+    family's 1-worker rate (twistcluster's: of the single process, when it
     ran), so that Python and Node scale on one axis.
     """
     rates: dict[str, dict[int, float]] = {}
     for result in results:
-        rate = result.rate("cpu")
-        if rate:
+        if rate := result.rate("cpu"):
             rates.setdefault(result.config.family, {})[result.config.workers] = rate
     single = rates.pop(SINGLE, {}).get(1)
     curves = {}
     for family, byWorkers in rates.items():
         base = single if family.startswith(TWISTCLUSTER) and single else byWorkers.get(1)
-        if base is None:
-            continue  # nothing to scale from
-        curves[family] = [(n, rate / base) for n, rate in sorted(byWorkers.items())]
+        if base is not None:
+            curves[family] = [(n, rate / base) for n, rate in sorted(byWorkers.items())]
     return curves
 
 
 def _scaling(axes: Any, results: Sequence[ConfigResult]) -> None:
-    curves = _speedUps(results)
     markers = iter("osD^vx*+")
-    for family, points in curves.items():
-        kind = family.split("-", 1)[0]
+    for family, points in speedUps(results).items():
         style = "-" if family.endswith("-rr") else ":"
-        axes.plot(
-            *zip(*points),
-            marker=next(markers, "o"),
-            linestyle=style,
-            color=COLOURS.get(kind),
-            label=family,
-        )
+        colour = COLOURS.get(family.split("-", 1)[0])
+        axes.plot(*zip(*points), marker=next(markers, "o"), linestyle=style, color=colour, label=family)
     axes.plot([1, 4], [1, 4], color="grey", linewidth=0.8, alpha=0.5, label="linear")
     axes.set_xlabel("workers")
     axes.set_ylabel("x the 1-worker (twistcluster: single-process) rate")
@@ -71,7 +60,7 @@ def writeChart(path: Path, results: Sequence[ConfigResult], subtitle: str) -> bo
     """
     Draw the chart to C{path}.
 
-    @return: Whether it was drawn (False without matplotlib).
+    @return: Whether it was drawn (not without matplotlib).
     """
     try:
         import matplotlib

@@ -1,17 +1,20 @@
 """
-C{python -m benchmarks}: run the configurations, print the table and the
+C{python -m benchmarks}: run the configurations, print the tables and the
 targets, write JSON and a PNG chart; or profile one master (C{--profile}).
 
 With C{--repeat N} every configuration runs N rounds.  Each round runs the
 targets' two sides close together (L{runOrder}), every other round in
 reverse, so that a slow spell of a shared machine weighs on both sides of a
-ratio alike; each configuration keeps its median round for the table, and a
-rate target's verdict is the median of its ratios round by round.
+ratio alike; each configuration keeps its median round for the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -19,23 +22,16 @@ from pathlib import Path
 
 from ._chart import writeChart
 from ._configs import NODE, BenchConfig, allConfigs, selectConfigs
+from ._model import modelOfScale
 from ._processes import installCleanup, stopAll
 from ._profile import ProfilerFailed, profileConfig
-from ._report import (
-    LEGEND,
-    formatTable,
-    formatTargets,
-    machineDescription,
-    targetChecks,
-    targetSpecs,
-    writeJSON,
-)
-from ._run import PHASES, ConfigResult, RunOptions, measureConfig
-from ._tools import ensureInstalled
+from ._report import formatReport, machineDescription, writeJSON
+from ._run import PHASES, WRK_PHASES, ConfigResult, RunOptions, measureConfig
+from ._targets import loadTargets, targetChecks
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: Seconds each configuration costs besides its loads (start, settle, stop).
-OVERHEAD = 4.0
+#: Debian package -> the command that tells it is installed.
+PACKAGES = {"wrk": "wrk", "nodejs": "node"}
 
 
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -44,105 +40,78 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         description="twistcluster vs Node cluster vs single-process Twisted, side by side.",
     )
     add = parser.add_argument
-    add("--duration", type=float, default=None, help="seconds of load per phase [5; --quick 2]")
-    add("--warmup", type=float, default=None, help="seconds of warm-up before each phase [1]")
-    add("--quick", action="store_true", help="short phases (2 s, 1 s warm-up)")
     add(
-        "--repeat",
-        type=int,
-        default=1,
-        help=(
-            "rounds of every configuration, each round with the targets' two sides close together "
-            "(every other round reversed); a rate target's ratio is the median of its ratios "
-            "round by round, the rest use each configuration's median round [1]"
-        ),
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load per phase (uneven: twice) [5; --quick 2]",
     )
+    add("--warmup", type=float, default=1.0, help="seconds of warm-up before each phase [1]")
+    add("--quick", action="store_true", help="short phases (2 s)")
+    add("--repeat", type=int, default=1, help="rounds, the targets' two sides close together in each [1]")
     add("--only", default=None, help="comma-separated configurations or patterns (node-rr-*)")
     add("--list", action="store_true", help="list the configurations and exit")
     add("--phases", default=",".join(PHASES), help=f"which phases [{','.join(PHASES)}]")
     add("--connections", type=int, default=64, help="concurrent client connections [64]")
     add("--threads", type=int, default=1, help="wrk threads [1]")
     add("--work-iterations", type=int, default=16000, help="CPU loop per /work request [16000]")
-    add(
-        "--load-generator",
-        choices=("wrk", "python"),
-        default="wrk",
-        help="wrk, or the built-in Python client (smoke tests only) [wrk]",
-    )
+    add("--uneven-rate", type=float, default=300.0, help="requests/s offered in the uneven phases [300]")
     add("--results", type=Path, default=RESULTS, help="where to write results [benchmarks/results]")
     add("--no-install", action="store_true", help="never apt-get install wrk/nodejs")
-    add(
-        "--profile",
-        metavar="CONFIG",
-        default=None,
-        help="profile this configuration's master under short-connection load instead",
-    )
+    add("--model", type=Path, metavar="JSON", help="print the model of scale from a bench.json, and exit")
+    add("--profile", metavar="CONFIG", help="profile this configuration under short-connection load instead")
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
-    add(
-        "--profiler",
-        choices=("py-spy", "cprofile"),
-        default="py-spy",
-        help="py-spy (falls back to cprofile if it cannot attach) or cprofile [py-spy]",
-    )
-    add(
-        "--profile-process",
-        choices=("master", "worker"),
-        default="master",
-        help="profile the master or the first worker (py-spy only) [master]",
-    )
+    add("--profiler", choices=("py-spy", "cprofile"), default="py-spy", help="py-spy (cprofile if it fails)")
+    add("--profile-process", choices=("master", "worker"), default="master", help="what to profile [master]")
     return parser.parse_args(argv)
 
 
 def optionsFrom(arguments: argparse.Namespace) -> RunOptions:
-    duration = arguments.duration or (2.0 if arguments.quick else 5.0)
-    warmup = 1.0 if arguments.warmup is None else arguments.warmup
     phases = tuple(p.strip() for p in arguments.phases.split(",") if p.strip())
     unknown = set(phases) - set(PHASES)
     if unknown:
         raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
     return RunOptions(
-        duration=duration,
-        warmup=warmup,
+        duration=arguments.duration or (2.0 if arguments.quick else 5.0),
+        warmup=arguments.warmup,
         connections=arguments.connections,
         threads=arguments.threads,
-        generator=arguments.load_generator,
         phases=phases,
         workIterations=arguments.work_iterations,
+        unevenRate=arguments.uneven_rate,
     )
 
 
-def installTools(configs: Sequence[BenchConfig], options: RunOptions, allowed: bool) -> None:
+def installTools(configs: Sequence[BenchConfig], phases: Sequence[str], allowed: bool) -> None:
     """
-    Make sure wrk (and Node, if a Node configuration runs) are installed.
-    Without wrk nothing can be measured; without Node those rows are skipped.
+    Install wrk (if a throughput phase runs) and Node (if a Node
+    configuration does) with apt-get when they are missing and this is root.
+    Without wrk, exit with one line saying what to run; without Node, its
+    rows are skipped.
     """
-    wanted = ["wrk"] if options.generator == "wrk" else []
-    if any(c.kind == NODE for c in configs):
-        wanted.append("nodejs")
-    missing = ensureInstalled(wanted) if allowed else []
-    if "wrk" in missing or (not allowed and options.generator == "wrk" and _noWrk()):
-        raise SystemExit("benchmarks: wrk is required (apt-get install wrk)")
-
-
-def _noWrk() -> bool:
-    import shutil
-
-    return shutil.which("wrk") is None
-
-
-def estimateSeconds(configs: Sequence[BenchConfig], options: RunOptions) -> float:
-    perPhase = options.duration + options.warmup + 1.0
-    return len(configs) * (OVERHEAD + perPhase * len(options.phases))
+    wanted = (["wrk"] if set(phases) & set(WRK_PHASES) else []) + (
+        ["nodejs"] if any(c.kind == NODE for c in configs) else []
+    )
+    missing = [package for package in wanted if not shutil.which(PACKAGES[package])]
+    command = f"apt-get update && apt-get install -y {' '.join(missing)}"
+    if missing and allowed and os.geteuid() == 0:
+        print(f"benchmarks: installing {', '.join(missing)}: {command}", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["sh", "-c", command], env=env, stdout=subprocess.DEVNULL, timeout=900, check=False)
+        missing = [package for package in missing if not shutil.which(PACKAGES[package])]
+    if "wrk" in missing:
+        raise SystemExit(f"benchmarks: wrk is required for the throughput phases: run `{command}` as root")
+    if missing:
+        print(f"benchmarks: {', '.join(missing)} not installed (run `{command}` as root)", file=sys.stderr)
 
 
 def runOnce(config: BenchConfig, options: RunOptions, logs: Path, label: str) -> ConfigResult:
     started = time.monotonic()
     print(f"[{label}] {config.name} ...", end=" ", flush=True)
     result = measureConfig(config, options, logs)
-    elapsed = time.monotonic() - started
     if result.status == "ok":
-        rates = ", ".join(f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in options.phases)
-        print(f"{rates} ({elapsed:.0f}s)", flush=True)
+        rates = ", ".join(f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in result.phases)
+        print(f"{rates} ({time.monotonic() - started:.0f}s)", flush=True)
     else:
         print(f"{result.status.upper()}: {result.note}", flush=True)
     return result
@@ -151,18 +120,17 @@ def runOnce(config: BenchConfig, options: RunOptions, logs: Path, label: str) ->
 def medianRound(rounds: list[ConfigResult], phases: Sequence[str]) -> ConfigResult:
     """
     Of one configuration's rounds, the one with the median rate in the
-    first phase (a whole run, so its figures stay consistent together).
+    first phase (a whole run, so its figures stay consistent together),
+    which keeps them all in its C{rounds}.
     """
-    measured = [r for r in rounds if r.status == "ok" and r.rate(phases[0]) is not None]
-    if len(rounds) == 1 or not measured:
-        return rounds[-1]
-    measured.sort(key=lambda r: r.rate(phases[0]) or 0)
-    chosen = measured[(len(measured) - 1) // 2]
-    rates = ", ".join(f"{r.rate(phases[0]) or 0:,.0f}" for r in measured)
-    chosen.note = f"median of {len(measured)} rounds by {phases[0]} rate ({rates})"
-    chosen.roundRates = {
-        phase: [r.rate(phase) if r.status == "ok" else None for r in rounds] for phase in phases
-    }
+    measured = sorted(
+        (r for r in rounds if r.rate(phases[0]) is not None), key=lambda r: r.rate(phases[0]) or 0
+    )
+    chosen = measured[(len(measured) - 1) // 2] if measured else rounds[-1]
+    if len(measured) > 1:
+        rates = ", ".join(f"{r.rate(phases[0]) or 0:,.0f}" for r in measured)
+        chosen.note = f"median of {len(measured)} rounds by {phases[0]} rate ({rates})"
+    chosen.rounds = rounds
     return chosen
 
 
@@ -170,36 +138,25 @@ def runOrder(configs: Sequence[BenchConfig], roundNumber: int = 1) -> list[Bench
     """
     The order in which round C{roundNumber} runs C{configs}: first lines of
     configurations in which each target's two sides are next to each other
-    wherever a line allows (the rates' targets first: their verdicts pair
-    the two sides round by round), then the rest in table order.  Every
-    other round runs backwards, so that neither side always goes first.
+    wherever a line allows (the targets compared round by round first),
+    then the rest in table order.  Every other round runs backwards.
     """
     byName = {c.name: c for c in configs}
     lines = [[c.name] for c in configs]
-    specs = sorted(targetSpecs(), key=lambda spec: not spec[2].endswith(".rate"))
-    for ours, theirs, _, _, _ in specs:
-        _putNextToEachOther(lines, ours, theirs)
+    for target in sorted(loadTargets(), key=lambda t: not t.perRound):
+        ends = {line[end]: line for line in lines for end in (0, -1)}
+        first, second = ends.get(target.numerator), ends.get(target.denominator)
+        if first is None or second is None or first is second:
+            continue  # not selected, inside a line already, or in the same line
+        if first[-1] != target.numerator:
+            first.reverse()
+        if second[0] != target.denominator:
+            second.reverse()
+        first.extend(second)
+        lines.remove(second)
     lines.sort(key=lambda line: len(line) == 1)
     order = [byName[name] for line in lines for name in line]
     return order if roundNumber % 2 else order[::-1]
-
-
-def _putNextToEachOther(lines: list[list[str]], ours: str, theirs: str) -> None:
-    """
-    Join the line ending in C{ours} to the one ending in C{theirs}; nothing
-    if either is not selected or is inside its line (its neighbours are
-    taken), or if both are in the same line already.
-    """
-    ends = {line[end]: line for line in lines for end in (0, -1)}
-    first, second = ends.get(ours), ends.get(theirs)
-    if first is None or second is None or first is second:
-        return
-    if first[-1] != ours:
-        first.reverse()
-    if second[0] != theirs:
-        second.reverse()
-    first.extend(second)
-    lines.remove(second)
 
 
 def runAll(
@@ -207,8 +164,7 @@ def runAll(
 ) -> list[ConfigResult]:
     """
     Measure every configuration, C{repeat} rounds in turn, each in
-    L{runOrder} (so that a noisy spell hits the two sides of a target
-    alike), and keep each one's median round, in C{configs}' order.
+    L{runOrder}, and keep each one's median round, in C{configs}' order.
     """
     rounds: dict[str, list[ConfigResult]] = {c.name: [] for c in configs}
     for roundNumber in range(1, repeat + 1):
@@ -223,13 +179,7 @@ def runAll(
 
 def report(results: list[ConfigResult], options: RunOptions, directory: Path) -> str:
     checks = targetChecks(results)
-    header = (
-        f"Machine: {machineDescription()}\n"
-        f"Load: {options.generator}, {options.connections} connections, "
-        f"{options.threads} thread(s), {options.duration:g}s per phase after "
-        f"{options.warmup:g}s warm-up; /work = {options.workIterations} iterations"
-    )
-    text = "\n\n".join([header, formatTable(results), LEGEND, formatTargets(checks)]) + "\n"
+    text = formatReport(results, options, checks)
     (directory / "bench.txt").write_text(text)
     writeJSON(directory / "bench.json", results, options, checks)
     drawn = writeChart(directory / "bench.png", results, machineDescription())
@@ -241,12 +191,12 @@ def profile(arguments: argparse.Namespace, options: RunOptions) -> int:
     config = {c.name: c for c in allConfigs()}.get(arguments.profile)
     if config is None:
         raise SystemExit(f"--profile: no configuration named {arguments.profile!r} (see --list)")
-    installTools([config], options, not arguments.no_install)
-    profiler, seconds = arguments.profiler, arguments.profile_seconds
+    installTools([config], ["short"], not arguments.no_install)
+    process, seconds = arguments.profile_process, arguments.profile_seconds
     try:
-        path = profileConfig(config, options, arguments.results, seconds, profiler, arguments.profile_process)
+        path = profileConfig(config, options, arguments.results, seconds, arguments.profiler, process)
     except ProfilerFailed as e:
-        if arguments.profile_process != "master":
+        if process != "master":
             raise SystemExit(f"benchmarks: {e}") from e
         print(f"benchmarks: {e}; profiling with cProfile instead", file=sys.stderr)
         path = profileConfig(config, options, arguments.results, seconds, "cprofile")
@@ -262,21 +212,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.list:
         print("\n".join(c.name for c in allConfigs()))
         return 0
+    try:
+        if arguments.model:
+            results = json.loads(arguments.model.read_text())["results"]
+            print(modelOfScale({r["name"]: r["metrics"] for r in results}) or "no rr-2 or none-2 costs in it")
+            return 0
+        loadTargets()
+        configs = selectConfigs(arguments.only)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"benchmarks: {e}") from e
     logs = arguments.results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     try:
         if arguments.profile:
             return profile(arguments, options)
-        try:
-            configs = selectConfigs(arguments.only)
-        except ValueError as e:
-            raise SystemExit(f"benchmarks: {e}") from e
-        installTools(configs, options, not arguments.no_install)
+        installTools(configs, options.phases, not arguments.no_install)
+        phases = [(c, p) for c in configs for p in options.phases if c.workers > 1 or p in WRK_PHASES]
+        seconds = 4 * len(configs) + sum(
+            options.loadFor(p, 0).duration + options.warmup + 1 for _, p in phases
+        )
+        minutes = seconds * max(1, arguments.repeat) / 60
         print(
-            f"{len(configs)} configurations, about "
-            f"{estimateSeconds(configs, options) * max(1, arguments.repeat) / 60:.1f} "
-            f"minutes; server logs in {logs}",
-            flush=True,
+            f"{len(configs)} configurations, about {minutes:.1f} minutes; server logs in {logs}", flush=True
         )
         results = runAll(configs, options, logs, max(1, arguments.repeat))
         print("\n" + report(results, options, arguments.results))

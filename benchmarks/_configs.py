@@ -8,9 +8,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-#: twistcluster's scheduling policies.  Only C{rr} exists before the
-#: policies branch lands; the others are skipped with a note while the
-#: installed C{twist cluster} rejects them.
 TWISTCLUSTER_POLICIES = ("rr", "least-conn", "none", "reuseport")
 #: Node's policies (C{NODE_CLUSTER_SCHED_POLICY}).
 NODE_POLICIES = ("rr", "none")
@@ -19,9 +16,8 @@ WORKER_COUNTS = (1, 2, 4)
 TWISTCLUSTER = "twistcluster"
 NODE = "node"
 SINGLE = "twisted-single"
-#: Plain Twisted processes (no cluster) each with its own SO_REUSEPORT
-#: socket on the one port: what Twisted itself reaches with 2 processes on
-#: this machine, the reference for the none/reuseport targets.
+#: Plain Twisted processes (no cluster), each with its own SO_REUSEPORT
+#: socket on the one port: what Twisted itself reaches with 2 processes.
 PLAIN_PROCESSES = "twisted-reuseport"
 
 
@@ -32,8 +28,7 @@ class BenchConfig:
 
     @ivar kind: L{TWISTCLUSTER}, L{NODE}, L{SINGLE} or L{PLAIN_PROCESSES}.
     @ivar policy: The scheduling policy (C{""} for the single process).
-    @ivar workers: Worker processes (1 for the single process, which is
-        its own worker).
+    @ivar workers: Worker processes (the single process is its own worker).
     """
 
     kind: str
@@ -44,18 +39,14 @@ class BenchConfig:
     def name(self) -> str:
         if self.kind == SINGLE:
             return SINGLE
-        if self.kind == PLAIN_PROCESSES:
-            return f"{PLAIN_PROCESSES}-{self.workers}"
-        return f"{self.kind}-{self.policy}-{self.workers}"
+        return f"{self.family}-{self.workers}"
 
     @property
     def family(self) -> str:
         """
         The configuration without its worker count (a line on the chart).
         """
-        if self.kind in (SINGLE, PLAIN_PROCESSES):
-            return self.kind
-        return f"{self.kind}-{self.policy}"
+        return self.kind if self.kind in (SINGLE, PLAIN_PROCESSES) else f"{self.kind}-{self.policy}"
 
 
 def allConfigs() -> list[BenchConfig]:
@@ -63,10 +54,8 @@ def allConfigs() -> list[BenchConfig]:
     Every configuration, in the order the table shows them.
     """
     configs = [BenchConfig(SINGLE, "", 1), BenchConfig(PLAIN_PROCESSES, "reuseport", 2)]
-    for policy in TWISTCLUSTER_POLICIES:
-        configs += [BenchConfig(TWISTCLUSTER, policy, n) for n in WORKER_COUNTS]
-    for policy in NODE_POLICIES:
-        configs += [BenchConfig(NODE, policy, n) for n in WORKER_COUNTS]
+    for kind, policies in ((TWISTCLUSTER, TWISTCLUSTER_POLICIES), (NODE, NODE_POLICIES)):
+        configs += [BenchConfig(kind, policy, n) for policy in policies for n in WORKER_COUNTS]
     return configs
 
 

@@ -1,7 +1,8 @@
 """
-Load generators: C{wrk} (the real client) and a tiny built-in Python one,
-for the smoke test on machines without C{wrk} (its figures are not
-comparable with C{wrk}'s).
+The load generators, each a process of its own that prints one result line
+(L{MARKER} and JSON): C{wrk} for the throughput phases (as many requests as
+its connections can make), L{benchmarks._rateclient} for the uneven-work
+phases (a fixed offered rate, latency from each request's due time).
 """
 
 from __future__ import annotations
@@ -10,24 +11,26 @@ import json
 import math
 import resource
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._processes import Managed
 
-#: Printed by the wrk script's done(): one JSON object on one line.
-WRK_MARKER = "BENCH_RESULT "
+MARKER = "BENCH_RESULT "
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadSpec:
     """
     One load to apply.
 
-    @ivar close: Send C{Connection: close} (one request per connection).
+    @ivar close: One request per connection (C{Connection: close}).
     @ivar path: C{/} or C{/work} (the CPU-bound variant).
+    @ivar rate: Requests per second offered by the constant-rate client, a
+        share C{slowShare} of them to C{/slow}; 0 for C{wrk}.
     """
 
     port: int
@@ -36,6 +39,8 @@ class LoadSpec:
     threads: int
     close: bool
     path: str = "/"
+    rate: float = 0.0
+    slowShare: float = 0.05
 
     @property
     def url(self) -> str:
@@ -47,17 +52,22 @@ class LoadResult:
     """
     What a load generator measured.  Latencies are in milliseconds.
 
-    @ivar clientCPU: Seconds of CPU (user and system) that the load
-        generator itself used, when it ran as a process of its own
-        (C{wrk}); 0 when not known.
+    @ivar clientCPU: Seconds of CPU (user and system) the load generator
+        used.
+    @ivar uneven: The constant-rate client's details: cheap and slow
+        requests, C{cheapP99}, C{toBusy} (cheap requests sent to a worker
+        busy with a slow one), C{toBusyWhileIdle} (...while another was not),
+        C{lagP99} (its own lateness), C{workers} (requests by worker).
     """
 
     requests: int
     seconds: float
     p50: float
     p99: float
+    p999: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     clientCPU: float = 0.0
+    uneven: dict[str, Any] = field(default_factory=dict)
 
     @property
     def perSecond(self) -> float:
@@ -74,54 +84,59 @@ class LoadFailed(Exception):
 
 
 def wrkCommand(spec: LoadSpec) -> list[str]:
-    argv = ["wrk", "-t", str(spec.threads), "-c", str(spec.connections)]
-    # wrk takes whole seconds only.
-    seconds = max(1, math.ceil(spec.duration))
-    argv += ["-d", f"{seconds}s", "--timeout", "5s", "--latency"]
-    argv += ["-s", str(WRK_SCRIPT)]
-    if spec.close:
-        argv += ["-H", "Connection: close"]
-    return [*argv, spec.url]
+    seconds = max(1, math.ceil(spec.duration))  # wrk takes whole seconds only
+    argv = ["wrk", "-t", str(spec.threads), "-c", str(spec.connections), "-d", f"{seconds}s"]
+    argv += ["--timeout", "5s", "--latency", "-s", str(WRK_SCRIPT)]
+    return [*argv, *(["-H", "Connection: close"] if spec.close else []), spec.url]
 
 
-def parseWrkOutput(output: str) -> LoadResult:
+def rateClientCommand(spec: LoadSpec) -> list[str]:
+    argv = [sys.executable, "-m", "benchmarks._rateclient", str(spec.port), str(spec.rate)]
+    argv += [f"{spec.duration:g}", "--slow-share", str(spec.slowShare)]
+    return argv + ([] if spec.close else ["--keep-alive", str(spec.connections)])
+
+
+def parseOutput(output: str) -> LoadResult:
     """
-    Read the result line that C{wrk_report.lua} prints.
+    Read the result line of C{wrk_report.lua} or the rate client.
 
     @raise LoadFailed: There is none.
     """
     for line in output.splitlines():
-        if line.startswith(WRK_MARKER):
-            data = json.loads(line[len(WRK_MARKER) :])
+        if line.startswith(MARKER):
+            data = json.loads(line[len(MARKER) :])
             return LoadResult(
                 requests=int(data["requests"]),
                 seconds=data["duration_us"] / 1e6,
                 p50=data["p50_us"] / 1000,
                 p99=data["p99_us"] / 1000,
+                p999=data["p999_us"] / 1000 if "p999_us" in data else None,
                 errors={k: int(v) for k, v in data["errors"].items() if v},
+                uneven=data.get("uneven", {}),
             )
     tail = output.strip().splitlines()[-1:] or ["(no output)"]
-    raise LoadFailed(f"wrk printed no result: {tail[0]}")
+    raise LoadFailed(f"the load generator printed no result: {tail[0]}")
 
 
-def runWrk(spec: LoadSpec) -> LoadResult:
+def runLoad(spec: LoadSpec) -> LoadResult:
     """
-    Run C{wrk} for C{spec.duration} seconds (killed if it overruns).
+    Apply C{spec} (killing the generator if it overruns) and read its result.
     """
-    wrk = Managed(wrkCommand(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    # wrk shares the machine with the servers: what it costs is part of the
-    # picture.  The kernel adds a child's CPU time to RUSAGE_CHILDREN when
-    # it is reaped, and wrk is the only child reaped while it runs (the
+    argv = rateClientCommand(spec) if spec.rate else wrkCommand(spec)
+    client = Managed(argv, stdout=subprocess.PIPE)
+    # The kernel adds a child's CPU time to RUSAGE_CHILDREN when it is
+    # reaped, and the generator is the only child reaped while it runs (the
     # servers outlive the phase; Popen reaps its leftovers before forking).
     before = childrenCPU()
+    limit = spec.duration + 20
     try:
-        output, _ = wrk.process.communicate(timeout=spec.duration + 20)
+        output, _ = client.process.communicate(timeout=limit)
         clientCPU = childrenCPU() - before
     except subprocess.TimeoutExpired as e:
-        raise LoadFailed(f"wrk overran {spec.duration + 20:g}s") from e
+        raise LoadFailed(f"{'the rate client' if spec.rate else 'wrk'} overran {limit:g}s") from e
     finally:
-        wrk.stop(grace=1.0)
-    result = parseWrkOutput(output.decode(errors="replace"))
+        client.stop(grace=1.0)
+    result = parseOutput(output.decode(errors="replace"))
     result.clientCPU = clientCPU
     return result
 
@@ -133,21 +148,3 @@ def childrenCPU() -> float:
     """
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def runLoad(spec: LoadSpec, generator: str) -> LoadResult:
-    if generator == "wrk":
-        return runWrk(spec)
-    from ._pyload import runPythonLoad
-
-    return runPythonLoad(spec)
-
-
-def percentile(sortedValues: list[float], fraction: float) -> float:
-    """
-    The C{fraction} (0..1) percentile of already sorted values (nearest rank).
-    """
-    if not sortedValues:
-        return 0.0
-    index = min(len(sortedValues) - 1, max(0, round(fraction * len(sortedValues)) - 1))
-    return sortedValues[index]

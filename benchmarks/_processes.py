@@ -1,7 +1,8 @@
 """
-Processes the harness starts, each in its own process group, and the
-guarantee that none outlives it: every one is registered, and killed (with
-its group and its descendants) on the way out, even on Ctrl-C or an error.
+Processes the harness starts, each in a session (so a process group) of its
+own, and the guarantee that none outlives it: every one is registered and
+killed, with its group and every descendant seen, on the way out (an error,
+Ctrl-C, C{SIGTERM} or C{SIGHUP}).
 """
 
 from __future__ import annotations
@@ -11,20 +12,21 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import IO, Any
 
-from ._procstat import descendants
+import psutil
 
 _live: set[Managed] = set()
 
 
 class Managed:
     """
-    One process started in a new session (so its own process group).
+    One process started in a new session.
 
-    @ivar descendantsSeen: Every descendant seen while it ran; they are
-        killed too, wherever they were reparented.
+    @ivar seen: Every descendant seen while it ran, killed too wherever it
+        was reparented (psutil checks a pid still names the same process).
     """
 
     def __init__(
@@ -33,19 +35,17 @@ class Managed:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         stdout: IO[Any] | int | None = subprocess.DEVNULL,
-        stderr: IO[Any] | int | None = subprocess.STDOUT,
     ) -> None:
-        self.argv = list(argv)
         self.process = subprocess.Popen(
-            self.argv,
+            list(argv),
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
-            stderr=stderr,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.descendantsSeen: set[int] = set()
+        self.seen: dict[int, psutil.Process] = {}
         _live.add(self)
 
     @property
@@ -55,73 +55,67 @@ class Managed:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def noteDescendants(self) -> list[int]:
+    def descendants(self) -> list[psutil.Process]:
         """
-        Remember (and return) the process's live descendants.
+        The process's live descendants, remembered in L{seen}.
         """
-        found = descendants(self.pid) if self.running() else []
-        self.descendantsSeen.update(found)
+        try:
+            found = psutil.Process(self.pid).children(recursive=True) if self.running() else []
+        except psutil.Error:
+            found = []
+        self.seen.update((p.pid, p) for p in found)
         return found
 
     def stop(self, grace: float = 5.0) -> int | None:
         """
         C{SIGTERM} to the group, C{SIGKILL} after C{grace} seconds, then
-        C{SIGKILL} to any descendant that escaped the group.
+        C{SIGKILL} to any descendant that left the group.
 
         @return: The exit status, or L{None} if it could not be reaped.
         """
-        self.noteDescendants()
+        self.descendants()
         if self.running():
             _signalGroup(self.pid, signal.SIGTERM)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         _signalGroup(self.pid, signal.SIGKILL)
-        for pid in self.descendantsSeen:
-            _killQuietly(pid)
+        for process in self.seen.values():
+            with suppress(psutil.Error):
+                process.kill()
         try:
-            code = self.process.wait(5)
+            code: int | None = self.process.wait(5)
         except subprocess.TimeoutExpired:
             code = None
-        _waitGone(self.descendantsSeen, 5.0)
+        _waitGone(self.seen.values(), 5.0)
         _live.discard(self)
         return code
 
 
-def _signalGroup(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _killQuietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _waitGone(pids: set[int], timeout: float) -> None:
+def _waitGone(processes: Iterable[psutil.Process], timeout: float) -> None:
+    """
+    Wait until each of C{processes} is gone or a zombie (this machine's init
+    may be slow to reap what it inherits; psutil's C{wait_procs} waits for it).
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
-            return
+    while time.monotonic() < deadline and not all(map(_gone, processes)):
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def _gone(process: psutil.Process) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _signalGroup(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
 
 
 def stopAll() -> None:
     """
-    Stop every process still registered (at exit, or on a signal).
+    Stop every process still registered.
     """
     for managed in list(_live):
         managed.stop(grace=1.0)
@@ -135,7 +129,7 @@ def _stopOnSignal(signum: int, frame: Any) -> None:
 def installCleanup() -> None:
     """
     Kill whatever is left when the harness exits, is interrupted (Ctrl-C
-    raises KeyboardInterrupt, and the C{finally} blocks plus L{atexit} do the
+    raises KeyboardInterrupt: the C{finally} blocks and L{atexit} do the
     rest) or is sent C{SIGTERM}/C{SIGHUP}.
     """
     atexit.register(stopAll)

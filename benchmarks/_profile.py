@@ -14,16 +14,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from ._configs import TWISTCLUSTER, BenchConfig
 from ._load import LoadFailed, LoadResult, runLoad
-from ._procstat import CPUMeter
-from ._run import RunOptions, measureConfig
+from ._run import ProcessMeter, RunOptions, difference, measureConfig, readCounts
 from ._servers import RunningServer
-from ._spread import difference, readCounts
 from ._stacks import MASTER_STAGES, TOP, WORKER_STAGES, isWaiting, pySpyReport, shortFile
 
 
@@ -33,18 +30,9 @@ class ProfilerFailed(Exception):
     """
 
 
-def pySpy() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
 def cProfileReport(statsPath: Path, connections: int) -> str:
-    stats = pstats.Stats(str(statsPath))
-    entries = {
-        where: values
-        for where, values in stats.stats.items()  # type: ignore[attr-defined]
-        if not isWaiting(where[2])
-    }
+    stats = pstats.Stats(str(statsPath)).stats  # type: ignore[attr-defined]
+    entries = {where: values for where, values in stats.items() if not isWaiting(where[2])}
     total = sum(values[2] for values in entries.values()) or 1e-9
     calls = sum(values[1] for values in entries.values())
     lines = [
@@ -55,40 +43,16 @@ def cProfileReport(statsPath: Path, connections: int) -> str:
         "",
     ]
     for title, index in (("Self time (tottime):", 2), ("Inclusive time (cumtime):", 3)):
-        lines.append(title)
         # Callers of the poll (doPoll, run...) hold waiting time: leave them out.
-        working = [item for item in entries.items() if item[1][index] <= total]
-        ranked = sorted(working, key=lambda item: item[1][index], reverse=True)
+        ranked = sorted((e for e in entries.items() if e[1][index] <= total), key=lambda e: -e[1][index])
+        lines.append(title)
         for (file, line, name), values in ranked[:TOP]:
-            perConnection = values[1] / connections if connections else 0
             lines.append(
                 f"  {100 * values[index] / total:5.1f}%  {values[index]:7.3f}s  "
-                f"{perConnection:6.2f} calls/conn  {name} ({shortFile(file)}:{line})"
+                f"{values[1] / max(connections, 1):6.2f} calls/conn  {name} ({shortFile(file)}:{line})"
             )
         lines.append("")
     return "\n".join(lines)
-
-
-class _Background:
-    """
-    The load, in a thread, so the profiler can run beside it.
-    """
-
-    def __init__(self, run: Callable[[], LoadResult]) -> None:
-        self.result: LoadResult | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
-        self._thread.start()
-
-    def _run(self, run: Callable[[], LoadResult]) -> None:
-        try:
-            self.result = run()
-        except Exception as e:  # reported by join()
-            self.error = e
-
-    def join(self, timeout: float) -> LoadResult | None:
-        self._thread.join(timeout)
-        return self.result
 
 
 def profileConfig(
@@ -109,110 +73,83 @@ def profileConfig(
     """
     suffix = ("-worker" if process == "worker" else "") + ("-cprofile" if profiler == "cprofile" else "")
     stem = resultsDirectory / f"profile-{config.name}{suffix}"
-    statsPath = stem.with_suffix(".pstats")
     prefix = None
     if profiler == "cprofile":
         if config.kind != TWISTCLUSTER or process != "master":
             raise SystemExit("--profiler cprofile profiles a twistcluster master only")
-        prefix = [sys.executable, "-m", "benchmarks._cprofile_master", str(statsPath), "--"]
-    window = _ProfileWindow(options, seconds, profiler, process, stem.with_suffix(".collapsed"))
-    outcome = measureConfig(config, options, resultsDirectory / "logs", window.run, prefix)
+        prefix = [sys.executable, "-m", "benchmarks._cprofile_master", str(stem.with_suffix(".pstats")), "--"]
+    lines: list[str] = []
+
+    def window(server: RunningServer) -> None:
+        lines.extend(_profileWindow(server, options, seconds, profiler, process, stem))
+
+    outcome = measureConfig(config, options, resultsDirectory / "logs", window, prefix)
     if outcome.status != "ok":
         raise SystemExit(f"profiling {config.name} {outcome.status}: {outcome.note}")
-    if profiler == "cprofile":
-        window.sections.append(cProfileReport(statsPath, window.connections))
     report = stem.with_suffix(".txt")
-    report.write_text(window.summary(config.name) + "\n\n" + "\n".join(window.sections) + "\n")
+    report.write_text("\n".join(lines) + "\n")
     return report
 
 
-class _ProfileWindow:
+def _profileWindow(
+    server: RunningServer, options: RunOptions, seconds: float, profiler: str, process: str, stem: Path
+) -> list[str]:
     """
-    Profiles one process of a running server under short-connection load.
+    Profile one process of C{server} for C{seconds} under short-connection
+    load; return the report's lines.
     """
-
-    def __init__(
-        self, options: RunOptions, seconds: float, profiler: str, process: str, collapsed: Path
-    ) -> None:
-        self._options = options
-        self._seconds = seconds
-        self._profiler = profiler
-        self._process = process
-        self._collapsed = collapsed
-        self.sections: list[str] = []
-        self.connections = 0
-        self._targetConnections = 0
-        self._rate = 0.0
-        self._cpu: dict[str, float] = {}
-
-    def _target(self, server: RunningServer) -> int:
-        if self._process == "master":
-            return server.masterPid
-        workers = sorted(server.managed.noteDescendants())
-        if not workers:
-            raise LoadFailed(f"{server.config.name} has no worker process to profile")
-        return workers[0]
-
-    def run(self, server: RunningServer) -> None:
-        options = self._options
-        spec = replace(options.loadFor("short", server.port), duration=self._seconds + options.warmup + 2)
-        target = self._target(server)
-        load = _Background(lambda: runLoad(spec, options.generator))
-        time.sleep(options.warmup)
-        master, profiled = CPUMeter(server.masterPid), CPUMeter(target)
-        before = readCounts(server.countsDirectory, byPid=True)
-        master.start()
-        profiled.start()
-        if self._profiler == "cprofile":
-            _cProfileWindow(server, self._seconds)
+    workers = sorted(p.pid for p in server.managed.descendants())
+    if process == "worker" and not workers:
+        raise LoadFailed(f"{server.config.name} has no worker process to profile")
+    target = workers[0] if process == "worker" else server.masterPid
+    spec = replace(options.loadFor("short", server.port), duration=seconds + options.warmup + 2)
+    outcome: list[LoadResult] = []
+    load = threading.Thread(target=lambda: outcome.append(runLoad(spec)), daemon=True)
+    load.start()
+    time.sleep(options.warmup)
+    before = readCounts(server.countsDirectory, byPid=True)
+    with ProcessMeter(server.masterPid) as master, ProcessMeter(target) as profiled:
+        if profiler == "cprofile":
+            server.managed.process.send_signal(signal.SIGUSR1)
+            time.sleep(seconds)
+            server.managed.process.send_signal(signal.SIGUSR2)
         else:
-            stages = MASTER_STAGES if self._process == "master" else WORKER_STAGES
-            collapsed = _pySpyWindow(target, self._seconds, self._collapsed)
-            self.sections.append(f"py-spy raw stacks: {self._collapsed}\n\n")
-            self.sections.append(pySpyReport(collapsed, stages))
-        master.stop()
-        profiled.stop()
-        # Both readings lag by up to one reporting interval: the difference holds.
-        served = difference(before, readCounts(server.countsDirectory, byPid=True))
-        self.connections = sum(served.values())
-        self._targetConnections = served.get(str(target), self.connections)
-        if self._profiler == "cprofile":
-            time.sleep(1.0)  # the master writes the stats from its signal handler
-        result = load.join(spec.duration + 30)
-        if result is None:
-            raise LoadFailed(f"the load failed: {load.error}")
-        self._rate = result.perSecond
-        self._cpu = {
-            "master": master.masterPercent,
-            "all": master.allPercent,
-            "profiled": profiled.masterPercent,
-        }
+            collapsed = _pySpy(target, seconds, stem.with_suffix(".collapsed"))
+    # Both readings lag by up to one reporting interval: the difference holds.
+    served = difference(before, readCounts(server.countsDirectory, byPid=True))
+    connections = sum(served.values())
+    load.join(spec.duration + 30)
+    if not outcome:
+        raise LoadFailed("the load failed")
 
-    def _microseconds(self, percent: float, connections: int) -> float:
-        return percent / 100 * self._seconds / connections * 1e6 if connections else 0.0
+    def perConnection(percent: float, count: int) -> float:
+        return percent / 100 * seconds / count * 1e6 if count else 0.0
 
-    def summary(self, name: str) -> str:
-        cpu = self._cpu
-        lines = [
-            f"{name} under short-connection load ({self._options.connections} connections, "
-            f"{self._options.generator}): {self._rate:,.0f} new conn/s over the whole load.",
-            f"During the {self._seconds:g}s profile: {self.connections} connections; the master "
-            f"used {cpu['master']:.0f}% of a core "
-            f"({self._microseconds(cpu['master'], self.connections):.0f} us of CPU per "
-            f"connection), the master and its workers {cpu['all']:.0f}% "
-            f"({self._microseconds(cpu['all'], self.connections):.0f} us per connection).",
-        ]
-        if self._process == "worker":
-            lines.append(
-                f"The profiled worker served {self._targetConnections} of them with "
-                f"{cpu['profiled']:.0f}% of a core "
-                f"({self._microseconds(cpu['profiled'], self._targetConnections):.0f} us each)."
-            )
-        return "\n".join(lines)
+    lines = [
+        f"{server.config.name} under short-connection load ({options.connections} connections, wrk): "
+        f"{outcome[0].perSecond:,.0f} new conn/s over the whole load.",
+        f"During the {seconds:g}s profile: {connections} connections; the master used "
+        f"{master.masterPercent:.0f}% of a core ({perConnection(master.masterPercent, connections):.0f} us "
+        f"of CPU per connection), the master and its workers {master.allPercent:.0f}% "
+        f"({perConnection(master.allPercent, connections):.0f} us per connection).",
+    ]
+    if process == "worker":
+        own = served.get(str(target), connections)
+        lines.append(
+            f"The profiled worker served {own} of them with {profiled.masterPercent:.0f}% of a core "
+            f"({perConnection(profiled.masterPercent, own):.0f} us each)."
+        )
+    if profiler == "cprofile":
+        time.sleep(1.0)  # the master writes the stats from its signal handler
+        return [*lines, "", cProfileReport(stem.with_suffix(".pstats"), connections)]
+    stages = MASTER_STAGES if process == "master" else WORKER_STAGES
+    raw = f"py-spy raw stacks: {stem.with_suffix('.collapsed')}"
+    return [*lines, "", raw, "", pySpyReport(collapsed, stages)]
 
 
-def _pySpyWindow(pid: int, seconds: float, collapsedPath: Path) -> str:
-    binary = pySpy()
+def _pySpy(pid: int, seconds: float, collapsedPath: Path) -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    binary = str(beside) if beside.exists() else shutil.which("py-spy")
     if binary is None:
         raise ProfilerFailed("py-spy is not installed (make install-bench)")
     argv = [binary, "record", "--pid", str(pid), "--duration", f"{seconds:g}", "--rate", "200"]
@@ -222,9 +159,3 @@ def _pySpyWindow(pid: int, seconds: float, collapsedPath: Path) -> str:
         why = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProfilerFailed(f"py-spy could not profile pid {pid}: {why}")
     return collapsedPath.read_text()
-
-
-def _cProfileWindow(server: RunningServer, seconds: float) -> None:
-    server.managed.process.send_signal(signal.SIGUSR1)
-    time.sleep(seconds)
-    server.managed.process.send_signal(signal.SIGUSR2)

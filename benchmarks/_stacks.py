@@ -8,70 +8,51 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TOP = 25
 #: Where a reactor waits for events: idle time, not work.
 _WAITING = ("epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect")
+_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
 def isWaiting(function: str) -> bool:
     """
     Is C{function} (as cProfile names it) the reactor waiting for events?
     """
-    name = function.removeprefix("<method '").split("'", 1)[0]
-    return name in _WAITING
-
-
-_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
+    return function.removeprefix("<method '").split("'", 1)[0] in _WAITING
 
 
 def shortFile(path: str) -> str:
     """
     A source path without its installation prefix.
     """
-    for marker in ("site-packages/", "lib/python3.11/", "/wt6/", "/work/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    for marker in ("site-packages/", "lib/python3.11/", "/work/"):
+        path = path.split(marker, 1)[-1]
     return path
-
-
-def frameName(frame: str) -> tuple[str, str]:
-    """
-    C{(function, file)} of one py-spy frame, C{"name (file:line)"}.
-    """
-    match = _FRAME.match(frame)
-    if not match:
-        return frame, "?"
-    return match.group("name"), shortFile(match.group("file"))
-
-
-Stage = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
 class StageSet:
     """
     One process's hot path as exclusive stages: each busy sample goes to
-    the first stage whose rule matches, a system call at the leaf first,
-    then the innermost Python step on the stack; the last stage takes the
-    rest.
+    the first stage whose rule matches (a system call at the leaf, or a
+    function on the stack); the last stage takes the rest.
 
     @ivar stages: C{(label, leaf function names, functions on the stack)}.
     @ivar handlers: The reactor's handlers, inclusive: C{(label, functions)}.
     """
 
     title: str
-    stages: tuple[Stage, ...]
+    stages: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
     handlers: tuple[tuple[str, tuple[str, ...]], ...]
 
     def stageOf(self, names: Sequence[str]) -> str:
         """
-        The stage a sample (its stack's function names, root first) is in.
+        The stage of a sample (its stack's function names, root first).
         """
-        onStack = set(names)
         for label, leaves, functions in self.stages:
-            if (names and names[-1] in leaves) or onStack.intersection(functions):
+            if (names and names[-1] in leaves) or set(names).intersection(functions):
                 return label
         return self.stages[-1][0]
 
@@ -91,10 +72,7 @@ MASTER_STAGES = StageSet(
         ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
     ),
     (
-        (
-            "listening socket readable (accept batch, first hand-offs)",
-            ("_AcceptLoop.doRead",),
-        ),
+        ("listening socket readable (accept batch, first hand-offs)", ("_AcceptLoop.doRead",)),
         ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
         ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),
     ),
@@ -125,91 +103,58 @@ WORKER_STAGES = StageSet(
 )
 
 
-@dataclass
-class StackSummary:
-    """
-    py-spy's collapsed stacks, counted.
-
-    @ivar busy: Samples not waiting in the reactor's poll.
-    @ivar stacks: The busy samples' stacks (function names), with counts.
-    """
-
-    total: int = 0
-    busy: int = 0
-    selfTime: Counter[str] = field(default_factory=Counter)
-    inclusive: Counter[str] = field(default_factory=Counter)
-    byFile: Counter[str] = field(default_factory=Counter)
-    stacks: list[tuple[list[str], int]] = field(default_factory=list)
-
-    def share(self, functions: Sequence[str]) -> int:
-        """
-        Busy samples whose stack holds any of C{functions}.
-        """
-        wanted = set(functions)
-        return sum(n for names, n in self.stacks if wanted.intersection(names))
-
-    def byStage(self, stages: StageSet) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for names, samples in self.stacks:
-            counts[stages.stageOf(names)] += samples
-        return counts
-
-
-def summariseStacks(collapsed: str) -> StackSummary:
-    """
-    Count py-spy's collapsed stacks (C{frame;frame;... count}): by function
-    (self and inclusive) and by file, leaving out samples waiting in the
-    reactor's poll (py-spy's C{--native} mode counts those as active).
-    """
-    summary = StackSummary()
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        summary.total += samples
-        frames = [frameName(f) for f in stack.split(";")]
-        leaf, leafFile = frames[-1]
-        if leaf in _WAITING:
-            continue
-        summary.busy += samples
-        summary.stacks.append(([name for name, _ in frames], samples))
-        summary.selfTime[f"{leaf} ({leafFile})"] += samples
-        summary.byFile[leafFile] += samples
-        for name in {f"{n} ({f})" for n, f in frames}:
-            summary.inclusive[name] += samples
-    return summary
-
-
 def _line(samples: int, total: int, label: str) -> str:
     return f"  {100 * samples / total:5.1f}%  {samples:7d}  {label}"
 
 
-def _table(title: str, counts: Counter[str], total: int) -> list[str]:
-    lines = [title] + [_line(n, total, name) for name, n in counts.most_common(TOP)]
-    return lines + [""]
-
-
-def stageBreakdown(summary: StackSummary, stages: StageSet) -> list[str]:
-    counts = summary.byStage(stages)
-    lines = [f"{stages.title}, exclusive stages (they add up to 100%):"]
-    lines += [_line(counts[label], summary.busy, label) for label, _, _ in stages.stages]
-    lines += ["", "By reactor handler (inclusive):"]
-    lines += [_line(summary.share(f), summary.busy, label) for label, f in stages.handlers]
-    return lines + [""]
-
-
 def pySpyReport(collapsed: str, stages: StageSet = MASTER_STAGES) -> str:
-    summary = summariseStacks(collapsed)
-    if not summary.busy:
+    """
+    Count py-spy's collapsed stacks (C{frame;frame;... count}) by stage, by
+    function (self and inclusive) and by file, leaving out the samples
+    waiting in the reactor's poll (py-spy's C{--native} counts them).
+    """
+    total = 0
+    stacks: list[tuple[list[str], int]] = []
+    selfTime: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    byFile: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        frames = [
+            (m["name"], shortFile(m["file"])) if (m := _FRAME.match(f)) else (f, "?")
+            for f in stack.split(";")
+        ]
+        if frames[-1][0] in _WAITING:
+            continue
+        stacks.append(([name for name, _ in frames], int(count)))
+        selfTime["{} ({})".format(*frames[-1])] += int(count)
+        byFile[frames[-1][1]] += int(count)
+        for name in {f"{n} ({f})" for n, f in frames}:
+            inclusive[name] += int(count)
+    busy = sum(n for _, n in stacks)
+    if not busy:
         return "py-spy took no busy samples (was the process idle?)\n"
+    byStage = Counter[str]()
+    for names, samples in stacks:
+        byStage[stages.stageOf(names)] += samples
     lines = [
-        f"{summary.total} samples, {summary.total - summary.busy} of them waiting in "
-        f"epoll_wait (idle, left out); shares below are of the {summary.busy} busy samples",
+        f"{total} samples, {total - busy} of them waiting in epoll_wait (idle, left out); "
+        f"shares below are of the {busy} busy samples",
         "",
+        f"{stages.title}, exclusive stages (they add up to 100%):",
+        *(_line(byStage[label], busy, label) for label, _, _ in stages.stages),
+        "",
+        "By reactor handler (inclusive):",
     ]
-    lines += stageBreakdown(summary, stages)
-    lines += _table("Self time by function (where the CPU is):", summary.selfTime, summary.busy)
-    lines += _table("Inclusive time by function:", summary.inclusive, summary.busy)
-    lines += _table("Self time by file:", summary.byFile, summary.busy)
-    return "\n".join(lines)
+    for label, functions in stages.handlers:
+        lines.append(_line(sum(n for names, n in stacks if set(functions).intersection(names)), busy, label))
+    for title, counts in (
+        ("Self time by function (where the CPU is):", selfTime),
+        ("Inclusive time by function:", inclusive),
+        ("Self time by file:", byFile),
+    ):
+        lines += ["", title, *(_line(n, busy, name) for name, n in counts.most_common(TOP))]
+    return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@
 //
 //   node responder.js PORT WORKERS      (NODE_CLUSTER_SCHED_POLICY=rr|none)
 //
+// GET /work runs a fixed loop, GET /slow spends BENCH_SLOW_MS (20) ms of CPU.
 // The primary prints "ready" once every worker is listening.  Each worker
 // counts connections and requests and writes them to $BENCH_COUNTS_DIR.
 'use strict';
@@ -18,6 +19,7 @@ const workers = Number(process.argv[3] || 1);
 const host = '127.0.0.1';
 const backlog = 511;
 const workIterations = Number(process.env.BENCH_WORK_ITERATIONS || 16000);
+const slowMicroseconds = Number(process.env.BENCH_SLOW_MS || 20) * 1000;
 const maxHead = 64 * 1024;
 const body = 'Hello, World!\n';
 
@@ -37,6 +39,15 @@ function work(iterations) {
     x = (x * 31 + i) & 0xffff;
   }
   return x;
+}
+
+// Spend this process's CPU time (user + system), as responder.py's spin().
+function spin(microseconds) {
+  const start = process.cpuUsage();
+  for (;;) {
+    const used = process.cpuUsage(start);
+    if (used.user + used.system >= microseconds) return;
+  }
 }
 
 function runPrimary() {
@@ -84,6 +95,8 @@ function runWorker() {
         counters.requests += 1;
         if (head.startsWith('GET /work')) {
           sink ^= work(workIterations);
+        } else if (head.startsWith('GET /slow')) {
+          spin(slowMicroseconds);
         }
         if (head.toLowerCase().includes('connection: close')) {
           closing = true;

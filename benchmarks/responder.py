@@ -5,8 +5,10 @@ benchmark, for twistcluster and for the single-process Twisted server.
 It parses just enough of a request (it looks for the blank line that ends
 the head), honours C{Connection: close} and keep-alive, and writes a fixed
 response.  A request for C{/work} first runs L{work} (C{BENCH_WORK_ITERATIONS}
-iterations): the CPU-bound variant.  C{benchmarks/responder.js} is the same
-server for Node, byte for byte.
+iterations): the CPU-bound variant.  A request for C{/slow} first spends
+C{BENCH_SLOW_MS} (20) milliseconds of this process's CPU time (L{spin}): the
+uneven-work phases.  C{benchmarks/responder.js} is the same server for Node,
+byte for byte.
 
 Every process counts the connections and requests it served and, when
 C{BENCH_COUNTS_DIR} is set, writes them there every 0.2 s
@@ -30,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ from twisted.internet.task import LoopingCall
 WORKER_ID = os.environ.get("TWISTCLUSTER_WORKER_ID", "0")
 #: Iterations of L{work} per C{/work} request (~1 ms of CPython).
 WORK_ITERATIONS = int(os.environ.get("BENCH_WORK_ITERATIONS", "16000"))
+#: CPU time per C{/slow} request, in seconds.
+SLOW_SECONDS = float(os.environ.get("BENCH_SLOW_MS", "20")) / 1000
 #: A request head larger than this without its blank line is not HTTP.
 MAX_HEAD = 64 * 1024
 COUNTS_INTERVAL = 0.2
@@ -76,6 +81,17 @@ def work(iterations: int) -> int:
     for i in range(iterations):
         x = (x * 31 + i) & 0xFFFF
     return x
+
+
+def spin(seconds: float) -> None:
+    """
+    Spend C{seconds} of this process's CPU time (not a loop count: Node runs
+    a loop 25 times faster; C{responder.js} does the same with
+    C{process.cpuUsage()}).
+    """
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
 
 
 class Counters:
@@ -138,6 +154,8 @@ class HTTPResponder(Protocol):
         Counters.requests += 1
         if head.startswith(b"GET /work"):
             Counters.sink ^= work(WORK_ITERATIONS)
+        elif head.startswith(b"GET /slow"):
+            spin(SLOW_SECONDS)
         if b"connection: close" in head.lower():
             self._closing = True
             self.transport.write(CLOSE_RESPONSE)  # type: ignore[union-attr]

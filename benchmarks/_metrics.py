@@ -1,0 +1,138 @@
+"""
+Every figure the benchmark reports about a configuration, by the name of its
+column: the table shows them, C{targets.toml} compares them, the JSON keeps
+them (C{metrics}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._run import ConfigResult
+
+Value = Callable[[ConfigResult], "float | None"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """
+    @ivar name: The column's heading, and the metric's name in C{targets.toml}.
+    @ivar label: What a target line calls it.
+    @ivar perRound: A target's ratio of it is the median of its ratios
+        round by round (rates and costs, which a slow spell of the machine
+        moves alike on both sides), not that of the two median rounds.
+    @ivar text: The cell, for a column that is not a number.
+    """
+
+    name: str
+    width: int
+    value: Value
+    digits: int = 0
+    label: str = ""
+    perRound: bool = False
+    text: Callable[[ConfigResult], str] | None = None
+
+    def cell(self, result: ConfigResult) -> str:
+        if self.text is not None:
+            return self.text(result)
+        value = self.value(result)
+        if value is None:
+            return "-"
+        return f"{value:,.0f}" if self.digits == 0 else f"{value:,.{self.digits}f}"
+
+
+def rate(phase: str) -> Value:
+    return lambda result: result.rate(phase)
+
+
+def latency(phase: str, attribute: str) -> Value:
+    return lambda result: getattr(result.load(phase), attribute, None)
+
+
+def uneven(phase: str, key: str) -> Value:
+    return lambda result: (load := result.load(phase)) and load.uneven.get(key)
+
+
+def busyShare(phase: str) -> Value:
+    """
+    Of the cheap requests, the share (%) sent to a worker busy with a slow
+    request while another worker was not.
+    """
+
+    def value(result: ConfigResult) -> float | None:
+        load = result.load(phase)
+        cheap = load.uneven.get("cheap") if load else None
+        return 100 * load.uneven["toBusyWhileIdle"] / cheap if load and cheap else None
+
+    return value
+
+
+def cpuPerConnection(which: str) -> Value:
+    """
+    Microseconds of CPU per new connection in the short phase: the master's
+    (C{master}), the master's and every worker's (C{all}), or the load
+    generator's (C{client}).
+    """
+
+    def value(result: ConfigResult) -> float | None:
+        phase, load = result.phases.get("short"), result.load("short")
+        if phase is None or load is None or not load.requests:
+            return None
+        if which == "client":
+            return load.clientCPU / load.requests * 1e6 if load.clientCPU else None
+        percent = phase.masterCPU if which == "master" else phase.allCPU
+        return percent / 100 * load.seconds / load.requests * 1e6
+
+    return value
+
+
+def spread(result: ConfigResult) -> str:
+    """
+    Each worker's share of the short phase's connections: C{51/49}.
+    """
+    counts = result.phases["short"].spread if "short" in result.phases else {}
+    total = sum(counts.values())
+    return "/".join(f"{100 * n / total:.0f}" for n in counts.values()) if total > 0 else "-"
+
+
+def errors(result: ConfigResult) -> float:
+    return sum(sum(p.load.errors.values()) for p in result.phases.values() if p.load)
+
+
+def masterCPU(result: ConfigResult) -> float | None:
+    phase = result.phases.get("short")
+    return phase.masterCPU if phase and phase.load else None
+
+
+TABLE = (
+    Metric("conn/s", 8, rate("short"), label="new conn/s", perRound=True),
+    Metric("p50 ms", 7, latency("short", "p50"), 2),
+    Metric("p99 ms", 7, latency("short", "p99"), 2, label="short-conn p99"),
+    Metric("ka req/s", 9, rate("keepalive"), label="keep-alive req/s", perRound=True),
+    Metric("ka p50", 7, latency("keepalive", "p50"), 2),
+    Metric("ka p99", 7, latency("keepalive", "p99"), 2, label="keep-alive p99"),
+    Metric("cpu req/s", 9, rate("cpu"), label="CPU-bound req/s", perRound=True),
+    Metric("spread %", 12, lambda r: None, text=spread),
+    Metric("mCPU%", 6, masterCPU),
+    Metric("m us/c", 6, cpuPerConnection("master"), label="master CPU per connection", perRound=True),
+    Metric("all us/c", 8, cpuPerConnection("all"), label="CPU per connection", perRound=True),
+    Metric("wrk us/c", 8, cpuPerConnection("client"), label="wrk's CPU per connection", perRound=True),
+    Metric("mRSS MiB", 8, lambda r: r.masterPeakRSSKiB / 1024 or None, 1, label="master RSS"),
+    Metric("mHWM MiB", 8, lambda r: r.masterHWMKiB / 1024 or None, 1),
+    Metric("errors", 6, errors),
+)
+
+UNEVEN = tuple(
+    Metric(f"{prefix} {name}", width, value, digits, label=f"{prefix} {name}")
+    for phase, prefix in (("uneven", "uneven"), ("uneven-ka", "uneven ka"))
+    for name, width, value, digits in (
+        ("p50", 10, latency(phase, "p50"), 2),
+        ("p99", 10, latency(phase, "p99"), 2),
+        ("p99.9", 12, latency(phase, "p999"), 2),
+        ("busy %", 13, busyShare(phase), 1),
+        ("cheap p99", 14, uneven(phase, "cheapP99"), 2),
+    )
+)
+
+METRICS = {metric.name: metric for metric in TABLE + UNEVEN}

@@ -1,0 +1,280 @@
+"""
+A constant-rate (open-loop) HTTP client for the uneven-work phases (Debian
+has no wrk2)::
+
+    python -m benchmarks._rateclient PORT RATE SECONDS [--keep-alive N] [--slow-share F]
+
+Request i is due at start + i / RATE whatever became of the earlier ones, and
+its latency runs from that due time to the end of its response: a server
+that stalls is charged for every request it kept waiting, not only for the
+few a closed-loop client has in flight (no coordinated omission).  Each
+request opens a connection of its own (C{Connection: close}), or with
+C{--keep-alive N} goes to the next of N connections opened beforehand,
+pipelined behind any response still due there.  A seeded draw, the same for
+every configuration, sends a share of them to C{/slow} (20 ms of the
+responder's CPU), the rest to C{/}.
+
+Every response names its worker (C{X-Worker}).  From them the client counts
+the cheap requests sent to a worker busy with a slow one (between that one's
+send and its response), and how many of those while another worker was not:
+what a balancer that knew would have avoided.  It prints one line,
+C{BENCH_RESULT} and JSON, as C{wrk_report.lua} does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import errno
+import gc
+import json
+import random
+import re
+import select
+import socket
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+#: How long after the last due time the last responses may take.
+GRACE = 5.0
+_CONTENT_LENGTH = re.compile(rb"(?i)content-length: *(\d+)")
+_WORKER = re.compile(rb"X-Worker: *(\S+)")
+
+
+@dataclass(slots=True)
+class Request:
+    due: float
+    slow: bool
+    sent: float = 0.0
+    done: float = 0.0
+    worker: str = ""
+
+
+@dataclass(slots=True)
+class Connection:
+    sock: socket.socket
+    pending: deque[Request] = field(default_factory=deque)
+    unsent: bytes = b""
+    received: bytes = b""
+    mask: int = 0
+
+
+def requestBytes(slow: bool, close: bool) -> bytes:
+    path = b"/slow" if slow else b"/"
+    connection = b"Connection: close\r\n" if close else b""
+    return b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\n" + connection + b"\r\n"
+
+
+class RateClient:
+    """
+    Sends L{requests} on their timetable to 127.0.0.1:C{port}.
+    """
+
+    def __init__(self, port: int, rate: float, seconds: float, keepAlive: int, slowShare: float) -> None:
+        draw = random.Random(1)
+        self.requests = [Request(i / rate, draw.random() < slowShare) for i in range(int(rate * seconds))]
+        self.errors: Counter[str] = Counter()
+        self._port = port
+        self._seconds = seconds
+        self._epoll = select.epoll()
+        self._open: dict[int, Connection] = {}
+        self._outstanding = 0
+        self._keepAlive = keepAlive > 0
+        self._shared = [self._connect(blocking=True) for _ in range(keepAlive)]
+        self._bytes = {slow: requestBytes(slow, close=not keepAlive) for slow in (False, True)}
+
+    def _connect(self, blocking: bool = False) -> Connection:
+        if blocking:
+            sock = socket.create_connection(("127.0.0.1", self._port), timeout=GRACE)
+            sock.setblocking(False)
+        else:
+            sock = socket.socket()
+            sock.setblocking(False)
+            code = sock.connect_ex(("127.0.0.1", self._port))
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                raise ConnectionRefusedError(code, "connect")
+        connection = Connection(sock)
+        self._open[sock.fileno()] = connection
+        self._epoll.register(sock.fileno(), 0)
+        return connection
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for request in self.requests:
+            request.due += start
+        end, due = start + self._seconds + GRACE, 0
+        while True:
+            now = time.monotonic()
+            while due < len(self.requests) and self.requests[due].due <= now:
+                self._send(due, now)
+                due += 1
+            if now >= end or (due == len(self.requests) and not self._outstanding):
+                break
+            wake = self.requests[due].due if due < len(self.requests) else end
+            for fd, events in self._epoll.poll(max(0.0, wake - now)):
+                connection = self._open.get(fd)
+                if connection is not None:
+                    self._ready(connection, events)
+        self.errors["timeout"] += self._outstanding
+
+    def _send(self, index: int, now: float) -> None:
+        request = self.requests[index]
+        request.sent = now
+        try:
+            if not self._keepAlive:
+                connection = self._connect()
+            elif self._shared:
+                connection = self._shared[index % len(self._shared)]
+            else:
+                raise ConnectionResetError("every keep-alive connection is gone")
+        except OSError:
+            self.errors["connect"] += 1
+            return
+        connection.pending.append(request)
+        self._outstanding += 1
+        connection.unsent += self._bytes[request.slow]
+        self._ready(connection, select.EPOLLOUT)
+
+    def _ready(self, connection: Connection, events: int) -> None:
+        try:
+            if connection.unsent and events & (select.EPOLLOUT | select.EPOLLERR):
+                sent = connection.sock.send(connection.unsent)
+                connection.unsent = connection.unsent[sent:]
+            if events & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
+                self._read(connection)
+        except BlockingIOError:
+            pass
+        except ConnectionRefusedError:
+            self._drop(connection, "connect")
+            return
+        except OSError:
+            self._drop(connection, "read")
+            return
+        mask = select.EPOLLIN | (select.EPOLLOUT if connection.unsent else 0)
+        if connection.sock.fileno() >= 0 and mask != connection.mask:
+            self._epoll.modify(connection.sock, mask)
+            connection.mask = mask
+
+    def _read(self, connection: Connection) -> None:
+        data = connection.sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("closed early" if connection.pending else "closed")
+        now, received = time.monotonic(), connection.received + data
+        while connection.pending and (end := received.find(b"\r\n\r\n")) >= 0:
+            head = received[:end]
+            length = _CONTENT_LENGTH.search(head)
+            total = end + 4 + (int(length.group(1)) if length else 0)
+            if len(received) < total:
+                break
+            received = received[total:]
+            request = connection.pending.popleft()
+            self._outstanding -= 1
+            if not head.startswith(b"HTTP/1.1 200 "):
+                self.errors["status"] += 1
+                continue
+            worker = _WORKER.search(head)
+            request.done, request.worker = now, worker.group(1).decode() if worker else "?"
+        connection.received = received
+        if not self._keepAlive and not connection.pending:
+            self._close(connection)
+
+    def _drop(self, connection: Connection, kind: str) -> None:
+        self.errors[kind] += len(connection.pending)
+        self._outstanding -= len(connection.pending)
+        connection.pending.clear()
+        self._close(connection)
+        if connection in self._shared:
+            self._shared.remove(connection)
+
+    def _close(self, connection: Connection) -> None:
+        self._open.pop(connection.sock.fileno(), None)
+        connection.sock.close()
+
+    def summary(self) -> dict[str, object]:
+        """
+        The result line's fields: wrk's (in microseconds), and C{uneven}.
+        """
+        done = [r for r in self.requests if r.done]
+        latencies = sorted(r.done - r.due for r in done)
+        cheap = sorted(r.done - r.due for r in done if not r.slow)
+        toBusy, whileIdle = busyHandOffs(done)
+        uneven = {
+            "cheap": len(cheap),
+            "slow": len(done) - len(cheap),
+            "cheapP99": percentile(cheap, 0.99) * 1e3,
+            "toBusy": toBusy,
+            "toBusyWhileIdle": whileIdle,
+            "lagP99": percentile(sorted(r.sent - r.due for r in self.requests if r.sent), 0.99) * 1e3,
+            "workers": dict(sorted(Counter(r.worker for r in done).items())),
+        }
+        percentiles = {f"p{name}_us": percentile(latencies, f) * 1e6 for name, f in PERCENTILES}
+        return {
+            "requests": len(done),
+            "duration_us": self._seconds * 1e6,
+            **percentiles,
+            "errors": dict(self.errors),
+            "uneven": uneven,
+        }
+
+
+PERCENTILES = (("50", 0.5), ("99", 0.99), ("999", 0.999))
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """
+    The C{fraction} (0..1) percentile of sorted values, by nearest rank.
+    """
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def busyHandOffs(done: Sequence[Request]) -> tuple[int, int]:
+    """
+    Of the cheap requests in C{done}, how many were sent to a worker busy
+    with a slow request (from its send to its response), and how many of
+    those while another worker was not.
+    """
+    spans: dict[str, list[list[float]]] = defaultdict(list)
+    for request in sorted((r for r in done if r.slow), key=lambda r: r.sent):
+        merged = spans[request.worker]
+        if merged and request.sent <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], request.done)
+        else:
+            merged.append([request.sent, request.done])
+    starts = {worker: [s for s, _ in merged] for worker, merged in spans.items()}
+
+    def busy(worker: str, moment: float) -> bool:
+        index = bisect.bisect_right(starts.get(worker, []), moment) - 1
+        return index >= 0 and moment < spans[worker][index][1]
+
+    workers = {r.worker for r in done}
+    toBusy = whileIdle = 0
+    for request in done:
+        if not request.slow and busy(request.worker, request.sent):
+            toBusy += 1
+            whileIdle += any(not busy(w, request.sent) for w in workers - {request.worker})
+    return toBusy, whileIdle
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._rateclient")
+    parser.add_argument("port", type=int)
+    parser.add_argument("rate", type=float, help="requests per second")
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("--keep-alive", type=int, default=0, metavar="N", help="N connections [0: one each]")
+    parser.add_argument("--slow-share", type=float, default=0.05, help="share of requests to /slow [0.05]")
+    arguments = parser.parse_args(argv)
+    client = RateClient(
+        arguments.port, arguments.rate, arguments.seconds, arguments.keep_alive, arguments.slow_share
+    )
+    gc.disable()  # no collector pause in the middle of the timetable
+    client.run()
+    print("BENCH_RESULT " + json.dumps(client.summary()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
