@@ -13,9 +13,9 @@ through the master: the plugin runs unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.application.service import Application, IService, IServiceMaker
+from twisted.internet.interfaces import IReactorCore
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
@@ -48,7 +48,7 @@ def parseSubcommand(name: str, arguments: Sequence[str]) -> usage.Options:
     found = plugins().get(name)
     if found is None:
         raise BadSubcommand(f"no twist plugin is called {name!r} (installed: {', '.join(sorted(plugins()))})")
-    options = found.options()
+    options: usage.Options = found.options()
     try:
         options.parseOptions(list(arguments))
     except usage.UsageError as e:
@@ -71,14 +71,14 @@ def endpointsOf(options: usage.Options) -> list[str] | None:
     return found or None
 
 
-def startSubcommand(reactor: Any, name: str, arguments: Sequence[str]) -> IService:
+def startSubcommand(reactor: IReactorCore, name: str, arguments: Sequence[str]) -> IService:
     """
     In a worker: build the plugin's service from its options and start it,
     as C{twist NAME ARGUMENTS} does; the worker's reactor routes its listens
     through the master.
     """
     options = parseSubcommand(name, arguments)
-    service = plugins()[name].makeService(options)
+    service: IService = plugins()[name].makeService(options)
     service.setServiceParent(Application(name))
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -94,11 +94,11 @@ class SharedHandle:
         except (OSError, CannotListenError) as e:
             raise ListenRefused(f"cannot listen on {self.key} for worker {worker.id}: {e}") from e
         lent = self._lent[worker] = [fd]
-        answer = {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
+        answer: dict[str, Any] = {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
         balance = self._balance.lend(worker) if self._balance is not None else None
         if balance is not None:
             answer["balanceSlot"], answer["balance"] = balance
-            lent.append(answer["balance"])
+            lent.append(balance[1])
         return answer
 
     def add(self, worker: HandOffTarget) -> None:

@@ -264,7 +264,6 @@ class Supervisor:
         if worker.slot is None or self._filled(worker.slot):
             # A rolling restart's new worker: the restart retries itself.
             return
-        assert worker.slot is not None, "every worker the Supervisor spawned has a slot"
         self._log.info(
             "replacing worker {workerId} (slot {slot}) in {delay:.1f}s",
             workerId=worker.id,
