@@ -24,6 +24,23 @@ from twistcluster.testing import CLUSTER_EVENT, ClusterFailed, ClusterProcess, R
 PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")
 MARKER = "TWISTCLUSTER_TEST_MARKER"
+#: Runs its arguments (exec, same pid) as a process that is killed if the
+#: test process dies first, even by SIGKILL (PR_SET_PDEATHSIG): a master's
+#: workers then follow it, as their control channel closes.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the test process is gone')\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def dieWithTest(argv: Sequence[str]) -> list[str]:
+    """
+    C{argv}, run so that it dies with the test process (see L{_DIE_WITH_PARENT}).
+    """
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def processesWithMarker(marker: str, variable: str = MARKER) -> list[int]:
@@ -113,7 +130,9 @@ class Cluster:
         environ[MARKER] = self.marker
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
-        argv = command or [*launcher, TWIST, "--log-format", "json", *twistArgs, "cluster", *args]
+        argv = dieWithTest(
+            command or [*launcher, TWIST, "--log-format", "json", *twistArgs, "cluster", *args]
+        )
         self._master = ClusterProcess._fromCommand(argv, environ, str(cwd), passFDs)
         self.process = self._master.process
 

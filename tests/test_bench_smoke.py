@@ -36,7 +36,7 @@ from benchmarks._servers import RunningServer, startServer
 from benchmarks._stacks import MASTER_STAGES, pySpyReport
 from benchmarks._targets import TargetCheck, formatTargets, loadTargets, targetChecks
 from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
-from tests._cluster import MARKER, PROJECT, killMarked, processesWithMarker, waitUntil
+from tests._cluster import MARKER, PROJECT, dieWithTest, killMarked, processesWithMarker, waitUntil
 
 needsWrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 needsNode = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
@@ -55,7 +55,7 @@ class Harness:
         env = dict(os.environ, **{MARKER: self.marker})
         argv = [sys.executable, "-m", "benchmarks", "--no-install", "--results", str(tmp_path)]
         self.process = subprocess.Popen(
-            [*argv, *arguments],
+            dieWithTest([*argv, *arguments]),
             cwd=PROJECT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -96,7 +96,7 @@ class Harness:
         self.process.wait()
         killMarked(self.marker)
         # Shown by pytest only when the test failed.
-        print(f"--- python -m benchmarks {' '.join(self.process.args[6:])}\n{self.output}")
+        print(f"--- python -m benchmarks {' '.join(self.process.args[10:])}\n{self.output}")
 
 
 def runHarness(tmp_path: Path, *arguments: str) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
 
 from twisted.logger import LogLevel, eventAsJSON
 
-from tests._cluster import MARKER, PROJECT, processesWithMarker
+from tests._cluster import MARKER, PROJECT, killMarked, processesWithMarker, waitUntil
 from twistcluster.testing import RunningCluster
 
 SAMPLES = PROJECT / "tests" / "samples"
@@ -92,3 +93,39 @@ def test_running_cluster_reads_the_masters_events():
     assert running.pids == {1: 77}
     assert running.ready(1) and not running.ready(2)
     assert running.lines[1] == "[test#info] worker 1 is up"
+
+
+HOLDER = """
+import time
+from tests._cluster import Cluster
+c = Cluster("--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.WhoAmIFactory")
+c.waitReady(2, timeout=60)
+print(c.marker, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_test_process_leaves_no_cluster(tmp_path):
+    """
+    A test process killed outright (SIGKILL: no teardown runs) takes the
+    harness's cluster with it: the master dies with its parent, and its
+    workers with their control channel.
+    """
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], cwd=PROJECT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    marker = None
+    try:
+        marker = holder.stdout.readline().strip()
+        assert marker, "the cluster did not start"
+        assert len(processesWithMarker(marker)) >= 3
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        waitUntil(lambda: not processesWithMarker(marker), 30, "the master and workers to die")
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
+        holder.stdout.close()
+        if marker:
+            killMarked(marker)

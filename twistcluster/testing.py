@@ -33,11 +33,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IProcessTransport, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import eventAsText, eventFromJSON
 from twisted.python.failure import Failure
@@ -180,7 +181,7 @@ def startCluster(
     cwd: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
-    reactor: Any = None,
+    reactor: IReactorProcess | None = None,
 ) -> Deferred[RunningCluster]:
     """
     Start C{twist cluster} for a trial test: it is stopped in the test's
@@ -196,7 +197,11 @@ def startCluster(
         fails with L{ClusterFailed} if it exits or C{timeout} passes first.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as installed
+
+        reactor = cast(IReactorProcess, installed)
+    # A reactor that spawns processes is a clock too.
+    clock = cast(IReactorTime, reactor)
     protocol = _MasterProtocol(workers)
     reactor.spawnProcess(
         protocol,
@@ -205,22 +210,22 @@ def startCluster(
         env=_environment(env, cwd),
         path=cwd,
     )
-    testCase.addCleanup(_stop, protocol, reactor, timeout)
+    testCase.addCleanup(_stop, protocol, clock, timeout)
 
     def timedOut(result: Any, timeout: float) -> Any:
         output = protocol.running.output if protocol.running else ""
         raise ClusterFailed(f"the cluster was not ready after {timeout}s:\n{output}")
 
-    return protocol.started.addTimeout(timeout, reactor, onTimeoutCancel=timedOut)
+    return protocol.started.addTimeout(timeout, clock, onTimeoutCancel=timedOut)
 
 
-def _stop(protocol: _MasterProtocol, reactor: Any, timeout: float) -> Deferred[None]:
+def _stop(protocol: _MasterProtocol, clock: IReactorTime, timeout: float) -> Deferred[None]:
     if protocol.ended.called:
         return succeed(None)
     transport = protocol.transport
     transport.signalProcess("TERM")  # type: ignore[union-attr]
     # Its workers follow a killed master: their control channel closes.
-    killer = reactor.callLater(timeout, _kill, transport)
+    killer = clock.callLater(timeout, _kill, transport)
 
     def ended(result: None) -> None:
         if killer.active():
@@ -229,7 +234,7 @@ def _stop(protocol: _MasterProtocol, reactor: Any, timeout: float) -> Deferred[N
     return protocol.ended.addCallback(ended)
 
 
-def _kill(transport: Any) -> None:
+def _kill(transport: IProcessTransport) -> None:
     try:
         transport.signalProcess("KILL")
     except ProcessExitedAlready:
