@@ -73,6 +73,14 @@ class Options(usage.Options):
             "Replace a worker (gracefully) whose resident memory exceeds SIZE (bytes, or with K, M, G).",
         ],
         [
+            "drain-delay",
+            None,
+            "0",
+            "Seconds to keep accepting after TERM/INT while health checks and the agent "
+            "report draining, before stopping gracefully.",
+        ],
+        ["agent", None, None, "Answer HAProxy agent checks on this endpoint (the host's weight)."],
+        [
             "scheduling",
             None,
             None,
@@ -108,7 +116,7 @@ class Options(usage.Options):
             self["workers"] = len(os.sched_getaffinity(0))
         else:
             self["workers"] = _number("--workers", self["workers"], int, minimum=1)
-        for name in ("shutdown-timeout", "worker-timeout", "boot-timeout"):
+        for name in ("shutdown-timeout", "worker-timeout", "boot-timeout", "drain-delay"):
             self[name] = _number(f"--{name}", self[name], float, minimum=0)
         if self["max-connections"] is not None:
             self["max-connections"] = _number("--max-connections", self["max-connections"], int, minimum=1)
@@ -128,6 +136,12 @@ class Options(usage.Options):
             _checkKinds(self["listen"])
             # Before twist installs the reactor: see leaveOutTLS.
             _checkFactory(self["factory"], self["listen"])
+        if self["agent"] is not None:
+            # After the factory: parsing imports Twisted's endpoints.
+            try:
+                specFromDescription(self["agent"])
+            except ValueError as e:
+                fail(f"--agent {self['agent']!r}: {e}")
 
 
 #: In the environment of a master that started itself again to keep
@@ -313,6 +327,7 @@ def makeService(options: Options) -> IService:
         bootTimeout=options["boot-timeout"],
         maxConnections=options["max-connections"],
         maxMemory=options["max-memory"],
+        drainDelay=options["drain-delay"],
     )
     master = Master(
         reactor,
@@ -325,5 +340,15 @@ def makeService(options: Options) -> IService:
         grantAny=grantAny,
     )
     service = MultiService()
+    if options["agent"] is not None:
+        # Before the master: a bad agent address fails the start before any listen.
+        _agentService(reactor, options["agent"], master, options["workers"]).setServiceParent(service)
     master.setServiceParent(service)
     return service
+
+
+def _agentService(reactor: Any, description: str, master: Any, workers: int) -> IService:
+    from .._master.agent import AgentFactory, AgentService
+
+    factory = AgentFactory(lambda: master.phase, lambda: master.supervisor.readyCount, workers)
+    return AgentService(reactor, description, factory, failed=lambda message: fail(message, EX_START))

@@ -17,6 +17,7 @@ from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .._common.endpoints import ListenSpec
@@ -47,6 +48,9 @@ class Limits:
     @ivar maxConnections: Replace a worker after this many connections.
     @ivar maxMemory: Replace a worker whose resident memory exceeds this many
         bytes.
+    @ivar drainDelay: Seconds the master keeps accepting after C{TERM}/C{INT}
+        while it reports itself draining, so load balancers stop sending
+        first; then it stops gracefully.
     """
 
     shutdownTimeout: float = 30.0
@@ -54,6 +58,7 @@ class Limits:
     bootTimeout: float = 60.0
     maxConnections: int | None = None
     maxMemory: int | None = None
+    drainDelay: float = 0.0
 
 
 class Master(Service):
@@ -64,6 +69,10 @@ class Master(Service):
     @ivar supervisor: Keeps the worker processes serving.
     @ivar exitStatus: What the process exits with; non-zero once the master
         gave up.
+    @ivar phase: C{"running"}; C{"draining"} from C{TERM}/C{INT} while the
+        drain delay runs (still accepting); C{"stopping"} from the moment the
+        stop itself is asked (before the listeners close).  What health
+        checks, the balancer's agent and the status read.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
         plugin whose endpoints the master cannot tell), not only on
         C{listens}.
@@ -113,6 +122,8 @@ class Master(Service):
             maxMemory=limits.maxMemory,
         )
         self._stopping = False
+        self._draining: IDelayedCall | None = None
+        self.phase = "running"
 
     def startService(self) -> None:
         """
@@ -172,8 +183,8 @@ class Master(Service):
     def _onSignal(self, signum: signal.Signals) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stopRequested(signum.name)
-        elif self._stopping:
-            self._log.info("{signal} ignored: stopping", signal=signum.name)
+        elif self.phase != "running":
+            self._log.info("{signal} ignored: {phase}", signal=signum.name, phase=self.phase)
         elif signum == signal.SIGHUP:
             self.supervisor.restartAll()
         elif signum == signal.SIGTTIN:
@@ -182,12 +193,26 @@ class Master(Service):
             self.supervisor.shrink()
 
     def _stopRequested(self, signame: str) -> None:
-        if not self._stopping:
+        if self.phase == "running" and self._limits.drainDelay > 0:
+            self.phase = "draining"
+            self._log.info(
+                "{signal}: draining for {delay}s (still accepting), then stopping gracefully",
+                signal=signame,
+                delay=self._limits.drainDelay,
+            )
+            self._draining = self._reactor.callLater(self._limits.drainDelay, self._drained)
+        elif not self._stopping:
+            self.phase = "stopping"
             self._log.info("{signal}: stopping gracefully", signal=signame)
             self._reactor.stop()
         else:
             self._log.warn("{signal} again: killing the workers now", signal=signame)
             self.supervisor.killAll()
+
+    def _drained(self) -> None:
+        self.phase = "stopping"
+        self._log.info("drain delay over: stopping gracefully")
+        self._reactor.stop()
 
     def _gaveUp(self, reason: str) -> None:
         self._log.critical("giving up: {reason}", reason=reason)
@@ -212,6 +237,9 @@ class Master(Service):
         worker finish its connections (up to the shutdown timeout).
         """
         self._stopping = True
+        self.phase = "stopping"
+        if self._draining is not None and self._draining.active():
+            self._draining.cancel()
         super().stopService()
         self._monitor.stop()
         self._log.info(
