@@ -12,7 +12,7 @@ import types
 from twisted.internet import abstract, tcp, unix
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -47,6 +47,8 @@ class PrivateNamesTests(SynchronousTestCase):
             return abstract.FileDescriptor(reactor)
         if owner is amp.BinaryBoxProtocol:
             return amp.BinaryBoxProtocol(amp.BoxDispatcher(amp.CommandLocator()))
+        if owner is internals.HAProxyProtocolWrapper:
+            return internals.HAProxyWrappingFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
         if owner is socket.socket:
             skt = socket.socket()
             self.addCleanup(skt.close)
@@ -152,6 +154,18 @@ class PrivateNamesTests(SynchronousTestCase):
         box.fileDescriptorReceived(7)
         self.assertEqual(internals.descriptorTaker(box)(0), 7)
         self.assertIsNot(protocol, None)
+
+    def test_proxyHeaderRead(self) -> None:
+        """
+        The PROXY wrapper has read a header once one has arrived, not before,
+        and not after a refused one.
+        """
+        for header, expected in ((b"PROXY TCP4 203.0.113.7 192.0.2.1 4000 443\r\n", True), (b"GET /", False)):
+            wrapper = internals.HAProxyWrappingFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
+            wrapper.makeConnection(StringTransport())
+            self.assertFalse(internals.proxyHeaderRead(wrapper))
+            wrapper.dataReceived(header)
+            self.assertEqual(internals.proxyHeaderRead(wrapper), expected)
 
     def test_quietPortSaysNothingWhenItStops(self) -> None:
         """

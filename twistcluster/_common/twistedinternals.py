@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from twisted.internet import abstract, tcp, unix
 from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.protocols import amp
+from twisted.protocols.haproxy import _wrapper as haproxyWrapper
 
 #: The classes twistcluster's transports and ports extend (their
 #: constructors and the private hooks below are not a public API).
@@ -34,6 +35,11 @@ TCPServer = tcp.Server
 TCPPort = tcp.Port
 UNIXServer = unix.Server
 UNIXPort = unix.Port
+
+#: Twisted's PROXY protocol wrapper and its factory, which C{haproxy:}
+#: endpoints build (only C{proxyEndpoint} is public).
+HAProxyProtocolWrapper = haproxyWrapper.HAProxyProtocolWrapper
+HAProxyWrappingFactory = haproxyWrapper.HAProxyWrappingFactory
 
 _Server = TypeVar("_Server", bound=tcp.Server)
 _UNIXServer = TypeVar("_UNIXServer", bound=unix.Server)
@@ -62,6 +68,9 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (amp.BinaryBoxProtocol, "_sendFileDescriptor"),
     (amp.BinaryBoxProtocol, "_getDescriptor"),
     (socket.socket, "_accept"),
+    (haproxyWrapper, "HAProxyProtocolWrapper"),
+    (haproxyWrapper, "HAProxyWrappingFactory"),
+    (haproxyWrapper.HAProxyProtocolWrapper, "_proxyInfo"),
 ]
 
 
@@ -214,3 +223,11 @@ def rawAccept(skt: socket.socket) -> Callable[[], tuple[int, Any]]:
     """
     accept: Callable[[], tuple[int, Any]] = skt._accept  # type: ignore[attr-defined]
     return accept
+
+
+def proxyHeaderRead(wrapper: haproxyWrapper.HAProxyProtocolWrapper) -> bool:
+    """
+    Whether C{wrapper}'s connection has sent its PROXY header (and the
+    wrapper has parsed it).
+    """
+    return wrapper._proxyInfo is not None

@@ -34,6 +34,7 @@ from .._common.balance import AcceptBalance
 from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
 from .._common.ports import adoptListeningSocket
 from .._common.transport import serveConnection
+from .proxyheader import loggingRefusals
 from .routing import ROUTED_LISTENS, DirectReactor, listenError
 
 
@@ -320,6 +321,7 @@ class ClusterReactor:
         return list(self._ports)
 
     def _listen(self, spec: ListenSpec, factory: Any, maxPacketSize: int = 8192) -> ClusterPort:
+        factory = loggingRefusals(factory)
         port = ClusterPort(self._reactor, self._channel, self._indexes, spec, factory, maxPacketSize)
         self._ports.append(port)
         port.startListening()
