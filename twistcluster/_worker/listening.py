@@ -17,6 +17,7 @@ reads datagrams from) on its own.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any, Literal, Protocol
@@ -230,11 +231,20 @@ class ClusterPort:
         Serve a connection the master handed over.  The caller closes C{fd}
         (the transport works on a duplicate).
 
-        @return: Whether the factory took it.
+        @return: Whether the factory took it (or it had already ended).
         """
         if self._closed:
             return False
-        transport = serveConnection(self._reactor, fd, self.spec.family, self._serving)
+        try:
+            transport = serveConnection(self._reactor, fd, self.spec.family, self._serving)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                raise
+            # Already over: reset while it waited, or served to its end by a
+            # worker that died before its ack.  Nothing to serve, and no
+            # other worker could: taken, so it goes nowhere else.
+            self._log.debug("a connection handed over on {key} had already ended", key=self.key)
+            return True
         return transport is not None
 
     @property
