@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +87,32 @@ def killMarked(marker: str, timeout: float = 10.0, variable: str = MARKER) -> li
         time.sleep(0.05)
         alive = processesWithMarker(marker, variable)
     return first
+
+
+def runToEnd(argv: Sequence[str], timeout: float, **options) -> subprocess.CompletedProcess:
+    """
+    L{subprocess.run} (text, output captured) for a command that may start
+    processes: it runs in a process group of its own and dies with the test
+    process; if it is not done after C{timeout} seconds (or the wait fails)
+    its whole group is killed, and L{subprocess.TimeoutExpired} raised.
+    """
+    process = subprocess.Popen(
+        dieWithTest(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **options,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    # What it left in its group is for the test to find (and conftest.py to kill).
+    return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
 
 def waitUntil(predicate, timeout: float, what: str, interval: float = 0.02):

@@ -12,19 +12,16 @@ import uuid
 
 import pytest
 
-from tests._cluster import MARKER, PROJECT, TWIST, processesWithMarker
+from tests._cluster import MARKER, PROJECT, TWIST, processesWithMarker, runToEnd
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     marker = uuid.uuid4().hex
-    result = subprocess.run(
+    result = runToEnd(
         [TWIST, "--log-format", "text", "cluster", *args],
+        60,
         cwd=PROJECT,
         env=dict(os.environ, **{MARKER: marker}, **(env or {})),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
     )
     assert processesWithMarker(marker) == []
     return result

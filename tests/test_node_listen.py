@@ -19,6 +19,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
+from tests._cluster import runToEnd
 from tests._cluster import waitUntil as waitUntilSync
 from tests._primary import TIMEOUT, freePort, processGone
 from tests.test_node_lifecycle import connectTo
@@ -80,7 +81,7 @@ def test_bind_privileged_port(policy, tmp_path):
             pytest.skip("running as root, and setpriv is missing to drop CAP_NET_BIND_SERVICE")
         command = [setpriv, "--bounding-set", "-net_bind_service", *command]
     env = dict(os.environ, TWISTCLUSTER_SCHED_POLICY=policy)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    result = runToEnd(command, 60, cwd=tmp_path, env=env)
     assert result.stdout.splitlines() == ["error EACCES", "exit 0"], result.stderr
     assert result.returncode == 0
 

@@ -15,7 +15,7 @@ import uuid
 
 from twisted.logger import LogLevel, eventAsJSON
 
-from tests._cluster import MARKER, PROJECT, killMarked, processesWithMarker, waitUntil
+from tests._cluster import MARKER, PROJECT, killMarked, processesWithMarker, runToEnd, waitUntil
 from twistcluster.testing import RunningCluster
 
 SAMPLES = PROJECT / "tests" / "samples"
@@ -24,7 +24,7 @@ SAMPLES = PROJECT / "tests" / "samples"
 def run(command: list[str], cwd) -> tuple[subprocess.CompletedProcess, str]:
     marker = uuid.uuid4().hex
     env = dict(os.environ, PROJECT=str(PROJECT), **{MARKER: marker})
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    result = runToEnd(command, 180, cwd=cwd, env=env)
     return result, marker
 
 
