@@ -341,7 +341,7 @@ class FirstReadTests(SynchronousTestCase):
         reading, and its answer waits for writability as any other.
         """
         transport, client, reactor = self.serveAfter(b"hello", Responder())
-        self.assertEqual(reactor.registered, [("writer", transport), ("reader", transport)])
+        self.assertEqual(reactor.registered, [("reader", transport), ("writer", transport)])
         self.assertIsNone(received(client))
         transport.doWrite()
         self.assertEqual(received(client), b"HELLO")

@@ -36,6 +36,8 @@ there with C{callLater(0, ...)}; with Twisted's transport it never does.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import sys
 from typing import Any, cast
@@ -69,16 +71,33 @@ class PromptCloseServer(TCPServer):
 
     Whoever makes one calls L{opened} once its protocol is connected
     (L{serveConnection} and the worker's port do); until then it is not
-    registered for reading.
+    registered with the reactor, for reading or writing: what the protocol
+    asks for is noted, and registered at the end of L{opened}.
+
+    A protocol that takes the socket over while it is being connected
+    (asks for its descriptor or its handle) ends the opening there: the
+    connection is registered as Twisted's transport has it registered by
+    then, and is not read early.  Nor is one whose descriptor the protocol
+    made blocking.  (inetd's protocol makes the socket blocking, removes it
+    from the reactor and hands it to a child process, which must get the
+    client's first bytes.)
     """
 
     _log = Logger()
     _handlingRead = False
     _wroteDuringRead = False
-    #: Until the end of L{opened}, reading is only noted (C{_wantsToRead}),
-    #: not registered with the reactor.
+    #: Until the end of L{opened}, reading and writing are only noted
+    #: (C{_wantsToRead}, C{_wantsToWrite}), not registered with the reactor.
     _opening = True
     _wantsToRead = False
+    _wantsToWrite = False
+
+    def __init__(self, *arguments: Any) -> None:
+        super().__init__(*arguments)
+        # The reactor asks for the descriptor only to register it, which
+        # waits for the end of opening: until then, whoever asks is the
+        # protocol, taking the socket over.
+        self.fileno = self._descriptorTaken
 
     def startReading(self) -> None:
         if self._opening:
@@ -97,11 +116,34 @@ class PromptCloseServer(TCPServer):
         Serve what the peer has already sent, as the reactor would on its
         next turn; then register for reading if the protocol still reads.
         """
-        if self._wantsToRead and self.connected:
+        if not self._opening:
+            return
+        if self._wantsToRead and self.connected and _nonBlocking(self.socket):
             self._readFirst()
+        self._endOpening()
+
+    def _descriptorTaken(self) -> int:
+        self._endOpening()
+        return self.socket.fileno()
+
+    def getHandle(self) -> Any:
+        self._endOpening()
+        return super().getHandle()
+
+    def _endOpening(self) -> None:
+        """
+        From now on, Twisted's own course: registered for what the protocol
+        wants, as Twisted's transport would have it registered by now.
+        """
+        if not self._opening:
+            return
         self._opening = False
-        if self._wantsToRead and self.connected:
-            super().startReading()
+        if self.connected:
+            self.fileno = self.socket.fileno
+            if self._wantsToRead:
+                super().startReading()
+            if self._wantsToWrite:
+                super().startWriting()
 
     def _readFirst(self) -> None:
         # What the reactor does with a read, errors included (logged, and
@@ -121,8 +163,16 @@ class PromptCloseServer(TCPServer):
         if self._handlingRead:
             # Decided when the read is handled: send now, or wait as usual.
             self._wroteDuringRead = True
+        elif self._opening:
+            self._wantsToWrite = True
         else:
             super().startWriting()
+
+    def stopWriting(self) -> None:
+        if self._opening:
+            self._wantsToWrite = False
+        else:
+            super().stopWriting()
 
     def doRead(self) -> Any:
         self._handlingRead = True
@@ -138,8 +188,14 @@ class PromptCloseServer(TCPServer):
             elif why is None and self.disconnecting:
                 self._finish()
             else:
-                super().startWriting()
+                self._waitToWrite()
         return why
+
+    def _waitToWrite(self) -> None:
+        if self._opening:
+            self._wantsToWrite = True
+        else:
+            super().startWriting()
 
     def _finish(self) -> None:
         """
@@ -151,7 +207,7 @@ class PromptCloseServer(TCPServer):
             self._lost(why, reading=False)
         elif hasUnsentData(self):
             # The rest waits for writability.
-            super().startWriting()
+            self._waitToWrite()
 
     def _lost(self, why: Any, reading: bool) -> None:
         """
@@ -167,6 +223,12 @@ class PromptCloseServer(TCPServer):
         else:
             self.stopWriting()
             self.connectionLost(ending or Failure(why))
+
+
+def _nonBlocking(skt: socket.socket) -> bool:
+    # The descriptor's own flag (a socket object made from a descriptor
+    # says "blocking" whatever it is): the protocol may have changed it.
+    return bool(fcntl.fcntl(skt.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
 
 
 def serveConnection(
