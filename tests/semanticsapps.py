@@ -56,3 +56,34 @@ def _writeAll(data: bytes) -> None:
 
 class PrinterFactory(Factory):
     protocol = Printer
+
+
+class RunTimeListener(Protocol):
+    """
+    For C{listen N}, listens on 127.0.0.1:N at run time, as passive FTP does,
+    and answers C{port P} (what the port says it is bound to) or the error
+    the listen raised; C{close} closes that port.
+    """
+
+    port = None
+
+    def dataReceived(self, data: bytes) -> None:
+        from twisted.internet import reactor
+
+        command, _, argument = data.strip().partition(b" ")
+        if command == b"listen":
+            try:
+                self.port = reactor.listenTCP(
+                    int(argument), Factory.forProtocol(Protocol), interface="127.0.0.1"
+                )
+            except Exception as e:
+                self.transport.write(f"error {type(e).__name__}\n".encode())
+            else:
+                self.transport.write(f"port {self.port.getHost().port} pid {os.getpid()}\n".encode())
+        elif command == b"close" and self.port is not None:
+            self.port.stopListening()
+            self.transport.write(b"closed\n")
+
+
+class RunTimeListenerFactory(Factory):
+    protocol = RunTimeListener

@@ -12,7 +12,8 @@ through the master: the plugin runs unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import Application, IService, IServiceMaker
 from twisted.internet.interfaces import IReactorCore
@@ -71,15 +72,24 @@ def endpointsOf(options: usage.Options) -> list[str] | None:
     return found or None
 
 
-def startSubcommand(reactor: IReactorCore, name: str, arguments: Sequence[str]) -> IService:
+def startSubcommand(
+    reactor: IReactorCore, name: str, arguments: Sequence[str], shareOnly: Callable[[list[str] | None], Any]
+) -> IService:
     """
     In a worker: build the plugin's service from its options and start it,
-    as C{twist NAME ARGUMENTS} does; the worker's reactor routes its listens
-    through the master.
+    as C{twist NAME ARGUMENTS} does.  The worker's reactor routes the
+    plugin's own listens through the master (C{shareOnly} is told which they
+    are, and returns a L{twistcluster._worker.routing.CommandLineListens});
+    those it makes later, at run time, stay in the worker.
     """
     options = parseSubcommand(name, arguments)
     service: IService = plugins()[name].makeService(options)
     service.setServiceParent(Application(name))
-    service.startService()
+    listens = shareOnly(endpointsOf(options))
+    listens.starting = True
+    try:
+        service.startService()
+    finally:
+        listens.starting = False
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service

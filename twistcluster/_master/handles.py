@@ -270,6 +270,10 @@ class Handles:
     @ivar _granted: The listens this master was configured with; a worker's
         query for anything else is refused.  L{None} grants any.
     @ivar policy: The scheduling policy of the stream handles it makes.
+    @ivar _closeUnusedHandles: Whether a handle bound for a worker's query
+        is closed once the last worker listening on it closes it (the
+        command line's master, for a plugin whose endpoints it cannot tell;
+        the API's primary closes its handles when no worker is left).
     """
 
     _log = Logger()
@@ -279,11 +283,17 @@ class Handles:
         reactor: Any,
         granted: list[ListenSpec] | None = None,
         policy: SchedulingPolicy = SchedulingPolicy.RR,
+        closeUnused: bool = False,
     ) -> None:
         self._reactor = reactor
         self._granted = granted
         self.policy = policy
+        self._closeUnusedHandles = closeUnused
         self._byKey: dict[str, Handle] = {}
+        #: Keys bound for a worker's query (not configured): closed when
+        #: their last worker closes them (if C{closeUnused}).
+        self._onDemand: set[str] = set()
+        self._listening: dict[str, set[HandOffTarget]] = {}
 
     def __iter__(self) -> Any:
         return iter(list(self._byKey.values()))
@@ -341,9 +351,12 @@ class Handles:
         """
         configured = self._configuredFor(spec, index)
         try:
-            return self.listen(configured, index)
+            handle = self.listen(configured, index)
         except CannotListenError as e:
             raise ListenRefused(str(e)) from e
+        if self._granted is None and self._closeUnusedHandles:
+            self._onDemand.add(handle.key)
+        return handle
 
     def _configuredFor(self, spec: ListenSpec, index: int) -> ListenSpec:
         if self._granted is None:
@@ -360,12 +373,32 @@ class Handles:
         if handle is None:
             return False
         handle.add(worker)
+        self._listening.setdefault(key, set()).add(worker)
         return True
 
     def workerClosed(self, worker: HandOffTarget, key: str) -> None:
         handle = self._byKey.get(key)
         if handle is not None:
             handle.retire(worker)
+            listening = self._listening.get(key, set())
+            listening.discard(worker)
+            if not listening and key in self._onDemand:
+                self._closeUnused(handle)
+
+    def _closeUnused(self, handle: Handle) -> None:
+        """
+        Close a handle bound for the workers' queries once the last worker
+        listening on it closed it (a worker that dies is replaced, and its
+        replacement listens again: that keeps it).
+        """
+        self._log.info("closing {key}: its last worker closed it", key=handle.key)
+        self.discard(handle)
+        self._listening.pop(handle.key, None)
+        self._onDemand.discard(handle.key)
+        handle.stopAccepting().addErrback(
+            lambda reason: self._log.failure("closing {key} failed", reason, key=handle.key)
+        )
+        handle.closeWaiting()
 
     def workerLeaving(self, worker: HandOffTarget) -> None:
         """
@@ -378,6 +411,8 @@ class Handles:
     def workerGone(self, worker: HandOffTarget) -> None:
         for handle in self:
             handle.remove(worker)
+        for listening in self._listening.values():
+            listening.discard(worker)
 
     def connectionsClosed(self, worker: HandOffTarget, key: str, count: int) -> None:
         handle = self._byKey.get(key)

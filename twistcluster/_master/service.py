@@ -99,7 +99,7 @@ class Master(Service):
         self._grantAny = grantAny
         self.exitStatus = 0
         granted = None if grantAny else [spec for _, spec in self._listens]
-        self.handles = Handles(reactor, granted, policy)
+        self.handles = Handles(reactor, granted, policy, closeUnused=grantAny)
         self.supervisor = Supervisor(
             Spawner(reactor, self.handles, limits.shutdownTimeout),
             reactor,

@@ -36,7 +36,7 @@ from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
 from .._common.ports import adoptListeningSocket
 from .._common.transport import serveConnection
 from .proxyheader import loggingRefusals
-from .routing import ROUTED_LISTENS, DirectReactor, listenError
+from .routing import ROUTED_LISTENS, CommandLineListens, DirectReactor, listenError
 
 
 class MasterChannel(Protocol):
@@ -73,6 +73,12 @@ class _Indexes:
     def __init__(self) -> None:
         self._open: dict[str, set[int]] = {}
         self._next: dict[str, int] = {}
+
+    def peek(self, spec: ListenSpec) -> int:
+        """
+        The index the next listen on C{spec}'s address would take.
+        """
+        return self._next.get(spec.key(0).rsplit(":", 1)[0], 0)
 
     def take(self, spec: ListenSpec) -> int:
         name = spec.key(0).rsplit(":", 1)[0]
@@ -292,6 +298,9 @@ class ClusterReactor:
     """
     The worker's reactor, with its stream listens routed through the master.
     Everything else is the real reactor's.
+
+    @ivar listens: Which listens go through the master (a command-line
+        worker's); L{None}: every one (Node's, for the cluster API).
     """
 
     def __init__(self, reactor: IReactorSocket, channel: MasterChannel) -> None:
@@ -299,6 +308,7 @@ class ClusterReactor:
         self._channel = channel
         self._indexes = _Indexes()
         self._ports: list[ClusterPort] = []
+        self.listens: CommandLineListens | None = None
         directlyProvides(self, *providedBy(reactor))
 
     def __getattr__(self, name: str) -> Any:
@@ -330,6 +340,9 @@ class ClusterReactor:
         self._ports = [p for p in self._ports if not p.closed]
         return list(self._ports)
 
+    def _throughMaster(self, spec: ListenSpec) -> bool:
+        return self.listens is None or self.listens.throughMaster(spec, self._indexes.peek(spec))
+
     def _listen(self, spec: ListenSpec, factory: Any, maxPacketSize: int = 8192) -> ClusterPort:
         factory = loggingRefusals(factory)
         port = ClusterPort(self._reactor, self._channel, self._indexes, spec, factory, maxPacketSize)
@@ -339,8 +352,11 @@ class ClusterReactor:
 
     def listenTCP(
         self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
-    ) -> ClusterPort:
-        return self._listen(ListenSpec.forTCP(port, backlog, interface), factory)
+    ) -> IListeningPort:
+        spec = ListenSpec.forTCP(port, backlog, interface)
+        if not self._throughMaster(spec):
+            return self.direct.listenTCP(port, factory, backlog, interface)  # type: ignore[no-any-return]
+        return self._listen(spec, factory)
 
     def listenSSL(
         self,
@@ -349,7 +365,7 @@ class ClusterReactor:
         contextFactory: Any,
         backlog: int = 50,
         interface: str = "",
-    ) -> ClusterPort:
+    ) -> IListeningPort:
         # As posixbase does it: TLS in memory over a plain TCP connection, so
         # the master passes raw sockets and each worker does its own TLS.
         from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -363,13 +379,19 @@ class ClusterReactor:
         backlog: int = 50,
         mode: int = 0o666,
         wantPID: int = 0,
-    ) -> ClusterPort:
-        return self._listen(ListenSpec.forUNIX(address, backlog, mode), factory)
+    ) -> IListeningPort:
+        spec = ListenSpec.forUNIX(address, backlog, mode)
+        if not self._throughMaster(spec):
+            return self.direct.listenUNIX(address, factory, backlog, mode, wantPID)  # type: ignore[no-any-return]
+        return self._listen(spec, factory)
 
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
-    ) -> ClusterPort:
-        return self._listen(ListenSpec.forUDP(port, interface), protocol, maxPacketSize)
+    ) -> IListeningPort:
+        spec = ListenSpec.forUDP(port, interface)
+        if not self._throughMaster(spec):
+            return self.direct.listenUDP(port, protocol, interface, maxPacketSize)  # type: ignore[no-any-return]
+        return self._listen(spec, protocol, maxPacketSize)
 
 
 def listenOn(reactor: ClusterReactor, description: str, serving: Any) -> Deferred[ClusterPort]:

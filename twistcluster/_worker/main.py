@@ -84,13 +84,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         handleSignals(reactor, runtime)
         runtime.connect()
         runtime.routeListens()
+        if arguments.subcommand is None:
+            runtime.shareOnly(arguments.listen)
         # The factory's code may use the cluster API too (cluster.worker).
         cluster._attach(runtime)  # type: ignore[union-attr]
         if arguments.subcommand is not None:
             from .._cli.subcommand import startSubcommand
 
             try:
-                startSubcommand(reactor, arguments.subcommand, arguments.subArguments)
+                startSubcommand(reactor, arguments.subcommand, arguments.subArguments, runtime.shareOnly)
             except Exception:
                 runtime._couldNotStart(Failure())
             return runtime.whenDone()

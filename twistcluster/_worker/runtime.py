@@ -41,6 +41,7 @@ from .._common.protocol import (
     QueryServer,
 )
 from .listening import ClusterPort, ClusterReactor, listenOn
+from .routing import CommandLineListens, specsOf
 from .tracking import ClosedConnectionReports, OpenConnections
 
 #: A worker's exit status when it could not start serving.
@@ -166,6 +167,18 @@ class WorkerRuntime:
     def routeListens(self) -> None:
         """Make the real reactor's own listens go through the master."""
         self.clusterReactor.install()
+
+    def shareOnly(self, configured: Sequence[str] | None) -> CommandLineListens:
+        """
+        Send only the listens the master was configured for through it (a
+        command-line worker); the others are made in this worker.
+
+        @param configured: The endpoint descriptions the master listens on;
+            L{None} if it cannot tell (see L{CommandLineListens}).
+        """
+        listens = CommandLineListens(None if configured is None else specsOf(configured))
+        self.clusterReactor.listens = listens
+        return listens
 
     def run(self) -> Deferred[None]:
         """
