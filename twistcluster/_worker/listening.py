@@ -402,6 +402,6 @@ def listenOn(reactor: ClusterReactor, description: str, serving: Any) -> Deferre
     """
     if isDatagram(description):
         spec, maxPacketSize = parseDatagram(description)
-        return succeed(reactor.listenUDP(spec.port, serving, spec.address, maxPacketSize))
+        return succeed(reactor._listen(spec, serving, maxPacketSize))
     listening: Deferred[ClusterPort] = serverFromString(reactor, description).listen(serving)
     return listening
