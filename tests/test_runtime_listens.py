@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests._cluster import connect, listeningSockets, readLine, socketsHeldBy
+from tests._primary import freePort
 from twistcluster._common.endpoints import ListenSpec
 from twistcluster._common.policies import SchedulingPolicy
 from twistcluster._master.handles import Handles
@@ -123,9 +124,11 @@ def test_passive_ftp(cluster, tmp_path, policy):
     then stops the master at once.
     """
     (tmp_path / "file").write_bytes(b"hello ftp\n" * 1000)
-    c = cluster("--workers", "2", "--scheduling", policy, "--", "ftp", "-p", "0", "-r", str(tmp_path))
+    # ftp's own port is one the master binds on the first worker's query:
+    # it logs no bound event, so the test picks the port.
+    port = freePort()
+    c = cluster("--workers", "2", "--scheduling", policy, "--", "ftp", "-p", str(port), "-r", str(tmp_path))
     pids = c.waitReady(2)
-    host, port = c.address()
     master = c.process.pid
     served = set()
     for _ in range(6):
