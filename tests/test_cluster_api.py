@@ -20,9 +20,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster import NotAWorker, PrimaryCluster, WorkerCluster, makeCluster
-from twistcluster._api.workerface import WorkerGone, toSignal
+from twistcluster._api.workerface import WorkerGone
 from twistcluster._common.endpoints import ListenSpec
 from twistcluster._common.protocol import ListenRefused
+from twistcluster._common.signals import toSignal
 from twistcluster._worker.listening import ClusterReactor, listenError
 
 SCRIPT = os.path.abspath(__file__)
@@ -60,8 +61,24 @@ class ProcessReactor(MemoryReactorClock):
         return process
 
 
-def ended(worker: Any, code: int | None, sig: int | None) -> None:
-    worker.processEnded(Failure(ProcessTerminated(code, sig)))
+def ended(reactor: ProcessReactor, worker: Any, code: int | None, sig: int | None) -> None:
+    """
+    The process of C{worker} (the n-th spawned) ends, as the reactor says.
+    """
+    reactor.spawned[worker.id - 1]["protocol"].processEnded(Failure(ProcessTerminated(code, sig)))
+
+
+def sayOnline(reactor: ProcessReactor, worker: Any) -> None:
+    """
+    C{worker} (the n-th spawned) says it is online, on its control channel.
+    """
+    (channel,) = [
+        reader.protocol
+        for reader in reactor.getReaders()
+        if getattr(getattr(reader, "protocol", None), "_worker", None) is not None
+        and reader.protocol._worker.id == worker.id
+    ]
+    channel.online(workerId=worker.id, pid=worker.process.pid)
 
 
 class RoleTests(SynchronousTestCase):
@@ -124,9 +141,9 @@ class PrimaryTests(SynchronousTestCase):
         """
         worker = self.primary.fork()
         self.assertEqual(self.events, [])
-        worker.said("online")
+        sayOnline(self.reactor, worker)
         self.reactor.advance(0)
-        ended(worker, None, signal.SIGKILL)
+        ended(self.reactor, worker, None, signal.SIGKILL)
         names = [n for n, _ in self.events]
         self.assertEqual(names, ["fork", "online", "setup", "disconnect", "exit"])
         self.assertTrue(all(a[0] is worker for n, a in self.events if n != "setup"))
@@ -142,9 +159,9 @@ class PrimaryTests(SynchronousTestCase):
             worker.whenListening(),
             worker.whenDisconnected(),
         )
-        worker.said("online")
+        sayOnline(self.reactor, worker)
         self.assertIsNone(self.successResultOf(online))
-        ended(worker, 3, None)
+        ended(self.reactor, worker, 3, None)
         self.assertIsNone(self.successResultOf(disconnected))
         self.assertIn(
             "exited before it was listening", str(self.failureResultOf(listening, WorkerGone).value)
@@ -156,9 +173,9 @@ class PrimaryTests(SynchronousTestCase):
         called = []
         done = self.primary.disconnect(lambda: called.append(True))
         self.assertTrue(all(w.exitedAfterDisconnect for w in workers))
-        ended(workers[0], 0, None)
+        ended(self.reactor, workers[0], 0, None)
         self.assertNoResult(done)
-        ended(workers[1], 0, None)
+        ended(self.reactor, workers[1], 0, None)
         self.successResultOf(done)
         self.assertEqual(called, [True])
 
@@ -178,7 +195,7 @@ class PrimaryTests(SynchronousTestCase):
 
     def test_sendWhenNotConnected(self) -> None:
         worker = self.primary.fork()
-        ended(worker, 0, None)
+        ended(self.reactor, worker, 0, None)
         self.assertFalse(worker.send({"n": 1}))
         self.assertEqual(self.primary.broadcast("all"), 0)
 

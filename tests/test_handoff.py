@@ -71,17 +71,6 @@ class FakeProcess:
         self.signals.append(signal)
 
 
-class PoolEvents:
-    def __init__(self) -> None:
-        self.ready: Deferred[Worker] = Deferred()
-
-    def workerReady(self, worker: Worker) -> None:
-        self.ready.callback(worker)
-
-    def workerExited(self, worker: Worker, code: object, signal: object) -> None:
-        pass
-
-
 class Greeted(Protocol):
     def __init__(self) -> None:
         self.greeting: Deferred[bytes] = Deferred()
@@ -99,8 +88,8 @@ def startPair(reactor, policy=SchedulingPolicy.RR):
     spec = ListenSpec.forTCP(0, interface="127.0.0.1")
     handles = Handles(reactor, [spec], policy)
     handle = handles.listen(spec, 0)
-    events = PoolEvents()
-    worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
+    worker = Worker(1, reactor, handles, shutdownTimeout=TIMEOUT)
+    ready = worker.whenReady()
     masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     control = MasterControl(worker, handles)
     adoptControlChannel(reactor, masterEnd.fileno(), Factory.forProtocol(lambda: control))
@@ -115,15 +104,15 @@ def startPair(reactor, policy=SchedulingPolicy.RR):
         controlFD=workerEnd.detach(),
     )
     done = runtime.run()
-    return handle, worker, events, runtime, done
+    return handle, worker, ready, runtime, done
 
 
 @pytest_twisted.inlineCallbacks
 def test_handoff_closes_the_masters_copy_after_the_ack():
     from twisted.internet import reactor
 
-    handle, worker, events, runtime, done = startPair(reactor)
-    yield events.ready.addTimeout(TIMEOUT, reactor)
+    handle, worker, ready, runtime, done = startPair(reactor)
+    yield ready.addTimeout(TIMEOUT, reactor)
     assert worker.state == "listening"
     before = openDescriptors()
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
@@ -149,8 +138,8 @@ def test_handoff_closes_the_masters_copy_after_the_ack():
 def test_unknown_key_is_refused_and_its_descriptor_closed():
     from twisted.internet import reactor
 
-    handle, worker, events, runtime, done = startPair(reactor)
-    yield events.ready.addTimeout(TIMEOUT, reactor)
+    handle, worker, ready, runtime, done = startPair(reactor)
+    yield ready.addTimeout(TIMEOUT, reactor)
     a, b = socket.socketpair()
     try:
         before = openDescriptors()
@@ -172,8 +161,7 @@ def test_worker_may_not_listen_where_the_master_was_not_configured():
     from twisted.internet import reactor
 
     handles = Handles(reactor, granted=[ListenSpec.forTCP(0, interface="127.0.0.1")])
-    events = PoolEvents()
-    worker = Worker(1, reactor, handles, events, shutdownTimeout=TIMEOUT)
+    worker = Worker(1, reactor, handles, shutdownTimeout=TIMEOUT)
     masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     control = MasterControl(worker, handles)
     reactor.adoptStreamConnection(masterEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control))
@@ -217,8 +205,8 @@ def test_connections_accepted_together_travel_in_one_box():
     """
     from twisted.internet import reactor
 
-    handle, worker, events, runtime, done = startPair(reactor)
-    yield events.ready.addTimeout(TIMEOUT, reactor)
+    handle, worker, ready, runtime, done = startPair(reactor)
+    yield ready.addTimeout(TIMEOUT, reactor)
     boxes = []
     callRemote = worker.callRemote
 
@@ -262,9 +250,9 @@ def test_none_gives_the_worker_the_listening_socket():
 
     before = openDescriptors()
     beforeNames = describeDescriptors()
-    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.NONE)
+    handle, worker, ready, runtime, done = startPair(reactor, SchedulingPolicy.NONE)
     masterSocket = handle._socket.fileno()
-    yield events.ready.addTimeout(TIMEOUT, reactor)
+    yield ready.addTimeout(TIMEOUT, reactor)
     assert not [r for r in reactor.getReaders() if r.fileno() == masterSocket]
     assert handle._lent == {}
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
@@ -291,8 +279,8 @@ def test_least_conn_worker_reports_closed_connections():
     """
     from twisted.internet import reactor
 
-    handle, worker, events, runtime, done = startPair(reactor, SchedulingPolicy.LEAST_CONN)
-    yield events.ready.addTimeout(TIMEOUT, reactor)
+    handle, worker, ready, runtime, done = startPair(reactor, SchedulingPolicy.LEAST_CONN)
+    yield ready.addTimeout(TIMEOUT, reactor)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", handle.sockname["port"])
     clients = yield gatherResults([connectProtocol(endpoint, Greeted()) for _ in range(3)])
     yield gatherResults([c.greeting for c in clients]).addTimeout(TIMEOUT, reactor)

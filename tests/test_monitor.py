@@ -14,6 +14,12 @@ class FakeWorker:
         self.state = state
         self.pings: list[Deferred[dict]] = []
 
+    def isBooting(self) -> bool:
+        return self.state in ("spawning", "online")
+
+    def isReady(self) -> bool:
+        return self.state == "listening"
+
     def callRemote(self, command: type, **arguments: object) -> Deferred[dict]:
         self.pings.append(Deferred())
         return self.pings[-1]

@@ -26,7 +26,7 @@ class FakeWorker:
     A worker whose life the test drives: L{ready}, L{exit}.
     """
 
-    def __init__(self, id: int, events: Any, slot: int | None, generation: int) -> None:
+    def __init__(self, id: int, slot: int | None, generation: int) -> None:
         self.id, self.pid, self.slot, self.generation = id, 1000 + id, slot, generation
         self.everReady = False
         self.lastError: str | None = None
@@ -34,9 +34,9 @@ class FakeWorker:
         self.phase = "booting"
         self.aborted: str | None = None
         self.signals: list[str | int] = []
-        self._events = events
         self._ready: Latch[bool] = Latch()
         self._exited: Latch[tuple[int | None, int | None]] = Latch()
+        self._wornOut: Latch[str] = Latch()
 
     def __repr__(self) -> str:
         return f"<FakeWorker {self.id} slot={self.slot} gen={self.generation} {self.phase}>"
@@ -53,6 +53,9 @@ class FakeWorker:
     def whenExited(self) -> Deferred[Any]:
         return self._exited.wait()
 
+    def whenWornOut(self) -> Deferred[str]:
+        return self._wornOut.wait()
+
     def disconnect(self) -> None:
         if self.isServing():
             self.phase = "leaving"
@@ -68,14 +71,15 @@ class FakeWorker:
         self.phase = "ready"
         self.everReady = True
         self._ready.fire(True)
-        self._events.workerReady(self)
 
     def exit(self, code: int | None = 0, signal: int | None = None, said: str | None = None) -> None:
         self.lastError = said
         self.phase = "dead"
         self._ready.fire(False)
         self._exited.fire((code, signal))
-        self._events.workerExited(self, code, signal)
+
+    def wearOut(self, why: str) -> None:
+        self._wornOut.fire(why)
 
 
 class FakeSpawner:
@@ -88,12 +92,12 @@ class FakeSpawner:
         self.failure: Exception | None = None
         self.attempts = 0
 
-    def spawn(self, command: WorkerCommand, events: Any, slot: int | None, generation: int) -> FakeWorker:
+    def spawn(self, command: WorkerCommand, slot: int | None, generation: int) -> FakeWorker:
         assert command is COMMAND
         self.attempts += 1
         if self.failure is not None:
             raise self.failure
-        worker = FakeWorker(len(self.spawned) + 1, events, slot, generation)
+        worker = FakeWorker(len(self.spawned) + 1, slot, generation)
         self.spawned.append(worker)
         return worker
 
@@ -297,7 +301,7 @@ class WornOutTests(SupervisorTestCase):
         ready; its replacement starts in its slot (issue 13, 11).
         """
         supervisor = self.started(2)
-        supervisor.workerWornOut(self.w(1), "took 20 connections")
+        self.w(1).wearOut("took 20 connections")
         self.assertEqual(self.w(1).phase, "leaving")
         self.assertEqual(self.serving(supervisor), [(2, 1, 0), (3, 0, 0)])
         self.assertEqual(supervisor.restarts, {RestartCause.CONNECTION_LIMIT: 1})
@@ -311,7 +315,7 @@ class WornOutTests(SupervisorTestCase):
         """
         supervisor = self.started(2)
         supervisor.retire(self.w(1), RestartCause.MEMORY, "uses 200 MiB")
-        supervisor.workerWornOut(self.w(2), "took 20 connections")
+        self.w(2).wearOut("took 20 connections")
         self.assertEqual((self.w(1).phase, self.w(2).phase), ("leaving", "ready"))
         self.assertEqual([w.slot for w in self.spawner.spawned[2:]], [0, 1])
         self.w(3).ready()
@@ -325,7 +329,7 @@ class WornOutTests(SupervisorTestCase):
         boot, and they are retried with backoff.
         """
         supervisor = self.started(1)
-        supervisor.workerWornOut(self.w(1), "took 5 connections")
+        self.w(1).wearOut("took 5 connections")
         self.w(2).exit(3)
         self.assertEqual(self.w(1).phase, "ready")
         self.clock.advance(0.2)

@@ -45,7 +45,7 @@ _PUBLIC = {
     "WorkerCluster": "_api.thisworker",
     "ListeningAddress": "_api.workerface",
     "WorkerGone": "_api.workerface",
-    "Worker": "_master.worker",
+    "Worker": "_api.workerface",
 }
 
 if TYPE_CHECKING:
@@ -53,12 +53,11 @@ if TYPE_CHECKING:
     from ._api.primary import PrimaryCluster
     from ._api.settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, BadSetting
     from ._api.thisworker import NotAWorker, ThisWorker, WorkerCluster
-    from ._api.workerface import ListeningAddress, WorkerGone
+    from ._api.workerface import ListeningAddress, Worker, WorkerGone
     from ._common.endpoints import ListenSpec
     from ._common.events import EventEmitter
     from ._master.scheduling import HandOffScheduler
     from ._master.service import Master
-    from ._master.worker import Worker
 
 
 def __getattr__(name: str) -> Any:

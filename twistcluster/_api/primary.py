@@ -23,10 +23,9 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from .._common.events import EventEmitter
-from .._common.messages import encodeMessage
-from .._master import worker as _workers
 from .._master.handles import Handles
 from .._master.spawner import Spawner
+from . import workerface
 from .settings import (
     SCHED_LEAST_CONN,
     SCHED_NONE,
@@ -58,7 +57,7 @@ class PrimaryCluster(EventEmitter):
     isMaster = True
     isWorker = False
     worker = None
-    Worker = _workers.Worker
+    Worker = workerface.Worker
     SCHED_NONE = SCHED_NONE
     SCHED_RR = SCHED_RR
     SCHED_LEAST_CONN = SCHED_LEAST_CONN
@@ -76,7 +75,7 @@ class PrimaryCluster(EventEmitter):
         self._settings: dict[str, Any] | None = None
         self._policy: int | None = None
         self._policyFrozen = False
-        self.workers: dict[int, _workers.Worker] = {}
+        self.workers: dict[int, workerface.Worker] = {}
         self._handles: Handles | None = None
         self._spawner: Spawner | None = None
         self._forkAnnounced: set[int] = set()
@@ -142,7 +141,7 @@ class PrimaryCluster(EventEmitter):
 
     # Workers
 
-    def fork(self, env: Mapping[str, Any] | None = None) -> _workers.Worker:
+    def fork(self, env: Mapping[str, Any] | None = None) -> workerface.Worker:
         """
         Start a worker running the script in C{settings['exec']}, with
         C{env} over the primary's environment.
@@ -152,7 +151,7 @@ class PrimaryCluster(EventEmitter):
         self.setupPrimary()
         assert self._settings is not None
         command = workerCommand(self._settings, env)
-        worker = self._engine().spawn(command, _UNSUPERVISED)
+        worker = workerface.Worker(self._engine().spawn(command))
         self.workers[worker.id] = worker
         worker.relayEventsTo(self._workerEvent)
         self._reactor.callLater(0, self._announceFork, worker)
@@ -166,12 +165,12 @@ class PrimaryCluster(EventEmitter):
             self._shutdownTrigger = self._reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
         return self._spawner
 
-    def _announceFork(self, worker: _workers.Worker) -> None:
+    def _announceFork(self, worker: workerface.Worker) -> None:
         if worker.id not in self._forkAnnounced:
             self._forkAnnounced.add(worker.id)
             self.emit("fork", worker)
 
-    def _workerEvent(self, name: str, worker: _workers.Worker, *args: Any) -> None:
+    def _workerEvent(self, name: str, worker: workerface.Worker, *args: Any) -> None:
         # 'fork' comes first even if the worker was quicker than a tick.
         self._announceFork(worker)
         if name != "exit":
@@ -189,8 +188,7 @@ class PrimaryCluster(EventEmitter):
         @return: How many workers it was sent to.
         @raise TypeError: C{message} is not JSON-serialisable.
         """
-        chunks = encodeMessage(message)
-        return sum(worker._sendChunks(chunks, None) for worker in list(self.workers.values()))
+        return workerface.broadcast(self.workers.values(), message)
 
     def disconnect(self, callback: Callable[[], object] | None = None) -> Deferred[None]:
         """
@@ -245,22 +243,3 @@ class PrimaryCluster(EventEmitter):
         if self._shutdownTrigger is not None:
             self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
             self._shutdownTrigger = None
-
-
-class _Unsupervised:
-    """
-    Nobody replaces a forked worker: C{'exit'} is where an application forks
-    again.
-    """
-
-    def workerReady(self, worker: _workers.Worker) -> None:
-        pass
-
-    def workerExited(self, worker: _workers.Worker, code: int | None, signal: int | None) -> None:
-        pass
-
-    def workerWornOut(self, worker: _workers.Worker, why: str) -> None:
-        pass
-
-
-_UNSUPERVISED = _Unsupervised()

@@ -31,9 +31,9 @@ from twisted.internet.interfaces import IProtocolFactory
 from .._common.events import EventEmitter, Latch
 from .._common.messages import encodeMessage
 from .._common.protocol import CONTROL_FD
-from .._master.worker import Worker
+from .._common.signals import toSignal
 from .settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
-from .workerface import toSignal
+from .workerface import Worker
 
 if TYPE_CHECKING:
     # Imported when needed: `python -m twistcluster._worker.main` imports

@@ -4,24 +4,25 @@ The face of a worker that users see in the primary, as Node's C{Worker}:
 its events (C{online}, C{listening}, C{disconnect}, C{exit}, C{message}),
 their Deferred forms, C{send}, and C{process}.
 
-The master's L{twistcluster._master.worker.Worker} mixes this in; its lifecycle
-calls L{WorkerAPI._announce} at each transition.
+It wraps the master's L{twistcluster._master.worker.Worker} (the engine's,
+which the command line uses bare), hearing Node's events from it.
 """
 
 from __future__ import annotations
 
 import signal as _signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IProcessTransport
 
 from .._common.events import EventEmitter, Latch
 from .._common.messages import encodeMessage
-from .._common.protocol import ControlChannel
+from .._common.signals import toSignal
+
+__all__ = ["ChildProcess", "ListeningAddress", "Worker", "WorkerGone", "broadcast", "toSignal"]
 
 
 @frozen
@@ -51,20 +52,33 @@ class WorkerGone(Exception):
     """
 
 
-def toSignal(value: str | int) -> _signal.Signals:
+class EngineWorker(Protocol):
     """
-    A signal given as Node does (C{"SIGKILL"}), as Twisted does (C{"KILL"}),
-    or as a number.
+    What the face needs of the master's worker
+    (L{twistcluster._master.worker.Worker}).
+    """
 
-    @raise ValueError: No such signal.
-    """
-    if isinstance(value, int):
-        return _signal.Signals(value)
-    name = value.upper()
-    try:
-        return _signal.Signals[name if name.startswith("SIG") else "SIG" + name]
-    except KeyError:
-        raise ValueError(f"no such signal: {value!r}") from None
+    id: int
+    pid: int | None
+    transport: IProcessTransport | None
+    exitedAfterDisconnect: bool
+
+    @property
+    def state(self) -> str: ...
+
+    def isConnected(self) -> bool: ...
+
+    def isDead(self) -> bool: ...
+
+    def disconnect(self) -> None: ...
+
+    def kill(self, signal: str | int = ...) -> bool: ...
+
+    def closeChannel(self) -> None: ...
+
+    def sendMessage(self, chunks: list[bytes]) -> Deferred[None] | None: ...
+
+    def announceTo(self, announce: Callable[..., object]) -> None: ...
 
 
 class ChildProcess:
@@ -73,23 +87,24 @@ class ChildProcess:
     known after the process is gone, unlike a Twisted process transport's.
 
     @ivar pid: The process id.
+    @ivar transport: The Twisted process transport.
     @ivar exitCode: The exit status, once it exited normally.
     @ivar signalCode: The signal that ended it, if one did.
     """
 
-    def __init__(self, transport: IProcessTransport, control: ControlChannel | None) -> None:
-        self.transport = transport
-        self.pid: int = transport.pid  # type: ignore[assignment]
+    def __init__(self, worker: EngineWorker) -> None:
+        self._worker = worker
+        self.transport = worker.transport
+        self.pid: int = worker.pid  # type: ignore[assignment]
         self.exitCode: int | None = None
         self.signalCode: _signal.Signals | None = None
-        self._control = control
 
     def __repr__(self) -> str:
         return f"<ChildProcess pid={self.pid}>"
 
     @property
     def connected(self) -> bool:
-        return self._control is not None and self._control.transport is not None
+        return self._worker.isConnected()
 
     def kill(self, signal: str | int = "SIGTERM") -> bool:
         """
@@ -97,11 +112,7 @@ class ChildProcess:
 
         @return: Whether it was sent (the process was still running).
         """
-        try:
-            self.transport.signalProcess(int(toSignal(signal)))
-        except ProcessExitedAlready:
-            return False
-        return True
+        return self._worker.kill(signal)
 
     signalProcess = kill
 
@@ -110,28 +121,74 @@ class ChildProcess:
         Close the control channel (Node's C{process.disconnect()}): the
         worker sees its primary gone, finishes its connections and exits.
         """
-        if self.connected:
-            self._control.transport.loseConnection()  # type: ignore[union-attr]
+        self._worker.closeChannel()
 
     def ended(self, code: int | None, signal: _signal.Signals | None) -> None:
         self.exitCode, self.signalCode = code, signal
 
 
-class WorkerAPI(EventEmitter):
+class Worker(EventEmitter):
     """
     Node's C{Worker} in the primary: events and their Deferred forms, and
     messages.
+
+    @ivar id: Unique in the primary's life, counting from 1, never reused.
+    @ivar process: Its process (Node's C{ChildProcess}).
     """
 
-    id: int
-    state: str
-    _control: ControlChannel | None
-
-    def _initWorkerAPI(self) -> None:
+    def __init__(self, worker: EngineWorker) -> None:
+        self._worker = worker
+        self.id = worker.id
+        self.process = ChildProcess(worker)
         self._online: Latch[None] = Latch()
         self._listening: Latch[ListeningAddress] = Latch()
         self._disconnected: Latch[None] = Latch()
+        self._exited: Latch[tuple[int | None, _signal.Signals | None]] = Latch()
         self._relay: Callable[..., object] | None = None
+        worker.announceTo(self._heard)
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} pid={self.process.pid} {self.state}>"
+
+    @property
+    def state(self) -> str:
+        """
+        Node's: C{'online'}, C{'listening'}, C{'disconnecting'},
+        C{'disconnected'}, C{'dead'} (C{'spawning'} before C{'online'}).
+        """
+        return self._worker.state
+
+    @property
+    def exitedAfterDisconnect(self) -> bool:
+        """
+        Whether it left because it was asked to (or said it leaves of its
+        own will), not by accident.
+        """
+        return self._worker.exitedAfterDisconnect
+
+    def isConnected(self) -> bool:
+        return self._worker.isConnected()
+
+    def isDead(self) -> bool:
+        return self._worker.isDead()
+
+    def disconnect(self) -> Worker:
+        """
+        Ask the worker to close its servers, finish its connections and exit;
+        it is killed if it has not exited after the shutdown timeout.
+        """
+        self._worker.disconnect()
+        return self
+
+    def kill(self, signal: str | int = "SIGTERM") -> None:
+        """
+        Send C{signal} (a number, or a name such as C{"KILL"} or
+        C{"SIGABRT"}) to the worker process now, without waiting for a
+        graceful disconnect (Node's C{worker.kill()} in the primary).
+        """
+        self._worker.kill(signal)
+
+    destroy = kill
 
     def relayEventsTo(self, relay: Callable[..., object]) -> None:
         """
@@ -160,11 +217,11 @@ class WorkerAPI(EventEmitter):
         """
         return self._disconnected.wait()
 
-    def isConnected(self) -> bool:
-        return self.state not in ("disconnected", "dead")
-
-    def isDead(self) -> bool:
-        return self.state == "dead"
+    def whenExited(self) -> Deferred[tuple[int | None, _signal.Signals | None]]:
+        """
+        Fires with C{(exit code, signal)} once the process has ended.
+        """
+        return self._exited.wait()
 
     def send(self, message: Any, callback: Callable[[BaseException | None], object] | None = None) -> bool:
         """
@@ -179,25 +236,29 @@ class WorkerAPI(EventEmitter):
         return self._sendChunks(encodeMessage(message), callback)
 
     def _sendChunks(self, chunks: list[bytes], callback: Callable[..., object] | None) -> bool:
-        if self._control is None or not self.isConnected() or self._control.transport is None:
+        delivered = self._worker.sendMessage(chunks)
+        if delivered is None:
             return False
-        delivered = self._control.sendChunks(chunks)
         if callback is not None:
             delivered.addCallbacks(lambda _: callback(None), lambda reason: callback(reason.value))
         delivered.addErrback(lambda reason: None)
         return True
 
-    def _announce(self, name: str, *args: Any) -> None:
+    def _heard(self, name: str, *args: Any) -> None:
         """
-        Tell this worker's handlers, then the cluster, of an event.
+        Tell this worker's handlers, then the cluster, of one of Node's
+        events.
         """
         if name == "online":
             self._online.fire(None)
         elif name == "listening":
+            args = (ListeningAddress.fromSockname(args[0]),)
             self._listening.fire(args[0])
         elif name == "disconnect":
             self._disconnected.fire(None)
         elif name == "exit":
+            self.process.ended(*args)
+            self._exited.fire(args)
             gone = lambda what: (
                 lambda: WorkerGone(  # noqa: E731
                     f"worker {self.id} exited before it was {what}"
@@ -209,3 +270,14 @@ class WorkerAPI(EventEmitter):
         self.emit(name, *args)
         if self._relay is not None:
             self._relay(name, self, *args)
+
+
+def broadcast(workers: Iterable[Worker], message: Any) -> int:
+    """
+    Send C{message} to every connected one of C{workers}, encoded once.
+
+    @return: How many workers it was sent to.
+    @raise TypeError: C{message} is not JSON-serialisable.
+    """
+    chunks = encodeMessage(message)
+    return sum(worker._sendChunks(chunks, None) for worker in list(workers))

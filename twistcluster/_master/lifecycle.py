@@ -10,6 +10,7 @@ with the control channel's loss (C{disconnected}) and the process's exit
 
 from __future__ import annotations
 
+import signal as _signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,7 +44,7 @@ class Lifecycle(Protocol):
         The control channel closed.
         """
 
-    def exited(self, code: int | None, signal: int | None) -> None:
+    def exited(self, code: int | None, signal: _signal.Signals | None) -> None:
         """
         The process ended.
         """
@@ -63,17 +64,40 @@ class LifecycleHooks(Protocol):
 
     def lostControl(self) -> None: ...
 
-    def ended(self, code: int | None, signal: int | None) -> None: ...
+    def ended(self, code: int | None, signal: _signal.Signals | None) -> None: ...
 
 
 @dataclass
 class LifecycleCore:
     """
+    What the machine knows, and the answers callers get from it (nobody else
+    reads C{state}'s words).
+
     @ivar state: Node's name for the current state.
+    @ivar everReady: Whether it ever became ready.
     """
 
     hooks: LifecycleHooks
     state: str = "spawning"
+    everReady: bool = False
+
+    def isBooting(self) -> bool:
+        return self.state in ("spawning", "online")
+
+    def isReady(self) -> bool:
+        return self.state == "listening"
+
+    def isServing(self) -> bool:
+        return self.state in ("spawning", "online", "listening")
+
+    def acceptsListens(self) -> bool:
+        return self.state in ("online", "listening")
+
+    def isConnected(self) -> bool:
+        return self.state not in ("disconnected", "dead")
+
+    def isDead(self) -> bool:
+        return self.state == "dead"
 
 
 def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
@@ -94,6 +118,7 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
     @pep614(Online.upon(Lifecycle.listening).to(Listening))
     def ready(lifecycle: Lifecycle, core: LifecycleCore) -> None:
         core.state = "listening"
+        core.everReady = True
         core.hooks.becameReady()
 
     for state in (Spawning, Online, Listening):
@@ -116,7 +141,7 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
 
         @pep614(state.upon(Lifecycle.exited).to(Dead))
         def exitedWithControl(
-            lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None
+            lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: _signal.Signals | None
         ) -> None:
             # The channel is as good as gone: "disconnected" while its hook runs.
             core.state = "disconnected"
@@ -125,7 +150,9 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
             core.hooks.ended(code, signal)
 
     @pep614(Disconnected.upon(Lifecycle.exited).to(Dead))
-    def exited(lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: int | None) -> None:
+    def exited(
+        lifecycle: Lifecycle, core: LifecycleCore, code: int | None, signal: _signal.Signals | None
+    ) -> None:
         core.state = "dead"
         core.hooks.ended(code, signal)
 

@@ -20,7 +20,10 @@ from .._common.protocol import Ping
 class Watched(Protocol):
     id: int
     pid: int | None
-    state: str
+
+    def isBooting(self) -> bool: ...
+
+    def isReady(self) -> bool: ...
 
     def callRemote(self, command: type, **arguments: object) -> object: ...
 
@@ -107,9 +110,9 @@ class WorkerMonitor:
             self._forget(gone)
 
     def _checkOne(self, worker: Watched, now: float) -> None:
-        if worker.state in ("spawning", "online"):
+        if worker.isBooting():
             self._checkBoot(worker, now)
-        elif worker.state == "listening":
+        elif worker.isReady():
             self._checkHeartbeat(worker, now)
             self._checkMemory(worker)
 

@@ -8,7 +8,7 @@ number of workers serve.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -21,8 +21,10 @@ from .respawn import RespawnPolicy
 if TYPE_CHECKING:
     from .supervisor import Supervised
 
+W = TypeVar("W", bound="Supervised")
 
-class Restarting(Protocol):
+
+class Restarting(Protocol[W]):
     """
     What a rolling restart needs of the supervisor.
     """
@@ -33,14 +35,14 @@ class Restarting(Protocol):
     @property
     def running(self) -> bool: ...
 
-    def staleWorkers(self, excluding: set[int]) -> list[Supervised]: ...
+    def staleWorkers(self, excluding: set[int]) -> list[W]: ...
 
-    def spawnInto(self, slot: int) -> Supervised | None: ...
+    def spawnInto(self, slot: int) -> W | None: ...
 
-    def replaced(self, worker: Supervised) -> None: ...
+    def replaced(self, worker: W) -> None: ...
 
 
-class RollingRestart:
+class RollingRestart(Generic[W]):
     """
     One rolling restart: it goes on until no worker older than the
     supervisor's current generation is left (a restart asked for meanwhile
@@ -54,7 +56,7 @@ class RollingRestart:
 
     _log = Logger()
 
-    def __init__(self, supervisor: Restarting, clock: IReactorTime) -> None:
+    def __init__(self, supervisor: Restarting[W], clock: IReactorTime) -> None:
         self._supervisor = supervisor
         self._clock = clock
         self.tried: set[int] = set()
@@ -86,7 +88,7 @@ class RollingRestart:
         self.finished.fire(self.replacedCount)
 
     @inlineCallbacks
-    def _replace(self, worker: Supervised) -> Any:
+    def _replace(self, worker: W) -> Any:
         """
         Start a new worker in C{worker}'s slot; once it is ready, let
         C{worker} drain.

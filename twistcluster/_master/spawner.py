@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from .._common.protocol import CONTROL_FD, adoptControlChannel
 from .handles import Handles
 from .output import WorkerProcessProtocol
-from .worker import MasterControl, Worker, WorkerEvents
+from .worker import MasterControl, Worker
 
 #: The worker entry point of C{twist cluster}.
 WORKER_MODULE = "twistcluster._worker.main"
@@ -89,24 +89,17 @@ class Spawner:
         self._shutdownTimeout = shutdownTimeout
         self._lastId = 0
 
-    def spawn(
-        self,
-        command: WorkerCommand,
-        events: WorkerEvents,
-        slot: int | None = None,
-        generation: int = 0,
-    ) -> Worker:
+    def spawn(self, command: WorkerCommand, slot: int | None = None, generation: int = 0) -> Worker:
         """
         Start one worker process, its end of the control channel as fd 3.
 
-        @param events: Told when the worker is ready, exits, or wears out.
         @param slot: Its slot (C{$TWISTCLUSTER_WORKER_SLOT}), if it has one.
         @param generation: How many rolling restarts came before it.
         @raise OSError: The process could not be started (C{EMFILE}, ...);
             nothing is left open.
         """
         self._lastId += 1
-        worker = Worker(self._lastId, self._reactor, self._handles, events, self._shutdownTimeout)
+        worker = Worker(self._lastId, self._reactor, self._handles, self._shutdownTimeout)
         worker.slot, worker.generation = slot, generation
         env = dict(os.environ, **command.env)
         env[WORKER_ID_VARIABLE] = str(worker.id)

@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -25,7 +25,6 @@ from twisted.logger import Logger
 from .respawn import RespawnPolicy
 from .restart import RollingRestart
 from .spawner import WorkerCommand
-from .worker import WorkerEvents
 
 
 class RestartCause(StrEnum):
@@ -50,9 +49,11 @@ class Supervised(Protocol):
     pid: int | None
     slot: int | None
     generation: int
-    everReady: bool
     lastError: str | None
     connectionLimit: int | None
+
+    @property
+    def everReady(self) -> bool: ...
 
     def isServing(self) -> bool: ...
 
@@ -62,28 +63,32 @@ class Supervised(Protocol):
 
     def whenExited(self) -> Deferred[Any]: ...
 
+    def whenWornOut(self) -> Deferred[str]: ...
+
     def disconnect(self) -> object: ...
 
-    def kill(self, signal: str | int = ...) -> None: ...
+    def kill(self, signal: str | int = ...) -> object: ...
 
     def abort(self, why: str) -> None: ...
 
 
-class SpawnsWorkers(Protocol):
+W = TypeVar("W", bound=Supervised)
+W_co = TypeVar("W_co", bound=Supervised, covariant=True)
+
+
+class SpawnsWorkers(Protocol[W_co]):
     """
     Starts worker processes (L{twistcluster._master.spawner.Spawner}).
     """
 
-    def spawn(
-        self, command: WorkerCommand, events: WorkerEvents, slot: int | None, generation: int
-    ) -> Supervised: ...
+    def spawn(self, command: WorkerCommand, slot: int | None, generation: int) -> W_co: ...
 
 
 def _jitter(most: int) -> int:
     return random.randint(0, most)
 
 
-class Supervisor:
+class Supervisor(Generic[W]):
     """
     Keeps C{size} workers serving, one in each slot C{0..size-1}.
 
@@ -104,7 +109,7 @@ class Supervisor:
 
     def __init__(
         self,
-        spawner: SpawnsWorkers,
+        spawner: SpawnsWorkers[W],
         clock: IReactorTime,
         command: WorkerCommand,
         size: int,
@@ -121,19 +126,19 @@ class Supervisor:
         self.policy = policy if policy is not None else RespawnPolicy(clock)
         self._maxConnections = maxConnections
         self._jitter = jitter
-        self.workers: dict[int, Supervised] = {}
+        self.workers: dict[int, W] = {}
         self.generation = 0
         self.restarts: Counter[RestartCause] = Counter()
         self.spawnFailures = 0
         self._running = False
         self._givenUp = False
-        self._wornOut: dict[int, Supervised] = {}
+        self._wornOut: dict[int, W] = {}
         self._dismissed: set[int] = set()
         self._hung: set[int] = set()
         self._respawning: dict[int, IDelayedCall] = {}
-        self._restart: RollingRestart | None = None
+        self._restart: RollingRestart[W] | None = None
 
-    def serving(self) -> list[Supervised]:
+    def serving(self) -> list[W]:
         """
         The workers not leaving.
         """
@@ -162,7 +167,7 @@ class Supervisor:
                 # Retried later, for every empty slot at once.
                 return
 
-    def _spawn(self, slot: int) -> Supervised | None:
+    def _spawn(self, slot: int) -> W | None:
         """
         Start a worker in C{slot}; if the process cannot be started, try
         again later with the boot-failure backoff.
@@ -170,7 +175,7 @@ class Supervisor:
         @return: The worker, or L{None} if it could not be started.
         """
         try:
-            worker = self._spawner.spawn(self._command, self, slot, self.generation)
+            worker = self._spawner.spawn(self._command, slot, self.generation)
         except Exception as e:
             self._spawnFailed(slot, e)
             return None
@@ -184,6 +189,9 @@ class Supervisor:
         if self._maxConnections:
             worker.connectionLimit = self._maxConnections + self._jitter(self._maxConnections // 10)
         self.workers[worker.id] = worker
+        worker.whenReady().addCallback(self._readiness, worker)
+        worker.whenWornOut().addCallback(lambda why: self.retire(worker, RestartCause.CONNECTION_LIMIT, why))
+        worker.whenExited().addCallback(lambda status: self._exited(worker))
         return worker
 
     def _spawnFailed(self, slot: int, error: Exception) -> None:
@@ -224,22 +232,20 @@ class Supervisor:
             call.cancel()
         self._respawning.clear()
 
-    def _dismiss(self, worker: Supervised) -> None:
+    def _dismiss(self, worker: W) -> None:
         if worker.isServing():
             self._dismissed.add(worker.id)
             self._wornOut.pop(worker.id, None)
             worker.disconnect()
 
-    # WorkerEvents
+    # What the workers do
 
-    def workerReady(self, worker: Supervised) -> None:
-        self.policy.workerReady()
-        self._retireWornOut()
+    def _readiness(self, ready: bool, worker: W) -> None:
+        if ready:
+            self.policy.workerReady()
+            self._retireWornOut()
 
-    def workerWornOut(self, worker: Supervised, why: str) -> None:
-        self.retire(worker, RestartCause.CONNECTION_LIMIT, why)
-
-    def workerExited(self, worker: Supervised, code: int | None, signal: int | None) -> None:
+    def _exited(self, worker: W) -> None:
         self.workers.pop(worker.id, None)
         hung = worker.id in self._hung
         replaced = self._wornOut.pop(worker.id, None) is not None or worker.id in self._dismissed
@@ -274,7 +280,7 @@ class Supervisor:
 
     # Workers that must go
 
-    def workerHung(self, worker: Supervised, why: str) -> None:
+    def workerHung(self, worker: W, why: str) -> None:
         """
         C{worker} stopped answering (or never became ready): abort it; it is
         replaced once it has exited.
@@ -282,7 +288,7 @@ class Supervisor:
         self._hung.add(worker.id)
         worker.abort(why)
 
-    def retire(self, worker: Supervised, cause: RestartCause, why: str) -> None:
+    def retire(self, worker: W, cause: RestartCause, why: str) -> None:
         """
         C{worker} is worn out: start its replacement now; it leaves the
         rotation (and drains) at once if another worker is ready to take its
@@ -349,7 +355,7 @@ class Supervisor:
     def running(self) -> bool:
         return self._running
 
-    def staleWorkers(self, excluding: set[int]) -> list[Supervised]:
+    def staleWorkers(self, excluding: set[int]) -> list[W]:
         """
         The serving workers of an older generation than the current one (but
         those already being replaced, and those in C{excluding}), oldest
@@ -362,7 +368,7 @@ class Supervisor:
         ]
         return sorted(stale, key=lambda w: (w.generation, w.slot or 0, w.id))
 
-    def spawnInto(self, slot: int) -> Supervised | None:
+    def spawnInto(self, slot: int) -> W | None:
         """
         Start one more worker in C{slot} (its worker is being replaced).
 
@@ -373,7 +379,7 @@ class Supervisor:
             return None
         return self._spawn(slot)
 
-    def replaced(self, worker: Supervised) -> None:
+    def replaced(self, worker: W) -> None:
         """
         C{worker}'s replacement is ready: let it drain.
         """

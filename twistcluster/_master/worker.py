@@ -1,21 +1,31 @@
-# -*- test-case-name: tests.test_handoff, tests.test_resilience -*-
+# -*- test-case-name: tests.test_handoff, tests.test_cluster_api -*-
 """
 The master's side of each worker: its control channel, its process (whose
 output the master relays to its log), and its lifecycle.
+
+Its owner (the command line's supervisor, the API's primary) hears of it
+through Deferreds (L{Worker.whenReady}, L{Worker.whenExited},
+L{Worker.whenWornOut}); the Node API's face of it
+(L{twistcluster._api.workerface.Worker}) hears Node's events through
+L{Worker.announceTo}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import signal as _signal
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from .._api.workerface import ChildProcess, ListeningAddress, WorkerAPI, toSignal
 from .._common.endpoints import ListenSpec
+from .._common.events import Latch
 from .._common.protocol import (
     Close,
     ConnectionsClosed,
@@ -27,40 +37,30 @@ from .._common.protocol import (
     Online,
     QueryServer,
 )
+from .._common.signals import toSignal
 from .handles import Handles
 from .lifecycle import LifecycleCore, makeLifecycle
 
+#: How a worker ended: its exit code, or the signal that killed it.
+ExitStatus = tuple[int | None, _signal.Signals | None]
 
-class WorkerEvents(Protocol):
+
+class Worker:
     """
-    What a worker's owner hears about it (the supervisor, on the command
-    line).
-    """
-
-    def workerReady(self, worker: Worker) -> None: ...
-
-    def workerExited(self, worker: Worker, code: int | None, signal: int | None) -> None: ...
-
-    def workerWornOut(self, worker: Worker, why: str) -> None: ...
-
-
-class Worker(WorkerAPI):
-    """
-    One worker process, as the master sees it (Node's C{Worker} in the
-    primary; L{WorkerAPI} has its events, their Deferreds, and C{send}).
+    One worker process, as the master sees it.
 
     @ivar id: Unique in this master's life, counting from 1, never reused.
     @ivar slot: Its place among the command line's workers, 0..N-1, kept by
         its replacement (L{None} for a worker the API forked).
     @ivar generation: How many rolling restarts came before it was spawned.
     @ivar pid: The process id, kept after the process is gone.
-    @ivar exitedAfterDisconnect: Whether the master asked it to leave.
-    @ivar everReady: Whether it ever became ready (listening); a worker that
-        dies before that failed to boot.
+    @ivar transport: Its process.
+    @ivar exitedAfterDisconnect: Whether it was asked to leave, or said it
+        leaves of its own will.
     @ivar lastError: The last error it reported (a log event at error level,
         or a line on its stderr): the culprit when it fails to boot.
     @ivar connectionsTaken: How many connections it accepted.
-    @ivar connectionLimit: After this many it is replaced (L{None}: never).
+    @ivar connectionLimit: After this many it is worn out (L{None}: never).
     """
 
     #: Seconds between SIGABRT (which makes faulthandler log the stack) and
@@ -69,100 +69,146 @@ class Worker(WorkerAPI):
 
     _log = Logger()
 
-    def __init__(
-        self,
-        id: int,
-        reactor: IReactorTime,
-        handles: Handles,
-        events: WorkerEvents,
-        shutdownTimeout: float,
-    ) -> None:
+    def __init__(self, id: int, reactor: IReactorTime, handles: Handles, shutdownTimeout: float) -> None:
         self.id = id
         self.slot: int | None = None
         self.generation = 0
         self.pid: int | None = None
-        self.process: ChildProcess | None = None
+        self.transport: IProcessTransport | None = None
         self.exitedAfterDisconnect = False
-        self.everReady = False
         self.lastError: str | None = None
         self.connectionsTaken = 0
         self.connectionLimit: int | None = None
         self._reactor = reactor
         self._handles = handles
-        self._events = events
         self._shutdownTimeout = shutdownTimeout
         self._control: ControlChannel | None = None
         self._killTimer: IDelayedCall | None = None
-        self._exit: tuple[int | None, int | None] | None = None
-        self._exitWaiters: list[Deferred[tuple[int | None, int | None]]] = []
-        self._readyWaiters: list[Deferred[bool]] = []
+        self._ready: Latch[bool] = Latch()
+        self._exited: Latch[ExitStatus] = Latch()
+        self._wornOut: Latch[str] = Latch()
+        self._announce: Callable[..., object] = lambda name, *args: None
         self._core = LifecycleCore(self)
         self._lifecycle = makeLifecycle(self._core)
-        self._initWorkerAPI()
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state}>"
 
+    # What it is now (the lifecycle's answers)
+
     @property
     def state(self) -> str:
+        """
+        Node's name for its state, for users and logs.
+        """
         return self._core.state
+
+    @property
+    def everReady(self) -> bool:
+        """
+        Did it ever become ready?  One that dies before that failed to boot.
+        """
+        return self._core.everReady
+
+    def isBooting(self) -> bool:
+        return self._core.isBooting()
+
+    def isReady(self) -> bool:
+        return self._core.isReady()
 
     def isServing(self) -> bool:
         """
-        Is it alive and not leaving (booting, or ready)?
+        Is it booting or ready, and not leaving?
         """
-        return self.state in ("spawning", "online", "listening")
+        return self._core.isServing()
 
-    def isReady(self) -> bool:
-        """
-        Is it listening, and not leaving?
-        """
-        return self.state == "listening"
+    def isConnected(self) -> bool:
+        return self._core.isConnected()
 
-    def attach(self, process: IProcessTransport, control: ControlChannel) -> None:
-        self.process = ChildProcess(process, control)
-        self.pid = process.pid
-        self._control = control
+    def isDead(self) -> bool:
+        return self._core.isDead()
 
-    def callRemote(self, command: type[amp.Command], **arguments: Any) -> Deferred[Any]:
-        assert self._control is not None
-        return self._control.callRemote(command, **arguments)
-
-    def disconnect(self) -> Worker:
-        """
-        Ask the worker to close its servers, finish its connections and exit;
-        it is killed if it has not exited after the shutdown timeout.
-        """
-        self.exitedAfterDisconnect = True
-        self._lifecycle.disconnect()
-        return self
-
-    def kill(self, signal: str | int = "SIGTERM") -> None:
-        """
-        Send C{signal} (a number, or a name such as C{"KILL"} or
-        C{"SIGABRT"}) to the worker process now, without waiting for a
-        graceful disconnect (Node's C{worker.kill()} in the primary).
-        """
-        if self.process is not None:
-            self.process.kill(signal)
-
-    destroy = kill
+    # What its owner and its Node face wait for
 
     def whenReady(self) -> Deferred[bool]:
         """
         Fires with C{True} once the worker is ready (listening), or C{False}
         if it ended (or began to leave) before that.
         """
-        if self.everReady or self.state not in ("spawning", "online"):
-            return succeed(self.everReady)
-        waiter: Deferred[bool] = Deferred()
-        self._readyWaiters.append(waiter)
-        return waiter
+        return self._ready.wait()
 
-    def _settleReady(self, ready: bool) -> None:
-        waiters, self._readyWaiters = self._readyWaiters, []
-        for waiter in waiters:
-            waiter.callback(ready)
+    def whenExited(self) -> Deferred[ExitStatus]:
+        """
+        Fires with C{(exit code, signal)} once the process has ended.
+        """
+        return self._exited.wait()
+
+    def whenWornOut(self) -> Deferred[str]:
+        """
+        Fires with why, once it has taken its C{connectionLimit}.
+        """
+        return self._wornOut.wait()
+
+    def announceTo(self, announce: Callable[..., object]) -> None:
+        """
+        Call C{announce(name, *args)} with each of Node's events of this
+        worker: C{online}, C{listening} (its sockname), C{disconnect},
+        C{exit} (code, signal), C{message} (value).
+        """
+        self._announce = announce
+
+    # Acting on it
+
+    def attach(self, process: IProcessTransport, control: ControlChannel) -> None:
+        self.transport = process
+        self.pid = process.pid
+        self._control = control
+
+    def callRemote(self, command: type[amp.Command], **arguments: Any) -> Deferred[Any]:
+        assert self._control is not None
+        answer: Deferred[Any] = self._control.callRemote(command, **arguments)
+        return answer
+
+    def sendMessage(self, chunks: list[bytes]) -> Deferred[None] | None:
+        """
+        Send a user message (already encoded) to the worker.
+
+        @return: Fires once the worker has it; L{None} if not connected.
+        """
+        if self._control is None or not self.isConnected() or self._control.transport is None:
+            return None
+        return self._control.sendChunks(chunks)
+
+    def closeChannel(self) -> None:
+        """
+        Close the control channel (Node's C{worker.process.disconnect()}): the
+        worker sees its master gone, finishes its connections and exits.
+        """
+        if self._control is not None and self._control.transport is not None:
+            self._control.transport.loseConnection()
+
+    def disconnect(self) -> None:
+        """
+        Ask the worker to close its servers, finish its connections and exit;
+        it is killed if it has not exited after the shutdown timeout.
+        """
+        self.exitedAfterDisconnect = True
+        self._lifecycle.disconnect()
+
+    def kill(self, signal: str | int = "SIGTERM") -> bool:
+        """
+        Send C{signal} (a number, or a name such as C{"KILL"} or
+        C{"SIGABRT"}) to the worker process now.
+
+        @return: Whether it was sent (the process was still running).
+        """
+        if self.transport is None:
+            return False
+        try:
+            self.transport.signalProcess(int(toSignal(signal)))
+        except ProcessExitedAlready:
+            return False
+        return True
 
     def abort(self, why: str) -> None:
         """
@@ -187,36 +233,36 @@ class Worker(WorkerAPI):
     def connectionTaken(self) -> None:
         self.connectionsTaken += 1
         if self.connectionsTaken == self.connectionLimit:
-            self._events.workerWornOut(self, f"took {self.connectionsTaken} connections")
-
-    def whenExited(self) -> Deferred[tuple[int | None, int | None]]:
-        """
-        Fires with C{(exit code, signal)} once the process has ended.
-        """
-        if self._exit is not None:
-            return succeed(self._exit)
-        waiter: Deferred[tuple[int | None, int | None]] = Deferred()
-        self._exitWaiters.append(waiter)
-        return waiter
+            self._wornOut.fire(f"took {self.connectionsTaken} connections")
 
     # Inputs from the control channel and the process
 
-    def said(self, event: str) -> None:
-        if event == "online":
-            self._lifecycle.online()
+    def saidOnline(self) -> None:
+        self._lifecycle.online()
+
+    def acceptsListens(self) -> bool:
+        """
+        May it listen (it is online, and not leaving)?
+        """
+        return self._core.acceptsListens()
 
     def listeningOn(self, key: str, address: dict[str, Any] | None = None) -> None:
-        if self.state in ("spawning", "online", "listening") and self._handles.workerListening(self, key):
+        if self.isServing() and self._handles.workerListening(self, key):
             self._lifecycle.listening()
             if address is not None:
-                self._announce("listening", ListeningAddress.fromSockname(address))
+                self._announce("listening", address)
+
+    def messageReceived(self, value: Any) -> None:
+        self._announce("message", value)
 
     def controlLost(self) -> None:
         self._lifecycle.controlLost()
 
     def processEnded(self, reason: Failure) -> None:
-        signal = reason.value.signal
-        self._lifecycle.exited(reason.value.exitCode, None if signal is None else toSignal(signal))
+        # ProcessDone or ProcessTerminated
+        ended: Any = reason.value
+        signal = ended.signal
+        self._lifecycle.exited(ended.exitCode, None if signal is None else toSignal(signal))
 
     # LifecycleHooks
 
@@ -225,17 +271,15 @@ class Worker(WorkerAPI):
         self._announce("online")
 
     def becameReady(self) -> None:
-        self.everReady = True
         self._log.info(
             "worker {workerId} (pid {pid}) ready", workerId=self.id, pid=self.pid, clusterEvent="ready"
         )
-        self._events.workerReady(self)
-        self._settleReady(True)
+        self._ready.fire(True)
 
     def beganDisconnect(self, connected: bool) -> None:
         # Out of rotation now, not when the worker gets round to closing.
         self._handles.workerLeaving(self)
-        self._settleReady(False)
+        self._ready.fire(False)
         if connected:
             self.callRemote(Disconnect).addErrback(lambda reason: None)
         if self._killTimer is None:
@@ -257,12 +301,11 @@ class Worker(WorkerAPI):
         self._handles.workerGone(self)
         self._announce("disconnect")
 
-    def ended(self, code: int | None, signal: int | None) -> None:
+    def ended(self, code: int | None, signal: _signal.Signals | None) -> None:
         if self._killTimer is not None:
             self._killTimer.cancel()
             self._killTimer = None
-        self._exit = (code, signal)
-        self._settleReady(False)
+        self._ready.fire(False)
         level = LogLevel.info if self.exitedAfterDisconnect else LogLevel.warn
         self._log.emit(
             level,
@@ -271,12 +314,7 @@ class Worker(WorkerAPI):
             pid=self.pid,
             status=f"signal {signal}" if signal is not None else f"code {code}",
         )
-        if self.process is not None:
-            self.process.ended(code, signal)  # type: ignore[arg-type]
-        waiters, self._exitWaiters = self._exitWaiters, []
-        for waiter in waiters:
-            waiter.callback(self._exit)
-        self._events.workerExited(self, code, signal)
+        self._exited.fire((code, signal))
         self._announce("exit", code, signal)
 
 
@@ -292,12 +330,12 @@ class MasterControl(ControlChannel):
 
     @Online.responder
     def online(self, workerId: int, pid: int) -> dict[str, Any]:
-        self._worker.said("online")
+        self._worker.saidOnline()
         return {}
 
     @QueryServer.responder
     def queryServer(self, spec: dict[str, Any], index: int) -> dict[str, Any]:
-        if self._worker.state not in ("online", "listening"):
+        if not self._worker.acceptsListens():
             raise ListenRefused(f"worker {self._worker.id} is {self._worker.state}")
         try:
             listenSpec = ListenSpec.fromJSON(spec)
@@ -316,7 +354,7 @@ class MasterControl(ControlChannel):
         return {}
 
     def messageReceived(self, value: Any) -> None:
-        self._worker._announce("message", value)
+        self._worker.messageReceived(value)
 
     @ConnectionsClosed.responder
     def connectionsClosed(self, key: str, count: int) -> dict[str, Any]:
@@ -328,6 +366,6 @@ class MasterControl(ControlChannel):
         self._handles.workerClosed(self._worker, key)
         return {}
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._worker.controlLost()
         super().connectionLost(reason)
