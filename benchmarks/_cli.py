@@ -55,7 +55,7 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--connections", type=int, default=64, help="concurrent client connections [64]")
     add("--threads", type=int, default=1, help="wrk threads [1]")
     add("--work-iterations", type=int, default=16000, help="CPU loop per /work request [16000]")
-    add("--uneven-rate", type=float, default=300.0, help="requests/s offered in the uneven phases [300]")
+    add("--uneven-rate", type=float, default=200.0, help="requests/s offered in the uneven phases [200]")
     add("--results", type=Path, default=RESULTS, help="where to write results [benchmarks/results]")
     add("--no-install", action="store_true", help="never apt-get install wrk/nodejs")
     add("--model", type=Path, metavar="JSON", help="print the model of scale from a bench.json, and exit")

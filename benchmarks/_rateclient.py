@@ -9,16 +9,15 @@ its latency runs from that due time to the end of its response: a server
 that stalls is charged for every request it kept waiting, not only for the
 few a closed-loop client has in flight (no coordinated omission).  Each
 request opens a connection of its own (C{Connection: close}), or with
-C{--keep-alive N} goes to the next of N connections opened beforehand,
-pipelined behind any response still due there.  A seeded draw, the same for
-every configuration, sends a share of them to C{/slow} (20 ms of the
-responder's CPU), the rest to C{/}.
+C{--keep-alive N} goes to the next of N connections, pipelined behind any
+response still due there.  A seeded draw, the same for every configuration,
+sends a share of them to C{/slow} (20 ms of the responder's CPU).
 
-Every response names its worker (C{X-Worker}).  From them the client counts
-the cheap requests sent to a worker busy with a slow one (between that one's
-send and its response), and how many of those while another worker was not:
-what a balancer that knew would have avoided.  It prints one line,
-C{BENCH_RESULT} and JSON, as C{wrk_report.lua} does.
+From each response's C{X-Worker} it counts the cheap requests sent to a
+worker busy with a slow one (between that one's send and its response), and
+those of them sent while another worker was not: what a balancer that knew
+would have avoided.  It prints one line, C{BENCH_RESULT} and JSON, as
+C{wrk_report.lua} does.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 GRACE = 5.0
 _CONTENT_LENGTH = re.compile(rb"(?i)content-length: *(\d+)")
 _WORKER = re.compile(rb"X-Worker: *(\S+)")
+PERCENTILES = (("50", 0.5), ("99", 0.99), ("999", 0.999))
 
 
 @dataclass(slots=True)
@@ -61,43 +61,31 @@ class Connection:
     mask: int = 0
 
 
-def requestBytes(slow: bool, close: bool) -> bytes:
-    path = b"/slow" if slow else b"/"
-    connection = b"Connection: close\r\n" if close else b""
-    return b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\n" + connection + b"\r\n"
-
-
 class RateClient:
     """
-    Sends L{requests} on their timetable to 127.0.0.1:C{port}.
+    Sends L{requests} to 127.0.0.1:C{port} on their timetable.
     """
 
     def __init__(self, port: int, rate: float, seconds: float, keepAlive: int, slowShare: float) -> None:
         draw = random.Random(1)
         self.requests = [Request(i / rate, draw.random() < slowShare) for i in range(int(rate * seconds))]
         self.errors: Counter[str] = Counter()
-        self._port = port
-        self._seconds = seconds
+        self._port, self._seconds, self._keepAlive = port, seconds, keepAlive
         self._epoll = select.epoll()
         self._open: dict[int, Connection] = {}
         self._outstanding = 0
-        self._keepAlive = keepAlive > 0
-        self._shared = [self._connect(blocking=True) for _ in range(keepAlive)]
-        self._bytes = {slow: requestBytes(slow, close=not keepAlive) for slow in (False, True)}
+        self._shared = [self._connect() for _ in range(keepAlive)]
+        close = b"" if keepAlive else b"Connection: close\r\n"
+        self._bytes = {s: b"GET /%s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (b"slow" * s, close) for s in (0, 1)}
 
-    def _connect(self, blocking: bool = False) -> Connection:
-        if blocking:
-            sock = socket.create_connection(("127.0.0.1", self._port), timeout=GRACE)
-            sock.setblocking(False)
-        else:
-            sock = socket.socket()
-            sock.setblocking(False)
-            code = sock.connect_ex(("127.0.0.1", self._port))
-            if code not in (0, errno.EINPROGRESS):
-                sock.close()
-                raise ConnectionRefusedError(code, "connect")
-        connection = Connection(sock)
-        self._open[sock.fileno()] = connection
+    def _connect(self) -> Connection:
+        sock = socket.socket()
+        sock.setblocking(False)
+        code = sock.connect_ex(("127.0.0.1", self._port))
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise ConnectionRefusedError(code, "connect")
+        connection = self._open[sock.fileno()] = Connection(sock)
         self._epoll.register(sock.fileno(), 0)
         return connection
 
@@ -115,10 +103,10 @@ class RateClient:
                 break
             wake = self.requests[due].due if due < len(self.requests) else end
             for fd, events in self._epoll.poll(max(0.0, wake - now)):
-                connection = self._open.get(fd)
-                if connection is not None:
+                if connection := self._open.get(fd):
                     self._ready(connection, events)
-        self.errors["timeout"] += self._outstanding
+        if self._outstanding:
+            self.errors["timeout"] += self._outstanding
 
     def _send(self, index: int, now: float) -> None:
         request = self.requests[index]
@@ -141,18 +129,13 @@ class RateClient:
     def _ready(self, connection: Connection, events: int) -> None:
         try:
             if connection.unsent and events & (select.EPOLLOUT | select.EPOLLERR):
-                sent = connection.sock.send(connection.unsent)
-                connection.unsent = connection.unsent[sent:]
+                connection.unsent = connection.unsent[connection.sock.send(connection.unsent) :]
             if events & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
                 self._read(connection)
         except BlockingIOError:
             pass
-        except ConnectionRefusedError:
-            self._drop(connection, "connect")
-            return
-        except OSError:
-            self._drop(connection, "read")
-            return
+        except OSError as e:
+            return self._drop(connection, "connect" if isinstance(e, ConnectionRefusedError) else "read")
         mask = select.EPOLLIN | (select.EPOLLOUT if connection.unsent else 0)
         if connection.sock.fileno() >= 0 and mask != connection.mask:
             self._epoll.modify(connection.sock, mask)
@@ -161,11 +144,10 @@ class RateClient:
     def _read(self, connection: Connection) -> None:
         data = connection.sock.recv(65536)
         if not data:
-            raise ConnectionResetError("closed early" if connection.pending else "closed")
+            raise ConnectionResetError("closed")
         now, received = time.monotonic(), connection.received + data
         while connection.pending and (end := received.find(b"\r\n\r\n")) >= 0:
-            head = received[:end]
-            length = _CONTENT_LENGTH.search(head)
+            head, length = received[:end], _CONTENT_LENGTH.search(received[:end])
             total = end + 4 + (int(length.group(1)) if length else 0)
             if len(received) < total:
                 break
@@ -195,7 +177,7 @@ class RateClient:
 
     def summary(self) -> dict[str, object]:
         """
-        The result line's fields: wrk's (in microseconds), and C{uneven}.
+        The result line's fields: wrk's (in microseconds), and C{uneven} (ms).
         """
         done = [r for r in self.requests if r.done]
         latencies = sorted(r.done - r.due for r in done)
@@ -210,26 +192,16 @@ class RateClient:
             "lagP99": percentile(sorted(r.sent - r.due for r in self.requests if r.sent), 0.99) * 1e3,
             "workers": dict(sorted(Counter(r.worker for r in done).items())),
         }
-        percentiles = {f"p{name}_us": percentile(latencies, f) * 1e6 for name, f in PERCENTILES}
-        return {
-            "requests": len(done),
-            "duration_us": self._seconds * 1e6,
-            **percentiles,
-            "errors": dict(self.errors),
-            "uneven": uneven,
-        }
-
-
-PERCENTILES = (("50", 0.5), ("99", 0.99), ("999", 0.999))
+        result: dict[str, object] = {"requests": len(done), "duration_us": self._seconds * 1e6}
+        result.update({f"p{name}_us": percentile(latencies, f) * 1e6 for name, f in PERCENTILES})
+        return {**result, "errors": dict(self.errors), "uneven": uneven}
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """
     The C{fraction} (0..1) percentile of sorted values, by nearest rank.
     """
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))] if ordered else 0.0
 
 
 def busyHandOffs(done: Sequence[Request]) -> tuple[int, int]:
@@ -245,7 +217,7 @@ def busyHandOffs(done: Sequence[Request]) -> tuple[int, int]:
             merged[-1][1] = max(merged[-1][1], request.done)
         else:
             merged.append([request.sent, request.done])
-    starts = {worker: [s for s, _ in merged] for worker, merged in spans.items()}
+    starts = {worker: [start for start, _ in merged] for worker, merged in spans.items()}
 
     def busy(worker: str, moment: float) -> bool:
         index = bisect.bisect_right(starts.get(worker, []), moment) - 1

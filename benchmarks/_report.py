@@ -90,7 +90,8 @@ def formatReport(results: Sequence[ConfigResult], options: RunOptions, checks: S
     if any(phase.startswith("uneven") for phase in options.phases):
         spec = options.loadFor("uneven", 0)
         legend = UNEVEN_LEGEND.format(rate=spec.rate, seconds=spec.duration, connections=spec.connections)
-        parts += [formatTable(results, UNEVEN), legend]
+        uneven = [r for r in results if any(phase.startswith("uneven") for phase in r.phases)]
+        parts += [formatTable(uneven, UNEVEN), legend]
     parts.append(formatTargets(checks))
     model = modelOfScale(metricValues(results))
     return "\n\n".join(parts + ([model] if model else [])) + "\n"

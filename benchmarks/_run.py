@@ -46,7 +46,7 @@ class RunOptions:
     threads: int = 1
     phases: tuple[str, ...] = PHASES
     workIterations: int = 16000
-    unevenRate: float = 300.0
+    unevenRate: float = 200.0
 
     def loadFor(self, phase: str, port: int) -> LoadSpec:
         uneven = phase.startswith("uneven")
@@ -76,12 +76,15 @@ class PhaseResult:
     masterPeakRSSKiB: int = 0
     spread: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    machineCPU: float = 0.0
 
     def toJSON(self) -> dict[str, Any]:
+        cpu = {"masterCPUPercent": round(self.masterCPU, 1), "allCPUPercent": round(self.allCPU, 1)}
+        cpu["machineCPUPercent"] = round(self.machineCPU, 1)
+        load = self.load.toJSON() if self.load else None
         return {
-            "load": self.load.toJSON() if self.load else None,
-            "masterCPUPercent": round(self.masterCPU, 1),
-            "allCPUPercent": round(self.allCPU, 1),
+            "load": load,
+            **cpu,
             "masterPeakRSSKiB": self.masterPeakRSSKiB,
             "spread": self.spread,
             "error": self.error,
@@ -105,9 +108,7 @@ class ConfigResult:
     masterHWMKiB: int = 0
     rounds: list[ConfigResult] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+    name = property(lambda self: self.config.name)
 
     @property
     def masterPeakRSSKiB(self) -> int:
@@ -124,22 +125,22 @@ class ConfigResult:
 
 class ProcessMeter:
     """
-    The CPU a process, and it and its descendants together, use while a
-    load runs (% of one core), and the process's peak resident memory,
-    sampled every 0.1 s.
+    The CPU a process, it and its descendants together, and the whole
+    machine (every process and the kernel) use while a load runs (% of one
+    core), and the process's peak resident memory, sampled every 0.1 s.
     """
 
     def __init__(self, pid: int) -> None:
         self._master = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
-        self.masterPercent = self.allPercent = 0.0
+        self.masterPercent = self.allPercent = self.machinePercent = 0.0
         self.peakRSSKiB = 0
 
     def __enter__(self) -> ProcessMeter:
         self._processes = [self._master, *self._master.children(recursive=True)]
         self._before = [_cpuSeconds(p) for p in self._processes]
-        self._started = time.monotonic()
+        self._machine, self._started = _machineSeconds(), time.monotonic()
         self._thread.start()
         return self
 
@@ -153,6 +154,7 @@ class ProcessMeter:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         used = [max(0.0, _cpuSeconds(p) - b) for p, b in zip(self._processes, self._before)]
         self.masterPercent, self.allPercent = 100 * used[0] / elapsed, 100 * sum(used) / elapsed
+        self.machinePercent = 100 * (_machineSeconds() - self._machine) / elapsed
         self._stop.set()
         self._thread.join(5)
 
@@ -163,6 +165,16 @@ def _cpuSeconds(process: psutil.Process) -> float:
     except psutil.Error:
         return 0.0
     return times.user + times.system
+
+
+def _machineSeconds() -> float:
+    """
+    CPU time the machine's cores spent busy (not idle or waiting for I/O),
+    or taken by the hypervisor (steal), since boot.
+    """
+    times = psutil.cpu_times()
+    guests = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)  # counted in user, nice
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - guests
 
 
 def peakRSSKiB(pid: int) -> int:
@@ -212,7 +224,9 @@ def measurePhase(server: RunningServer, phase: str, options: RunOptions) -> Phas
     spread = difference(before, readCounts(server.countsDirectory, what))
     if not server.managed.running():
         raise ServerFailed(f"died during the {phase} phase: {server.lastLogLine()}")
-    return PhaseResult(load, meter.masterPercent, meter.allPercent, meter.peakRSSKiB, spread)
+    return PhaseResult(
+        load, meter.masterPercent, meter.allPercent, meter.peakRSSKiB, spread, "", meter.machinePercent
+    )
 
 
 def measureConfig(

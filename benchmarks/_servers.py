@@ -9,10 +9,8 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
-from functools import cache
 from pathlib import Path
 
 from ._configs import NODE, TWISTCLUSTER, BenchConfig
@@ -20,7 +18,6 @@ from ._processes import Managed
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")
-BACKLOG = 511  # Node's default, used by every server
 READY_TIMEOUT = 30.0
 EX_USAGE = 64  # twist cluster's exit status for a bad command line
 
@@ -33,37 +30,15 @@ class ServerFailed(Exception):
 
 class Skipped(Exception):
     """
-    A configuration cannot run here (a policy this twistcluster rejects, no
-    Node); the message says why.
+    A configuration cannot run here (a policy twist cluster rejects, no Node).
     """
 
 
-def freePort() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@cache
-def supportsScheduling() -> bool:
+def launchFor(config: BenchConfig, port: int, prefix: list[str] | None) -> tuple[list[str], str, int]:
     """
-    Does the installed C{twist cluster} take C{--scheduling}?
-    """
-    done = subprocess.run(
-        [TWIST, "cluster", "--help"], cwd=PROJECT, capture_output=True, text=True, timeout=60
-    )
-    return "--scheduling" in done.stdout + done.stderr
-
-
-def launchFor(
-    config: BenchConfig, port: int, masterPrefix: list[str] | None = None
-) -> tuple[list[str], str, int]:
-    """
-    The command line for C{config} on 127.0.0.1:C{port}, the line it logs
-    once per ready worker (or once when ready as a whole), and how many.
-
-    @param masterPrefix: Replaces C{twist} in twistcluster's command line.
-    @raise Skipped: C{config} cannot run with what is installed.
+    C{config}'s command line on 127.0.0.1:C{port} (C{prefix} replacing
+    C{twist}), the line it logs once per ready worker (or once when all
+    are), and how many.  Every server listens with a backlog of 511 (Node's).
     """
     if config.kind == NODE:
         node = shutil.which("node") or shutil.which("nodejs")
@@ -77,51 +52,40 @@ def launchFor(
     if config.kind != TWISTCLUSTER:
         argv = [sys.executable, "-m", "benchmarks.responder", "--port", str(port)]
         return [*argv, "--processes", str(config.workers)], "^ready on", config.workers
-    argv = [TWIST, "--log-format", "text", "cluster", "--workers", str(config.workers)]
-    argv += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog={BACKLOG}", "--shutdown-timeout", "2"]
-    if supportsScheduling():
-        argv += ["--scheduling", config.policy]
-    elif config.policy != "rr":
-        raise Skipped(f"this twist cluster has no --scheduling option (policy {config.policy})")
-    argv = [*(masterPrefix or [TWIST]), *argv[1:], "benchmarks.responder.HTTPResponderFactory"]
+    argv = [*(prefix or [TWIST]), "--log-format", "text", "cluster", "--workers", str(config.workers)]
+    argv += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog=511", "--shutdown-timeout", "2"]
+    argv += ["--scheduling", config.policy, "benchmarks.responder.HTTPResponderFactory"]
     return argv, r"worker \d+ \(pid \d+\) ready", config.workers
 
 
 class RunningServer:
     """
     A started configuration: its process (the master, the Node primary, or
-    the single Twisted process), its log, and where its workers write their
-    counts.
+    the single Twisted process), its log, and where its processes write
+    their counts.
     """
 
     def __init__(
-        self,
-        config: BenchConfig,
-        logPath: Path,
-        counts: Path,
-        workIterations: int,
-        masterPrefix: list[str] | None,
-    ) -> None:
-        self.config = config
-        self.port = freePort()
-        self.countsDirectory = counts
-        self.logPath = logPath
-        argv, self._ready, self._readyCount = launchFor(config, self.port, masterPrefix)
+        self, config: BenchConfig, log: Path, counts: Path, workIterations: int, prefix: list[str] | None
+    ):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.config, self.logPath, self.countsDirectory = config, log, counts
+        argv, self._ready, self._readyCount = launchFor(config, self.port, prefix)
         env = dict(os.environ, BENCH_COUNTS_DIR=str(counts), BENCH_WORK_ITERATIONS=str(workIterations))
-        env["PYTHONUNBUFFERED"] = "1"
+        env.update(PYTHONUNBUFFERED="1", NODE_CLUSTER_SCHED_POLICY=config.policy)
         env.pop("TWISTCLUSTER_SCHED_POLICY", None)
-        if config.kind == NODE:
-            env["NODE_CLUSTER_SCHED_POLICY"] = config.policy
-        with logPath.open("wb") as log:
-            self.managed = Managed(argv, env=env, cwd=str(PROJECT), stdout=log)
+        with log.open("wb") as output:
+            self.managed = Managed(argv, env=env, cwd=str(PROJECT), stdout=output)
 
     @property
     def masterPid(self) -> int:
         return self.managed.pid
 
     def lastLogLine(self) -> str:
-        lines = [line for line in self._log().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else "(no output)"
+        lines = [line.strip() for line in self._log().splitlines() if line.strip()]
+        return lines[-1] if lines else "(no output)"
 
     def _log(self) -> str:
         try:
@@ -140,19 +104,15 @@ class RunningServer:
         deadline = time.monotonic() + timeout
         pattern = re.compile(self._ready, re.MULTILINE)
         while len(pattern.findall(self._log())) < self._readyCount or not probe(self.port):
-            self.checkAlive()
+            code = self.managed.process.poll()
+            if code == EX_USAGE and self.config.kind == TWISTCLUSTER:
+                raise Skipped(f"twist cluster rejected it: {self.lastLogLine()}")
+            if code is not None:
+                raise ServerFailed(f"exited with status {code}: {self.lastLogLine()}")
             if time.monotonic() > deadline:
                 raise ServerFailed(f"not serving after {timeout:.0f}s: {self.lastLogLine()}")
             time.sleep(0.05)
         self.managed.descendants()
-
-    def checkAlive(self) -> None:
-        code = self.managed.process.poll()
-        if code is None:
-            return
-        if code == EX_USAGE and self.config.kind == TWISTCLUSTER:
-            raise Skipped(f"twist cluster rejected it: {self.lastLogLine()}")
-        raise ServerFailed(f"exited with status {code}: {self.lastLogLine()}")
 
     def stop(self) -> None:
         self.managed.stop()
@@ -174,19 +134,13 @@ def probe(port: int, timeout: float = 2.0) -> bool:
 
 
 def startServer(
-    config: BenchConfig,
-    logDirectory: Path,
-    counts: Path,
-    workIterations: int,
-    masterPrefix: list[str] | None = None,
+    config: BenchConfig, logs: Path, counts: Path, workIterations: int, prefix: list[str] | None = None
 ) -> RunningServer:
     """
-    Start C{config} and wait until it serves.
-
-    @raise Skipped: It cannot run here.
-    @raise ServerFailed: It did not start (it is stopped again).
+    Start C{config} and wait until it serves (or stop it again and raise
+    L{Skipped} or L{ServerFailed}).
     """
-    server = RunningServer(config, logDirectory / f"{config.name}.log", counts, workIterations, masterPrefix)
+    server = RunningServer(config, logs / f"{config.name}.log", counts, workIterations, prefix)
     try:
         server.waitReady()
     except BaseException:

@@ -334,14 +334,22 @@ def test_the_model_of_scale_caps_rr_at_the_master() -> None:
     values = {
         "twistcluster-rr-2": {"m us/c": 25.0, "all us/c": 75.0, "wrk us/c": 50.0, "conn/s": 15_000.0},
         "twistcluster-none-2": {"m us/c": 0.0, "all us/c": 50.0, "wrk us/c": 50.0, "conn/s": 19_000.0},
+        # 2 cores busy, the servers and wrk 1 of them: the rest of the machine left 1 core.
+        "twistcluster-none-1": {
+            "all us/c": 50.0,
+            "wrk us/c": 50.0,
+            "conn/s": 10_000.0,
+            "machine CPU%": 200.0,
+        },
     }
-    model = modelOfScale(values)
+    model = modelOfScale(values, cores=2)
     # rr: 2 cores / 75 us = 26.7k, then the master's 1 / 25 us = 40k; none: cores / 50 us.
     assert "| twistcluster-rr-2 | 25 | 75 | 50 | 26.7k | 40.0k (master) | 40.0k (master) |" in model
     assert "| twistcluster-none-2 | 0 | 50 | 50 | 40.0k | 160.0k | 320.0k | 1.28M |" in model
     # Here, with wrk on the 2 cores: rr min(2 / 125 us, 2 / 50 us, 1 / 25 us) = 16k.
-    assert "| twistcluster-rr-2 | 16.0k | 15.0k | 0.94 |" in model
-    assert "| twistcluster-none-2 | 20.0k | 19.0k | 0.95 |" in model
+    assert "| twistcluster-rr-2 | 2.00 | 16.0k | 15.0k | 0.94 |" in model
+    assert "| twistcluster-none-2 | 2.00 | 20.0k | 19.0k | 0.95 |" in model
+    assert "| twistcluster-none-1 | 1.00 | 10.0k | 10.0k | 1.00 |" in model
     assert modelOfScale({}) == ""
 
 
