@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorSocket
 
 from .._common.events import EventEmitter, Latch
 from .._common.messages import encodeMessage
@@ -185,7 +185,9 @@ class WorkerCluster(EventEmitter):
     SCHED_LEAST_CONN = SCHED_LEAST_CONN
     SCHED_REUSEPORT = SCHED_REUSEPORT
 
-    def __init__(self, workerId: str, reactor: Any = None, controlFD: int = CONTROL_FD) -> None:
+    def __init__(
+        self, workerId: str, reactor: IReactorCore | None = None, controlFD: int = CONTROL_FD
+    ) -> None:
         self._workerId = workerId
         self._givenReactor = reactor
         self._controlFD = controlFD
@@ -230,7 +232,7 @@ class WorkerCluster(EventEmitter):
         assert self._worker is not None
         reactor = self._worker._runtime.clusterReactor
         endpoint = serverFromString(reactor.direct if exclusive else reactor, description)
-        listening = endpoint.listen(factory)
+        listening: Deferred[Any] = endpoint.listen(factory)
         if not exclusive:
             listening.addCallback(lambda port: port.whenListening())
         return listening
@@ -248,7 +250,7 @@ class WorkerCluster(EventEmitter):
 
         original = main.installReactor
 
-        def installReactor(reactor: Any) -> None:
+        def installReactor(reactor: IReactorCore) -> None:
             original(reactor)
             self._manual()
             if self._givenReactor is None:
@@ -300,14 +302,16 @@ class WorkerCluster(EventEmitter):
                 f"control channel from a primary on fd {self._controlFD}"
             )
         if self._givenReactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as installed
 
-            self._givenReactor = reactor
+            self._givenReactor = installed
         reactor = self._givenReactor
         from .._worker.main import handleSignals
         from .._worker.runtime import WorkerRuntime
 
-        runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
+        runtime = WorkerRuntime(
+            IReactorSocket(reactor), workerId, controlFD=self._controlFD, failOnRefusal=False
+        )
         handleSignals(reactor, runtime)
         runtime.connect()
         runtime.routeListens()
@@ -315,7 +319,7 @@ class WorkerCluster(EventEmitter):
         runtime.whenDone().addBoth(lambda _: _stop(reactor))
 
 
-def _stop(reactor: Any) -> None:
+def _stop(reactor: IReactorCore) -> None:
     if not reactor.running:
         reactor.callWhenRunning(_stop, reactor)
         return

@@ -356,9 +356,13 @@ class AdoptedHandOffUNIXPort(QuietPort, _AcceptLoop, AdoptedUNIXPort):
     pass
 
 
+#: A port of the master's, which hands off what it accepts.
+HandOffPort = HandOffTCPPort | HandOffUNIXPort | AdoptedHandOffUNIXPort
+
+
 def listenForHandOff(
     reactor: IReactorFDSet, spec: ListenSpec, connectionAccepted: Callable[[int, Any], object]
-) -> IListeningPort:
+) -> HandOffPort:
     """
     Bind and listen as C{spec} says (or adopt the inherited socket it names);
     each accepted connection's descriptor and peer address go to
@@ -366,7 +370,7 @@ def listenForHandOff(
 
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
-    port: HandOffTCPPort | HandOffUNIXPort | AdoptedHandOffUNIXPort
+    port: HandOffPort
     if spec.fd >= 0:
         setNonBlocking(spec.fd)
     if spec.fd >= 0 and spec.kind == "unix":

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +33,8 @@ class HandOffTarget(Protocol):
     """
 
     id: int
+
+    def __hash__(self) -> int: ...
 
     def connectionTaken(self) -> None: ...
 
@@ -111,7 +114,7 @@ class HandOffHandle:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         key: str,
         spec: ListenSpec,
         strategy: PickStrategy[HandOffTarget] | None = None,
@@ -120,17 +123,18 @@ class HandOffHandle:
         self.key = key
         self.spec = spec
         self._reactor = reactor
-        self._strategy: PickStrategy[HandOffTarget] = strategy or RoundRobin()
+        self._strategy: PickStrategy[HandOffTarget] = strategy if strategy is not None else RoundRobin()
         self._leastConnections = isinstance(self._strategy, LeastConnections)
         self.scheduling = "least-conn" if self._leastConnections else "rr"
         self._idleWaiters: list[Deferred[None]] = []
         self._outgoing: dict[HandOffTarget, list[int]] = {}
-        self._flushing: Any = None
+        self._flushing: IDelayedCall | None = None
         self._scheduler: HandOffScheduler[HandOffTarget] = HandOffScheduler(
             self._handOff, close, self._strategy
         )
-        self._port = listenForHandOff(reactor, spec, self._connectionAccepted)
-        self.sockname = socknameOf(self._port.socket, spec)  # type: ignore[attr-defined]
+        # A reactor with a clock runs descriptors too.
+        self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted)
+        self.sockname = socknameOf(self._port.socket, spec)
 
     @property
     def scheduler(self) -> HandOffScheduler[HandOffTarget]:
@@ -175,15 +179,15 @@ class HandOffHandle:
         Accept what is already in the kernel backlog (so no client waiting
         there is reset), then close the listening socket.
         """
-        self._port.drainBacklog()  # type: ignore[attr-defined]
-        return self._port.stopListening() or succeed(None)  # type: ignore[return-value]
+        self._port.drainBacklog()
+        return self._port.stopListening() or succeed(None)
 
     def closeNow(self) -> None:
         """
         Close the listening socket at once, without waiting for the reactor
         (the master failed to start).
         """
-        self._port.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        self._port.connectionLost(Failure(ConnectionDone()))
 
     def whenIdle(self) -> Deferred[None]:
         """
@@ -204,7 +208,7 @@ class HandOffHandle:
     def _connectionAccepted(self, fd: int, address: object) -> None:
         self._scheduler.connectionAccepted(fd)
         if self._scheduler.full:
-            self._port.pauseAccepting()  # type: ignore[attr-defined]
+            self._port.pauseAccepting()
 
     def _handOff(self, worker: HandOffTarget, fd: int) -> None:
         # Everything handed to one worker in this turn of the reactor goes in
@@ -256,7 +260,7 @@ class HandOffHandle:
 
     def _afterChange(self) -> None:
         if not self._scheduler.full:
-            self._port.resumeAccepting()  # type: ignore[attr-defined]
+            self._port.resumeAccepting()
         if self._idleWaiters and self._scheduler.idle:
             waiters, self._idleWaiters = self._idleWaiters, []
             for waiter in waiters:
@@ -280,7 +284,7 @@ class Handles:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         granted: list[ListenSpec] | None = None,
         policy: SchedulingPolicy = SchedulingPolicy.RR,
         closeUnused: bool = False,

@@ -8,8 +8,9 @@ resident-memory limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -25,7 +26,10 @@ class Watched(Protocol):
 
     def isReady(self) -> bool: ...
 
-    def callRemote(self, command: type, **arguments: object) -> object: ...
+    def callRemote(self, command: type, **arguments: object) -> Deferred[Any]: ...
+
+
+_Detail = TypeVar("_Detail")
 
 
 def residentBytes(pid: int) -> int | None:
@@ -128,8 +132,9 @@ class WorkerMonitor:
         if worker.id not in self._pinging:
             self._pinging.add(worker.id)
             d = worker.callRemote(Ping)
-            d.addCallbacks(self._answered, lambda reason: None, callbackArgs=(worker.id,))  # type: ignore[attr-defined]
-            d.addBoth(lambda _, workerId=worker.id: self._pinging.discard(workerId))  # type: ignore[attr-defined]
+            d.addCallbacks(self._answered, lambda reason: None, callbackArgs=(worker.id,))
+            workerId = worker.id
+            d.addBoth(lambda _: self._pinging.discard(workerId))
 
     def _answered(self, answer: object, workerId: int) -> None:
         self._lastAnswer[workerId] = self._clock.seconds()
@@ -141,9 +146,9 @@ class WorkerMonitor:
         if size is not None and size > self._maxMemory:
             self._report(worker, self._tooBig, size)
 
-    def _report(self, worker: Watched, to: Callable[[Watched, object], object], detail: object) -> None:
+    def _report(self, worker: Watched, to: Callable[[Watched, _Detail], object], detail: _Detail) -> None:
         self._reported.add(worker.id)
-        to(worker, detail)  # type: ignore[arg-type]
+        to(worker, detail)
 
     def _forget(self, workerId: int) -> None:
         for table in (self._firstSeen, self._lastAnswer):
