@@ -35,10 +35,10 @@ _PUBLIC = {
     "Master": "_master.service",
     "PrimaryCluster": "_api.primary",
     "HandOffScheduler": "_master.scheduling",
-    "SCHED_LEAST_CONN": "_api.settings",
-    "SCHED_NONE": "_api.settings",
-    "SCHED_REUSEPORT": "_api.settings",
-    "SCHED_RR": "_api.settings",
+    "SCHED_LEAST_CONN": "_common.policies",
+    "SCHED_NONE": "_common.policies",
+    "SCHED_REUSEPORT": "_common.policies",
+    "SCHED_RR": "_common.policies",
     "BadSetting": "_api.settings",
     "NotAWorker": "_api.thisworker",
     "ThisWorker": "_api.thisworker",
@@ -51,11 +51,12 @@ _PUBLIC = {
 if TYPE_CHECKING:
     from ._api.cluster import cluster, makeCluster
     from ._api.primary import PrimaryCluster
-    from ._api.settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, BadSetting
+    from ._api.settings import BadSetting
     from ._api.thisworker import NotAWorker, ThisWorker, WorkerCluster
     from ._api.workerface import ListeningAddress, Worker, WorkerGone
     from ._common.endpoints import ListenSpec
     from ._common.events import EventEmitter
+    from ._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
     from ._master.scheduling import HandOffScheduler
     from ._master.service import Master
 

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .primary import PrimaryCluster
-from .thisworker import WORKER_ID_VARIABLE, WorkerCluster
+from .._common.environment import WORKER_ID_VARIABLE
+
+if TYPE_CHECKING:
+    from .primary import PrimaryCluster
+    from .thisworker import WorkerCluster
 
 
 def makeCluster(
     environ: Mapping[str, str] | None = None, reactor: Any = None
 ) -> PrimaryCluster | WorkerCluster:
     """
-    The cluster object for a process with C{environ}.
+    The cluster object for a process with C{environ}.  Each face imports
+    only its own side: a worker never loads the primary's engine.
     """
     environ = os.environ if environ is None else environ
     if WORKER_ID_VARIABLE in environ:
+        from .thisworker import WorkerCluster
+
         return WorkerCluster(environ[WORKER_ID_VARIABLE], reactor)
+    from .primary import PrimaryCluster
+
     return PrimaryCluster(reactor, environ)
 
 
 cluster = makeCluster()
-if isinstance(cluster, WorkerCluster):
-    cluster.activateWithReactor()
+if WORKER_ID_VARIABLE in os.environ:
+    cluster.activateWithReactor()  # type: ignore[union-attr]

@@ -23,14 +23,11 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from .._common.events import EventEmitter
+from .._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .._master.handles import Handles
 from .._master.spawner import Spawner
 from . import workerface
 from .settings import (
-    SCHED_LEAST_CONN,
-    SCHED_NONE,
-    SCHED_REUSEPORT,
-    SCHED_RR,
     BadSetting,
     defaultSettings,
     mergeSettings,

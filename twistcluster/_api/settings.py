@@ -11,16 +11,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._common.policies import SchedulingPolicy, schedulingPolicy
+from .._common.policies import (
+    SCHED_LEAST_CONN,
+    SCHED_NONE,
+    SCHED_REUSEPORT,
+    SCHED_RR,
+    SchedulingPolicy,
+    schedulingPolicy,
+)
 from .._master.spawner import WorkerCommand
-
-#: Node's scheduling policies: the kernel spreads connections (the listening
-#: socket is shared), or the primary hands them out in turn.
-SCHED_NONE = 1
-SCHED_RR = 2
-#: twistcluster's own (C{--scheduling least-conn} and C{reuseport}).
-SCHED_LEAST_CONN = 3
-SCHED_REUSEPORT = 4
 
 _POLICIES = {
     SCHED_NONE: SchedulingPolicy.NONE,

@@ -28,21 +28,18 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorSocket
 
+from .._common.environment import WORKER_ID_VARIABLE
 from .._common.events import EventEmitter, Latch
 from .._common.messages import encodeMessage
+from .._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .._common.protocol import CONTROL_FD
 from .._common.signals import toSignal
-from .settings import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .workerface import Worker
 
 if TYPE_CHECKING:
     # Imported when needed: `python -m twistcluster._worker.main` imports
     # this package first, which must not have imported it already.
     from .._worker.runtime import WorkerRuntime
-
-#: The environment variable that makes a process a worker (Node's
-#: C{NODE_UNIQUE_ID}); its value is the worker's id.
-WORKER_ID_VARIABLE = "TWISTCLUSTER_WORKER_ID"
 
 
 class NotAWorker(RuntimeError):
@@ -266,7 +263,7 @@ class WorkerCluster(EventEmitter):
 
     def _manual(self) -> None:
         """
-        Connect only when asked (C{twist cluster}'s worker connects itself).
+        Connect only when asked: no longer when a reactor is installed.
         """
         if self._restoreInstallReactor is not None:
             self._restoreInstallReactor()
@@ -280,17 +277,17 @@ class WorkerCluster(EventEmitter):
             # grandchild): it fails when it uses cluster, not on import.
             pass
 
-    def _attach(self, runtime: WorkerRuntime) -> None:
-        """
-        Make C{runtime} (C{twist cluster}'s worker) this process's worker.
-        """
-        if self._worker is None:
-            self._worker = ThisWorker(runtime)
-
     def _activate(self) -> None:
         if self._worker is not None:
             return
         self._manual()
+        from .._worker.runtime import published
+
+        entryPoint = published()
+        if entryPoint is not None:
+            # twist cluster's worker, whose entry point runs it.
+            self._worker = ThisWorker(entryPoint)
+            return
         try:
             workerId = int(self._workerId)
             isSocket = stat.S_ISSOCK(os.fstat(self._controlFD).st_mode)

@@ -23,6 +23,14 @@ from collections.abc import Mapping
 #: The environment variable that chooses the policy when the option does not.
 POLICY_ENVIRONMENT = "TWISTCLUSTER_SCHED_POLICY"
 
+#: The policies as the cluster API names them: Node's (the kernel spreads
+#: connections on the shared socket, or the primary hands them out in turn)
+#: and twistcluster's own two.
+SCHED_NONE = 1
+SCHED_RR = 2
+SCHED_LEAST_CONN = 3
+SCHED_REUSEPORT = 4
+
 
 class SchedulingPolicy(enum.Enum):
     RR = "rr"

@@ -20,6 +20,7 @@ from attrs import field, frozen
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from .._common.environment import WORKER_ID_VARIABLE, WORKER_SLOT_VARIABLE
 from .._common.protocol import CONTROL_FD, adoptControlChannel
 from .handles import Handles
 from .output import WorkerProcessProtocol
@@ -27,12 +28,6 @@ from .worker import MasterControl, Worker
 
 #: The worker entry point of C{twist cluster}.
 WORKER_MODULE = "twistcluster._worker.main"
-
-#: A worker's id in its environment (Node's C{NODE_UNIQUE_ID}): never reused.
-WORKER_ID_VARIABLE = "TWISTCLUSTER_WORKER_ID"
-#: A worker's slot in its environment (PM2's C{NODE_APP_INSTANCE}): 0..N-1,
-#: kept by its replacement.
-WORKER_SLOT_VARIABLE = "TWISTCLUSTER_WORKER_SLOT"
 
 
 @frozen

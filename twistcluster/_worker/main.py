@@ -17,7 +17,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from .runtime import WorkerRuntime
+from .runtime import WorkerRuntime, publish
+from .subcommand import startSubcommand
 
 
 def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
@@ -57,10 +58,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A hung worker is killed with SIGABRT first: leave a traceback behind.
     faulthandler.enable()
     arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
-    from .._api.cluster import cluster
-
-    # This worker connects itself, below, once its reactor is installed.
-    cluster._manual()  # type: ignore[union-attr]
     if arguments.reactor:
         from twisted.application.reactors import installReactor
 
@@ -86,15 +83,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         runtime.routeListens()
         if arguments.subcommand is None:
             runtime.shareOnly(arguments.listen)
-        # The factory's code may use the cluster API too (cluster.worker).
-        cluster._attach(runtime)  # type: ignore[union-attr]
+        # Before any user code runs: its cluster API (cluster.worker) uses
+        # this runtime instead of connecting on its own.
+        publish(runtime)
         if arguments.subcommand is not None:
-            from .._cli.subcommand import startSubcommand
-
             try:
                 startSubcommand(reactor, arguments.subcommand, arguments.subArguments, runtime.shareOnly)
             except Exception:
-                runtime._couldNotStart(Failure())
+                runtime.couldNotStart(Failure())
             return runtime.whenDone()
         return runtime.run()
 

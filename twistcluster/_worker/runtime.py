@@ -191,7 +191,7 @@ class WorkerRuntime:
         try:
             self._listenAll()
         except Exception:
-            self._couldNotStart(Failure())
+            self.couldNotStart(Failure())
         return self.whenDone()
 
     def whenDone(self) -> Deferred[None]:
@@ -206,7 +206,7 @@ class WorkerRuntime:
             listenOn(self.clusterReactor, description, serving).addCallback(self._startedListening)
             for description, serving in zip(self._descriptions, self._loadServing())
         ]
-        gatherResults(listening, consumeErrors=True).addCallbacks(self._ready, self._couldNotStart)
+        gatherResults(listening, consumeErrors=True).addCallbacks(self._ready, self.couldNotStart)
 
     def _loadServing(self) -> list[Any]:
         """
@@ -230,7 +230,10 @@ class WorkerRuntime:
             reactor=type(self._reactor).__name__,
         )
 
-    def _couldNotStart(self, reason: Failure) -> None:
+    def couldNotStart(self, reason: Failure) -> None:
+        """
+        The worker cannot serve: log why, and end it with L{BOOT_FAILED}.
+        """
         if isinstance(reason.value, FirstError):
             reason = reason.value.subFailure
         self._log.failure(
@@ -365,3 +368,23 @@ class WorkerRuntime:
             self.disconnect()
         elif self._drainedAll:
             self._done.fire(None)
+
+
+_thisProcess: list[WorkerRuntime] = []
+
+
+def publish(runtime: WorkerRuntime) -> None:
+    """
+    Make C{runtime} this process's worker: C{twist cluster}'s worker entry
+    point hands it over this way, and the cluster API in the worker
+    (C{cluster.worker}, L{twistcluster._api.thisworker}) uses it instead of
+    connecting on its own.
+    """
+    _thisProcess[:] = [runtime]
+
+
+def published() -> WorkerRuntime | None:
+    """
+    This process's worker runtime, if the entry point published one.
+    """
+    return _thisProcess[0] if _thisProcess else None
