@@ -153,8 +153,14 @@ class Cluster:
             primary script, say).
         """
         self.marker = uuid.uuid4().hex
-        environ = dict(os.environ, **(env or {}))
+        # The master's default control socket goes in a RUNDIR of its own,
+        # removed with it: killed masters leave no files behind, and a bare
+        # `twistcluster` command given this environment finds only it.
+        self.runtimeDirectory = tempfile.mkdtemp(prefix="twistcluster-run-")
+        environ = dict(os.environ, XDG_RUNTIME_DIR=self.runtimeDirectory)
+        environ.update(env or {})
         environ[MARKER] = self.marker
+        self.environ = environ
         environ["PYTHONUNBUFFERED"] = "1"
         self.args = args
         argv = dieWithTest(
@@ -254,6 +260,14 @@ class Cluster:
         """
         self._master.kill()
         killMarked(self.marker)
+        shutil.rmtree(self.runtimeDirectory, ignore_errors=True)
+
+    @property
+    def controlPath(self) -> str:
+        """
+        The master's default control socket (in its own RUNDIR).
+        """
+        return os.path.join(self.environ["XDG_RUNTIME_DIR"], "twistcluster", f"{self.process.pid}.sock")
 
     def __enter__(self) -> Cluster:
         return self

@@ -87,6 +87,13 @@ class Options(usage.Options):
             "How connections are spread over the workers: rr, least-conn, none "
             "or reuseport. [default: $TWISTCLUSTER_SCHED_POLICY, or rr]",
         ],
+        [
+            "control",
+            None,
+            None,
+            "The control socket's path (for the twistcluster command), or none. "
+            "[default: RUNDIR/twistcluster/PID.sock]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -308,6 +315,7 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from .._master.cockpit import operate
     from .._master.service import Limits, Master
 
     if options["subcommand"] is None:
@@ -320,6 +328,15 @@ def makeService(options: Options) -> IService:
         workerArguments += ["--reactor", reactorName]
     if options["subcommand"] is not None:
         workerArguments += ["--", *options["subArguments"]]
+
+    # The master with its operator services, once made: a failed start
+    # removes what they left on disk.
+    operated: list[Any] = []
+
+    def failedToStart(message: str) -> None:
+        for service in operated:
+            service.abandon()
+        fail(message, EX_START)
 
     limits = Limits(
         shutdownTimeout=options["shutdown-timeout"],
@@ -335,15 +352,16 @@ def makeService(options: Options) -> IService:
         workerArguments,
         options["workers"],
         limits,
-        startupFailed=lambda message: fail(message, EX_START),
+        startupFailed=failedToStart,
         policy=options["scheduling"],
         grantAny=grantAny,
     )
+    operated.append(operate(reactor, master, options["control"], None, failedToStart))
     service = MultiService()
     if options["agent"] is not None:
         # Before the master: a bad agent address fails the start before any listen.
         _agentService(reactor, options["agent"], master, options["workers"]).setServiceParent(service)
-    master.setServiceParent(service)
+    operated[0].setServiceParent(service)
     return service
 
 

@@ -66,6 +66,11 @@ class _AcceptLoop:
         descriptor, which it then owns, and the peer's address.
     @ivar _resourceRetryDelay: Seconds to wait after EMFILE/ENFILE before
         accepting again: no busy loop, and no accept-and-close either.
+    @ivar accepted: Connections accepted so far (added up once per batch).
+    @ivar pauses: How often accepting paused because too many accepted
+        connections waited for a worker (backpressure).
+    @ivar resourceErrors: How many C{accept()} calls failed for lack of
+        descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
     """
 
     _connectionAccepted: Callable[[int, Any], object]
@@ -76,6 +81,9 @@ class _AcceptLoop:
     _holdingBack = False
     _waitingForResources: IDelayedCall | None = None
     _outOfResourcesSince: str | None = None
+    accepted = 0
+    pauses = 0
+    resourceErrors = 0
     # What the Twisted port this is mixed into provides.
     reactor: IReactorFDSet
     socket: socket.socket
@@ -104,25 +112,31 @@ class _AcceptLoop:
         # The raw descriptor, so no Python socket object is made per connection.
         accept = rawAccept(self.socket)
         connectionAccepted = self._connectionAccepted
-        for _ in range(limit):
-            try:
-                fd, address = accept()
-            except BlockingIOError:
-                return False
-            except OSError as e:
-                if e.errno in _TRANSIENT_ERRORS:
-                    continue
-                if e.errno in _RESOURCE_ERRORS:
-                    self._outOfResources(e)
+        count = 0
+        try:
+            for _ in range(limit):
+                try:
+                    fd, address = accept()
+                except BlockingIOError:
                     return False
-                raise
-            if self._outOfResourcesSince is not None:
-                self._log.info("accepting again after {error}", error=self._outOfResourcesSince)
-                self._outOfResourcesSince = None
-            connectionAccepted(fd, address)
-            if stopWhenPaused and (self._paused or self._holdingBack):
-                return False
-        return True
+                except OSError as e:
+                    if e.errno in _TRANSIENT_ERRORS:
+                        continue
+                    if e.errno in _RESOURCE_ERRORS:
+                        self._outOfResources(e)
+                        return False
+                    raise
+                count += 1
+                if self._outOfResourcesSince is not None:
+                    self._log.info("accepting again after {error}", error=self._outOfResourcesSince)
+                    self._outOfResourcesSince = None
+                connectionAccepted(fd, address)
+                if stopWhenPaused and (self._paused or self._holdingBack):
+                    return False
+            return True
+        finally:
+            # Counted once per batch: a statistic, not a cost per connection.
+            self.accepted += count
 
     def pauseAccepting(self) -> None:
         """
@@ -130,6 +144,7 @@ class _AcceptLoop:
         """
         if not self._paused:
             self._paused = True
+            self.pauses += 1
             self.stopReading()
 
     def resumeAccepting(self) -> None:
@@ -139,6 +154,7 @@ class _AcceptLoop:
                 self.startReading()
 
     def _outOfResources(self, error: OSError) -> None:
+        self.resourceErrors += 1
         if self._outOfResourcesSince is None:
             # Once per episode: it may last, and we retry ten times a second.
             self._outOfResourcesSince = errno.errorcode.get(error.errno or 0, str(error))

@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -132,6 +133,29 @@ def socknameOf(sock: socket.socket, spec: ListenSpec) -> dict[str, Any]:
     if spec.family == socket.AF_UNIX:
         return {"address": os.fsdecode(name), "port": -1, "addressType": -1}
     return {"address": name[0], "port": name[1], "addressType": spec.addressType}
+
+
+#: Offsets in Linux's struct tcp_info: for a listening socket, tcpi_unacked
+#: is the length of its accept queue and tcpi_sacked its limit (the backlog).
+_TCP_INFO_QUEUE = struct.Struct("=8x4x4x4x4xII")
+
+
+def acceptQueue(sock: socket.socket) -> tuple[int, int] | None:
+    """
+    How many connections wait in a listening TCP socket's accept queue in
+    the kernel, and how many it may hold; L{None} for another kind of
+    socket, or where the kernel does not say.
+    """
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_QUEUE.size)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_QUEUE.size:
+        return None
+    waiting, limit = _TCP_INFO_QUEUE.unpack(info)
+    return waiting, limit
 
 
 def describeAddress(spec: ListenSpec, sockname: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.ports import listenForHandOff
 from .._common.protocol import ListenRefused, NewConn
-from .._common.sockets import describeAddress, socknameOf
+from .._common.sockets import acceptQueue, describeAddress, socknameOf
 from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
 from .sharedhandles import ReusePortHandle, SharedHandle
 
@@ -33,6 +33,7 @@ class HandOffTarget(Protocol):
     """
 
     id: int
+    connectionsRefused: int
 
     def __hash__(self) -> int: ...
 
@@ -101,6 +102,12 @@ class Handle(Protocol):
     def closeWaiting(self) -> None:
         """
         Close whatever the master still holds (it is stopping).
+        """
+
+    def statistics(self) -> dict[str, Any]:
+        """
+        What an operator sees of it (C{twistcluster status}): counts since
+        the start, read now.
         """
 
 
@@ -205,6 +212,23 @@ class HandOffHandle:
         """
         self._scheduler.closeAll()
 
+    def statistics(self) -> dict[str, Any]:
+        """
+        Connections accepted, the hand-off queue (accepted sockets waiting
+        for a worker) and its limit, how often a full queue paused
+        accepting, C{accept()} failures for lack of descriptors, and the
+        kernel's accept queue.
+        """
+        port: Any = self._port
+        return {
+            "accepted": port.accepted,
+            "handOffQueue": self._scheduler.waiting(),
+            "handOffQueueLimit": self._scheduler.queueLimit,
+            "backpressurePauses": port.pauses,
+            "emfileErrors": port.resourceErrors,
+            **_kernelQueue(port.socket),
+        }
+
     def _connectionAccepted(self, fd: int, address: object) -> None:
         self._scheduler.connectionAccepted(fd)
         if self._scheduler.full:
@@ -243,6 +267,8 @@ class HandOffHandle:
             answered(worker, fd, accepted)
             if accepted:
                 worker.connectionTaken()
+            else:
+                worker.connectionsRefused += 1
         self._afterChange()
 
     def _failed(self, reason: Failure, worker: HandOffTarget, fds: list[int]) -> None:
@@ -265,6 +291,18 @@ class HandOffHandle:
             waiters, self._idleWaiters = self._idleWaiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+
+def _kernelQueue(sock: Any) -> dict[str, int | None]:
+    queue = acceptQueue(sock) if sock is not None else None
+    return (
+        {"acceptQueue": None, "acceptQueueLimit": None}
+        if queue is None
+        else {
+            "acceptQueue": queue[0],
+            "acceptQueueLimit": queue[1],
+        }
+    )
 
 
 class Handles:

@@ -56,6 +56,8 @@ class WorkerMonitor:
         boot deadline, with the reason.
     @ivar _tooBig: Called once for a worker over the memory limit, with its
         size.
+    @ivar roundTrips: The last heartbeat's round-trip time (seconds), by
+        worker id.
     """
 
     _log = Logger()
@@ -83,6 +85,7 @@ class WorkerMonitor:
         self._lastAnswer: dict[int, float] = {}
         self._pinging: set[int] = set()
         self._reported: set[int] = set()
+        self.roundTrips: dict[int, float] = {}
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
 
@@ -132,12 +135,14 @@ class WorkerMonitor:
         if worker.id not in self._pinging:
             self._pinging.add(worker.id)
             d = worker.callRemote(Ping)
-            d.addCallbacks(self._answered, lambda reason: None, callbackArgs=(worker.id,))
+            d.addCallbacks(self._answered, lambda reason: None, callbackArgs=(worker.id, now))
             workerId = worker.id
             d.addBoth(lambda _: self._pinging.discard(workerId))
 
-    def _answered(self, answer: object, workerId: int) -> None:
-        self._lastAnswer[workerId] = self._clock.seconds()
+    def _answered(self, answer: object, workerId: int, sent: float) -> None:
+        self._lastAnswer[workerId] = now = self._clock.seconds()
+        if workerId in self._firstSeen:
+            self.roundTrips[workerId] = now - sent
 
     def _checkMemory(self, worker: Watched) -> None:
         if self._maxMemory is None or worker.pid is None:
@@ -151,7 +156,7 @@ class WorkerMonitor:
         to(worker, detail)
 
     def _forget(self, workerId: int) -> None:
-        for table in (self._firstSeen, self._lastAnswer):
+        for table in (self._firstSeen, self._lastAnswer, self.roundTrips):
             table.pop(workerId, None)
         self._pinging.discard(workerId)
         self._reported.discard(workerId)

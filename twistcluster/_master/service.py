@@ -125,6 +125,28 @@ class Master(Service):
         self._draining: IDelayedCall | None = None
         self.phase = "running"
 
+    @property
+    def policy(self) -> str:
+        """
+        The scheduling policy, by its option name.
+        """
+        return self.handles.policy.value
+
+    @property
+    def roundTrips(self) -> dict[int, float]:
+        """
+        Each ready worker's last heartbeat round-trip (seconds), by id.
+        """
+        return self._monitor.roundTrips
+
+    def requestStop(self, by: str) -> None:
+        """
+        A graceful stop, as C{TERM} asks (a second one kills the workers).
+
+        @param by: Who asked, for the log.
+        """
+        self._stopRequested(by)
+
     def startService(self) -> None:
         """
         Bind every configured endpoint now, so a bad address fails the start

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from .._common.balance import BalanceTable
 from .._common.endpoints import ListenSpec
 from .._common.protocol import ListenRefused
-from .._common.sockets import bindSocket, inheritedSocket, socknameOf
+from .._common.sockets import acceptQueue, bindSocket, inheritedSocket, socknameOf
 
 if TYPE_CHECKING:
     from .handles import HandOffTarget
@@ -148,6 +148,17 @@ class SharedHandle:
         for worker in list(self._lent):
             self._release(worker)
 
+    def statistics(self) -> dict[str, Any]:
+        """
+        The kernel's accept queue of the shared socket (the workers accept:
+        the master counts nothing else).
+        """
+        queue = acceptQueue(self._socket) if self._socket is not None else None
+        return {
+            "acceptQueue": None if queue is None else queue[0],
+            "acceptQueueLimit": None if queue is None else queue[1],
+        }
+
 
 class ReusePortHandle(SharedHandle):
     """
@@ -168,6 +179,10 @@ class ReusePortHandle(SharedHandle):
         # Each worker has its own queue: one stepping aside would only
         # leave its share waiting.
         return None
+
+    def statistics(self) -> dict[str, Any]:
+        # Each worker's socket has its own queue, and the master keeps none.
+        return {"acceptQueue": None, "acceptQueueLimit": None}
 
     def _lend(self, worker: HandOffTarget) -> int:
         sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])

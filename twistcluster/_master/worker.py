@@ -60,6 +60,7 @@ class Worker:
     @ivar lastError: The last error it reported (a log event at error level,
         or a line on its stderr): the culprit when it fails to boot.
     @ivar connectionsTaken: How many connections it accepted.
+    @ivar connectionsRefused: How many hand-offs it refused.
     @ivar connectionLimit: After this many it is worn out (L{None}: never).
     """
 
@@ -78,6 +79,7 @@ class Worker:
         self.exitedAfterDisconnect = False
         self.lastError: str | None = None
         self.connectionsTaken = 0
+        self.connectionsRefused = 0
         self.connectionLimit: int | None = None
         self._reactor = reactor
         self._handles = handles

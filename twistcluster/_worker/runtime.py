@@ -40,7 +40,9 @@ from .._common.protocol import (
     Ping,
     QueryServer,
 )
+from .._common.statistics import CollectMetrics, WorkerStatistics
 from .listening import ClusterPort, ClusterReactor, listenOn
+from .metrics import encodedFamilies
 from .routing import CommandLineListens, specsOf
 from .tracking import ClosedConnectionReports, OpenConnections
 
@@ -81,6 +83,15 @@ class WorkerControl(ControlChannel):
     @Ping.responder
     def ping(self) -> dict[str, Any]:
         return {}
+
+    @WorkerStatistics.responder
+    def statistics(self) -> dict[str, Any]:
+        connections = self._runtime.openConnections
+        return {"connectionsOpen": len(connections), "connectionsTotal": connections.total}
+
+    @CollectMetrics.responder
+    def collectMetrics(self, maxBytes: int) -> dict[str, Any]:
+        return {"families": encodedFamilies(maxBytes)}
 
     def messageReceived(self, value: Any) -> None:
         self._runtime.messageReceived(value)

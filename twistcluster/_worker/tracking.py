@@ -47,11 +47,13 @@ class ClosedConnectionReports:
 class OpenConnections:
     """
     @ivar protocols: The protocols of the connections open now.
+    @ivar total: How many connections were ever opened.
     @ivar reports: Where the ends of reported connections go.
     """
 
     def __init__(self, reports: ClosedConnectionReports) -> None:
         self.protocols: set[Any] = set()
+        self.total = 0
         self.reports = reports
         self._allClosed: Deferred[None] | None = None
 
@@ -67,6 +69,7 @@ class OpenConnections:
         # wrapper would cost every dataReceived call: wrap the protocol's
         # own connectionLost instead.
         self.protocols.add(protocol)
+        self.total += 1
         lost = protocol.connectionLost
 
         def connectionLost(reason: Failure) -> None:
