@@ -80,6 +80,7 @@ def test_status_counts_connections_of_three_workers(cluster):
     assert {w["pid"] for w in workers} == set(ready.values())
     assert set(served) <= {w["pid"] for w in workers}
     assert {w["state"] for w in workers} == {"listening"}
+    assert sorted(w["slot"] for w in workers) == [0, 1, 2]
     assert sum(w["connectionsTotal"] for w in workers) == 11
     for worker in workers:
         assert worker["connectionsTotal"] == served.count(worker["pid"])
@@ -93,6 +94,37 @@ def test_status_counts_connections_of_three_workers(cluster):
     assert listener["address"] == f"tcp:127.0.0.1:{address[1]}"
     assert listener["accepted"] == 11
     assert master["controlSocket"] == c.controlPath
+
+
+def test_a_killed_worker_is_replaced_and_told(cluster):
+    """
+    After kill -9 of a worker, the status shows its replacement in the same
+    slot, a crash counted, and events saying what happened.
+    """
+    c = cluster("--workers", "2", "--listen", LOCAL, APP)
+    c.waitReady(2)
+    before = {w["slot"]: w for w in status(c)["workers"]}
+    victim = before[1]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def replaced() -> dict | None:
+        document = status(c)
+        ready = [w for w in document["workers"] if w["state"] == "listening"]
+        return document if len(ready) == 2 and victim["pid"] not in {w["pid"] for w in ready} else None
+
+    document = waitUntil(replaced, 30, "the killed worker's replacement")
+    new = {w["slot"]: w for w in document["workers"]}[1]
+    assert new["id"] > victim["id"] and new["pid"] != victim["pid"]
+    assert new["generation"] == victim["generation"] == 0
+    assert {w["slot"]: w["pid"] for w in document["workers"]}[0] == before[0]["pid"]
+    assert document["master"]["restarts"]["crash"] == 1
+    assert sum(document["master"]["restarts"].values()) == 1
+    events = [(e["worker"], e["slot"], e["event"]) for e in document["events"]]
+    assert (victim["id"], 1, "exit") in events
+    assert events.index((victim["id"], 1, "exit")) < events.index((new["id"], 1, "fork"))
+    assert (new["id"], 1, "ready") in events
+    [exit] = [e for e in document["events"] if e["worker"] == victim["id"] and e["event"] == "exit"]
+    assert exit["reason"].startswith("signal 9: crash; replaced in ")
 
 
 def test_reload_and_scale_answer_when_done(cluster):
@@ -121,8 +153,12 @@ def test_reload_and_scale_answer_when_done(cluster):
     reloaded = ctl(c, "reload")
     assert reloaded.returncode == 0, reloaded.stderr
     assert reloaded.stdout == "reload done: 3 of 3 workers replaced\n"
-    ready = [w for w in status(c)["workers"] if w["state"] == "listening"]
+    document = status(c)
+    ready = [w for w in document["workers"] if w["state"] == "listening"]
     assert len(ready) == 3 and not old & {w["id"] for w in ready}
+    assert sorted(w["slot"] for w in ready) == [0, 1, 2]
+    assert {w["generation"] for w in ready} == {1} and document["master"]["generation"] == 1
+    assert document["master"]["restarts"]["reload"] == 3
     assert c.process.poll() is None
 
 

@@ -94,7 +94,7 @@ class WorkerStatistics(amp.Command):
     """
 
     commandName = b"workerStatistics"
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
     response = [(b"connectionsOpen", amp.Integer()), (b"connectionsTotal", amp.Integer())]
 
 

@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    chooser = argparse.ArgumentParser(add_help=False)
+    chooser = _Parser(add_help=False)
     chooser.add_argument(
         "--control", metavar="PATH", default=argparse.SUPPRESS, help="the master's control socket"
     )

@@ -49,7 +49,7 @@ class OperatedMaster(MultiService):
 
     def startService(self) -> None:
         self.running = 1
-        started = []
+        started: list[Any] = []
         for operator in self._operators:
             try:
                 operator.startService()
@@ -96,6 +96,9 @@ def operate(
         start; it exits.
     """
     journal = Journal(reactor)
+    master.supervisor.journal = lambda event, worker, reason: journal.record(
+        event, worker.id, reason, worker.slot
+    )
     operators: list[Any] = []
     extra: dict[str, Any] = {"controlSocket": None, "metrics": metrics}
     status = ClusterStatus(reactor, master, journal, extra=lambda: extra)

@@ -144,10 +144,11 @@ class ControlProtocol(LineReceiver):
         # closes: closing with its command unread would make the kernel
         # reset the connection, and the client would miss the answer.
         self._refused = True
-        self.transport.loseWriteConnection()
-        self._closing = self.transport.reactor.callLater(self.REFUSED_GRACE, self.transport.abortConnection)
+        transport: Any = self.transport
+        transport.loseWriteConnection()
+        self._closing = transport.reactor.callLater(self.REFUSED_GRACE, transport.abortConnection)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._clients.discard(self)
         if self._closing is not None and self._closing.active():
             self._closing.cancel()
@@ -174,9 +175,10 @@ class ControlProtocol(LineReceiver):
             known = ", ".join(sorted(self._commands))
             self._answer({"ok": False, "error": f"unknown command {name!r} (commands: {known})"})
             return succeed(None)
-        answer = maybeDeferred(command, arguments)
+        answer: Deferred[Any] = maybeDeferred(command, arguments)
         answer.addErrback(self._failed, name)
-        return answer.addCallback(self._answer)
+        answer.addCallback(self._answer)
+        return answer
 
     def _failed(self, reason: Failure, name: str) -> dict[str, Any]:
         self._log.failure("control socket: {command} failed", reason, command=name)
@@ -277,7 +279,8 @@ class ControlSocket(Service):
             return succeed(None)
         port, self._port = self._port, None
         for client in list(self._clients):
-            client.transport.loseConnection()
+            if client.transport is not None:
+                client.transport.loseConnection()
         return maybeDeferred(port.stopListening)
 
     def abandon(self) -> None:

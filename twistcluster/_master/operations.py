@@ -27,7 +27,7 @@ class Operated(Protocol):
     """
 
     phase: str
-    pool: Any
+    supervisor: Any
 
     def requestStop(self, by: str) -> None: ...
 
@@ -90,9 +90,9 @@ class Operations:
         if self._stopping():
             return _refused("the master is stopping")
         self._log.info("reload asked over the control socket")
-        pool = self._master.pool
-        count = len(pool.serving)
-        replaced = yield pool.restartAll()
+        supervisor = self._master.supervisor
+        count = len(supervisor.serving())
+        replaced = yield supervisor.restartAll()
         if replaced >= count:
             return {"ok": True, "replaced": replaced, "workers": count}
         return _refused(
@@ -109,29 +109,29 @@ class Operations:
     def add(self, arguments: list[str]) -> Deferred[dict[str, Any]] | dict[str, Any]:
         if arguments:
             return _refused("add takes no arguments")
-        return self._scaleTo(self._master.pool.size + 1)
+        return self._scaleTo(self._master.supervisor.size + 1)
 
     def remove(self, arguments: list[str]) -> Deferred[dict[str, Any]] | dict[str, Any]:
         if arguments:
             return _refused("remove takes no arguments")
-        if self._master.pool.size <= 1:
+        if self._master.supervisor.size <= 1:
             return _refused("not shrinking below one worker")
-        return self._scaleTo(self._master.pool.size - 1)
+        return self._scaleTo(self._master.supervisor.size - 1)
 
     @inlineCallbacks
     def _scaleTo(self, count: int) -> Generator[Deferred[Any], Any, dict[str, Any]]:
         if self._stopping():
             return _refused("the master is stopping")
-        pool = self._master.pool
+        pool = self._master.supervisor
         self._log.info("scale to {count} workers asked over the control socket", count=count)
         before = set(pool.workers)
-        leaving = []
+        leaving: list[Any] = []
         while pool.size < count:
             pool.grow()
         while pool.size > count:
-            serving = set(pool.serving)
+            serving = set(pool.serving())
             pool.shrink()
-            leaving += serving - set(pool.serving)
+            leaving += serving - set(pool.serving())
         started = [pool.workers[i] for i in sorted(set(pool.workers) - before)]
         ready = yield gatherResults([w.whenReady() for w in started])
         yield gatherResults([w.whenExited() for w in leaving])

@@ -26,6 +26,7 @@ from .._common.statistics import WorkerStatistics
 from .journal import Journal
 from .processes import ProcessSample, ProcessSampler
 from .pull import askEach
+from .supervisor import RestartCause
 
 #: The states a worker in the status can be in (Node's names).
 WORKER_STATES = ("spawning", "online", "listening", "disconnecting", "disconnected")
@@ -53,7 +54,7 @@ class StatusSource(Protocol):
 
     phase: str
     handles: Any
-    pool: Any
+    supervisor: Any
 
     @property
     def policy(self) -> str: ...
@@ -89,7 +90,7 @@ class ClusterStatus:
         """
         @return: Fires with the status document (within the bound).
         """
-        workers = sorted(self._master.pool.workers.values(), key=lambda w: w.id)
+        workers = sorted(self._master.supervisor.workers.values(), key=lambda w: w.id)
         connected = [w for w in workers if w.state in ("online", "listening", "disconnecting")]
         asking = askEach(self._reactor, connected, WorkerStatistics, self._timeout)
         return asking.addCallback(lambda answers: self.document(workers, dict(answers)))
@@ -105,6 +106,7 @@ class ClusterStatus:
 
     def _masterPart(self, now: float) -> dict[str, Any]:
         master = self._master
+        supervisor = master.supervisor
         own = self._sampler.sample(os.getpid())
         return {
             "pid": os.getpid(),
@@ -114,10 +116,10 @@ class ClusterStatus:
             **_processPart(own, now),
             "policy": master.policy,
             "phase": master.phase,
-            "workers": master.pool.size,
-            "ready": master.pool.readyCount,
-            "generation": getattr(master.pool, "generation", 0),
-            "restarts": dict(getattr(master.pool, "restarts", {})),
+            "workers": supervisor.size,
+            "ready": supervisor.readyCount,
+            "generation": supervisor.generation,
+            "restarts": {str(cause): supervisor.restarts[cause] for cause in RestartCause},
             "listeners": [self._listener(h) for h in master.handles],
             **self._extra(),
         }
@@ -135,9 +137,9 @@ class ClusterStatus:
         roundTrip = self._master.roundTrips.get(worker.id)
         return {
             "id": worker.id,
-            "slot": getattr(worker, "slot", None),
+            "slot": worker.slot,
             "pid": worker.pid,
-            "generation": getattr(worker, "generation", 0),
+            "generation": worker.generation,
             "state": worker.state,
             **_processPart(self._sampler.sample(worker.pid), now),
             "connectionsOpen": counts.get("connectionsOpen"),

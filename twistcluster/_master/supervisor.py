@@ -84,6 +84,12 @@ class SpawnsWorkers(Protocol[W_co]):
     def spawn(self, command: WorkerCommand, slot: int | None, generation: int) -> W_co: ...
 
 
+def _said(worker: Supervised, cause: RestartCause) -> str:
+    if cause is RestartCause.BOOT_FAILURE and worker.lastError:
+        return f" ({worker.lastError})"
+    return ""
+
+
 def _jitter(most: int) -> int:
     return random.randint(0, most)
 
@@ -103,6 +109,9 @@ class Supervisor(Generic[W]):
         worker is ready to take their share.
     @ivar _dismissed: Workers this supervisor told to leave.
     @ivar _respawning: Slots waiting to be filled again, after a backoff.
+    @ivar journal: Told of each lifecycle event (C{fork}, C{ready}, C{hung},
+        C{worn-out}, C{disconnect}, C{exit}) with its worker and reason, for
+        the operator's status (L{twistcluster._master.journal.Journal}).
     """
 
     _log = Logger()
@@ -137,6 +146,7 @@ class Supervisor(Generic[W]):
         self._hung: set[int] = set()
         self._respawning: dict[int, IDelayedCall] = {}
         self._restart: RollingRestart[W] | None = None
+        self.journal: Callable[[str, W, str], object] = lambda event, worker, reason: None
 
     def serving(self) -> list[W]:
         """
@@ -189,9 +199,10 @@ class Supervisor(Generic[W]):
         if self._maxConnections:
             worker.connectionLimit = self._maxConnections + self._jitter(self._maxConnections // 10)
         self.workers[worker.id] = worker
+        self.journal("fork", worker, f"pid {worker.pid}, generation {worker.generation}")
         worker.whenReady().addCallback(self._readiness, worker)
         worker.whenWornOut().addCallback(lambda why: self.retire(worker, RestartCause.CONNECTION_LIMIT, why))
-        worker.whenExited().addCallback(lambda status: self._exited(worker))
+        worker.whenExited().addCallback(lambda status: self._exited(worker, *status))
         return worker
 
     def _spawnFailed(self, slot: int, error: Exception) -> None:
@@ -236,21 +247,26 @@ class Supervisor(Generic[W]):
         if worker.isServing():
             self._dismissed.add(worker.id)
             self._wornOut.pop(worker.id, None)
+            self.journal("disconnect", worker, "asked to leave")
             worker.disconnect()
 
     # What the workers do
 
     def _readiness(self, ready: bool, worker: W) -> None:
         if ready:
+            self.journal("ready", worker, "")
             self.policy.workerReady()
             self._retireWornOut()
 
-    def _exited(self, worker: W) -> None:
+    def _exited(self, worker: W, code: int | None, signal: int | None) -> None:
         self.workers.pop(worker.id, None)
         hung = worker.id in self._hung
         replaced = self._wornOut.pop(worker.id, None) is not None or worker.id in self._dismissed
         self._hung.discard(worker.id)
         self._dismissed.discard(worker.id)
+        status = f"signal {signal}" if signal is not None else f"code {code}"
+        if not self._running or replaced:
+            self.journal("exit", worker, f"{status}, after it was asked to leave" if replaced else status)
         if not self._running:
             return
         if replaced:
@@ -267,9 +283,12 @@ class Supervisor(Generic[W]):
         if worker.everReady:
             cause = RestartCause.HUNG if hung else RestartCause.CRASH
         self.restarts[cause] += 1
+        why = f"{status}: {cause}{_said(worker, cause)}"
         if worker.slot is None or self._filled(worker.slot):
             # A rolling restart's new worker: the restart retries itself.
+            self.journal("exit", worker, f"{why}; the rolling restart tries again")
             return
+        self.journal("exit", worker, f"{why}; replaced in {delay:.1f}s")
         self._log.info(
             "replacing worker {workerId} (slot {slot}) in {delay:.1f}s",
             workerId=worker.id,
@@ -286,6 +305,7 @@ class Supervisor(Generic[W]):
         replaced once it has exited.
         """
         self._hung.add(worker.id)
+        self.journal("hung", worker, why)
         worker.abort(why)
 
     def retire(self, worker: W, cause: RestartCause, why: str) -> None:
@@ -297,6 +317,7 @@ class Supervisor(Generic[W]):
         if not self._running or not worker.isServing() or worker.id in self._wornOut:
             return
         self.restarts[cause] += 1
+        self.journal("worn-out", worker, f"{why} ({cause})")
         self._wornOut[worker.id] = worker
         self._log.info(
             "worker {workerId} (pid {pid}) {why}; replacing it", workerId=worker.id, pid=worker.pid, why=why
