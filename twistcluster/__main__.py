@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_ctl -*-
 """
 C{python -m twistcluster}: the C{twistcluster} command.
 """

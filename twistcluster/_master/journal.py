@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.test_ctl -*-
 """
 The last few dozen lifecycle events of the cluster's workers (one started,
 became ready, was asked to leave, exited and why, what replaced it), for

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.test_ctl -*-
 """
 What an operator can ask of a running master over its control socket, each
 the same as its signal (C{reload} is C{HUP}, C{add}/C{remove} are

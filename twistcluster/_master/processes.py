@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.test_ctl -*-
 """
 The resident memory and CPU use of the master and its workers, read from
 the kernel with C{psutil} when an operator asks (status, a scrape), never

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.test_ctl -*-
 """
 Asking every worker something at once, for an operator, within a bound: a
 worker that does not answer in time (blocked, stopped, dying) is left out,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.test_ctl -*-
 """
 The status document (C{twistcluster status --json}): the master, its
 listeners, one row per worker, and the last lifecycle events.  Its keys are
