@@ -144,3 +144,21 @@ def pattern(size: int) -> bytes:
 
 class SizesFactory(Factory):
     protocol = Sizes
+
+
+class CountingFactory(WhoAmIFactory):
+    """
+    WhoAmI, counting its connections on prometheus_client's default
+    registry, as an application would (the --metrics tests).
+    """
+
+    def buildProtocol(self, addr):
+        _connectionsCounter().inc()
+        return super().buildProtocol(addr)
+
+
+def _connectionsCounter():
+    from prometheus_client import REGISTRY, Counter
+
+    existing = REGISTRY._names_to_collectors.get("app_connections")
+    return existing or Counter("app_connections", "Connections this worker served")

@@ -94,6 +94,13 @@ class Options(usage.Options):
             "The control socket's path (for the twistcluster command), or none. "
             "[default: RUNDIR/twistcluster/PID.sock]",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus), /healthz and /livez on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1. [default: off]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -312,6 +319,15 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
     return listens, ["--subcommand", name], descriptions is None
 
 
+def _checkEndpoint(reactor: Any, option: str, description: str) -> None:
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        fail(f"{option} {description!r}: {e}")
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -329,6 +345,8 @@ def makeService(options: Options) -> IService:
     if options["subcommand"] is not None:
         workerArguments += ["--", *options["subArguments"]]
 
+    if options["metrics"] is not None:
+        _checkEndpoint(reactor, "--metrics", options["metrics"])
     # The master with its operator services, once made: a failed start
     # removes what they left on disk.
     operated: list[Any] = []
@@ -356,7 +374,7 @@ def makeService(options: Options) -> IService:
         policy=options["scheduling"],
         grantAny=grantAny,
     )
-    operated.append(operate(reactor, master, options["control"], None, failedToStart))
+    operated.append(operate(reactor, master, options["control"], options["metrics"], failedToStart))
     service = MultiService()
     if options["agent"] is not None:
         # Before the master: a bad agent address fails the start before any listen.

@@ -96,15 +96,26 @@ def operate(
         start; it exits.
     """
     journal = Journal(reactor)
+    server: Any = None
     master.supervisor.journal = lambda event, worker, reason: journal.record(
         event, worker.id, reason, worker.slot
     )
     operators: list[Any] = []
-    extra: dict[str, Any] = {"controlSocket": None, "metrics": metrics}
-    status = ClusterStatus(reactor, master, journal, extra=lambda: extra)
+    extra: dict[str, Any] = {"controlSocket": None}
+
+    def where() -> dict[str, Any]:
+        return {**extra, "metrics": None if server is None else server.address}
+
+    status = ClusterStatus(reactor, master, journal, extra=where)
     if control != "none":
         path = control or defaultControlPath()
         extra["controlSocket"] = path
         commands = Operations(master, status).commands()
         operators.append(ControlSocket(reactor, path, commands, explicit=control is not None))
+    if metrics is not None:
+        from .metrics import ClusterScrape
+        from .metricsweb import MetricsServer, metricsSite
+
+        server = MetricsServer(reactor, metrics, metricsSite(ClusterScrape(reactor, master), master))
+        operators.append(server)
     return OperatedMaster(master, operators, failed)
