@@ -12,6 +12,8 @@ TWISTCLUSTER_POLICIES = ("rr", "least-conn", "none", "reuseport")
 #: Node's policies (C{NODE_CLUSTER_SCHED_POLICY}).
 NODE_POLICIES = ("rr", "none")
 WORKER_COUNTS = (1, 2, 4)
+#: The policies measured with the control socket and --metrics on as well.
+COCKPIT_POLICIES = ("rr", "none")
 
 TWISTCLUSTER = "twistcluster"
 NODE = "node"
@@ -29,17 +31,22 @@ class BenchConfig:
     @ivar kind: L{TWISTCLUSTER}, L{NODE}, L{SINGLE} or L{PLAIN_PROCESSES}.
     @ivar policy: The scheduling policy (C{""} for the single process).
     @ivar workers: Worker processes (the single process is its own worker).
+    @ivar cockpit: twistcluster with its operator services on: the control
+        socket and C{--metrics}, scraped every second during the load
+        (issue 15); the other twistcluster configurations run with
+        C{--control none}.
     """
 
     kind: str
     policy: str
     workers: int
+    cockpit: bool = False
 
     @property
     def name(self) -> str:
         if self.kind == SINGLE:
             return SINGLE
-        return f"{self.family}-{self.workers}"
+        return f"{self.family}-{self.workers}" + ("-cockpit" if self.cockpit else "")
 
     @property
     def family(self) -> str:
@@ -56,6 +63,7 @@ def allConfigs() -> list[BenchConfig]:
     configs = [BenchConfig(SINGLE, "", 1), BenchConfig(PLAIN_PROCESSES, "reuseport", 2)]
     for kind, policies in ((TWISTCLUSTER, TWISTCLUSTER_POLICIES), (NODE, NODE_POLICIES)):
         configs += [BenchConfig(kind, policy, n) for policy in policies for n in WORKER_COUNTS]
+    configs += [BenchConfig(TWISTCLUSTER, policy, 2, cockpit=True) for policy in COCKPIT_POLICIES]
     return configs
 
 

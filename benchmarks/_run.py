@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -208,6 +209,37 @@ def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {w: after.get(w, 0) - before.get(w, 0) for w in order}
 
 
+class Scraper:
+    """
+    A Prometheus stand-in: GET /metrics every second while the load runs
+    (the configurations with --metrics on).
+    """
+
+    def __init__(self, url: str | None, interval: float = 1.0) -> None:
+        self._url = url
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.scrapes = 0
+
+    def _run(self) -> None:
+        assert self._url is not None
+        while not self._stop.wait(self._interval):
+            with suppress(OSError), urllib.request.urlopen(self._url, timeout=10) as answer:
+                answer.read()
+                self.scrapes += 1
+
+    def __enter__(self) -> Scraper:
+        if self._url is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._url is not None:
+            self._thread.join(15)
+
+
 def measurePhase(server: RunningServer, phase: str, options: RunOptions) -> PhaseResult:
     """
     Warm up, then apply C{phase}'s load and measure it.
@@ -218,7 +250,7 @@ def measurePhase(server: RunningServer, phase: str, options: RunOptions) -> Phas
     what = "connections" if spec.close else "requests"
     time.sleep(SETTLE_SECONDS)
     before = readCounts(server.countsDirectory, what)
-    with ProcessMeter(server.masterPid) as meter:
+    with ProcessMeter(server.masterPid) as meter, Scraper(server.metricsURL()):
         load = runLoad(spec)
     time.sleep(SETTLE_SECONDS)
     spread = difference(before, readCounts(server.countsDirectory, what))

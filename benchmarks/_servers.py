@@ -54,8 +54,19 @@ def launchFor(config: BenchConfig, port: int, prefix: list[str] | None) -> tuple
         return [*argv, "--processes", str(config.workers)], "^ready on", config.workers
     argv = [*(prefix or [TWIST]), "--log-format", "text", "cluster", "--workers", str(config.workers)]
     argv += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog=511", "--shutdown-timeout", "2"]
+    # The control socket is on by default; --metrics (scraped every second)
+    # only in the cockpit configurations, which are measured against these.
+    argv += (
+        ["--metrics", f"tcp:{_freePort()}:interface=127.0.0.1"] if config.cockpit else ["--control", "none"]
+    )
     argv += ["--scheduling", config.policy, "benchmarks.responder.HTTPResponderFactory"]
     return argv, r"worker \d+ \(pid \d+\) ready", config.workers
+
+
+def _freePort() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class RunningServer:
@@ -68,9 +79,7 @@ class RunningServer:
     def __init__(
         self, config: BenchConfig, log: Path, counts: Path, workIterations: int, prefix: list[str] | None
     ):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = _freePort()
         self.config, self.logPath, self.countsDirectory = config, log, counts
         argv, self._ready, self._readyCount = launchFor(config, self.port, prefix)
         env = dict(os.environ, BENCH_COUNTS_DIR=str(counts), BENCH_WORK_ITERATIONS=str(workIterations))
@@ -116,6 +125,13 @@ class RunningServer:
 
     def stop(self) -> None:
         self.managed.stop()
+
+    def metricsURL(self) -> str | None:
+        """
+        Where its /metrics is (from its log), if it serves one.
+        """
+        found = re.search(r"metrics, health and liveness at tcp:([\d.]+):(\d+)", self._log())
+        return None if found is None else f"http://{found.group(1)}:{found.group(2)}/metrics"
 
 
 def probe(port: int, timeout: float = 2.0) -> bool:

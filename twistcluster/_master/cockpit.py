@@ -85,6 +85,7 @@ def operate(
     control: str | None,
     metrics: str | None,
     failed: Callable[[str], object],
+    owner: tuple[int, int] | None = None,
 ) -> OperatedMaster:
     """
     C{master} with its operator services.
@@ -94,6 +95,9 @@ def operate(
     @param metrics: C{--metrics}: the endpoint, or L{None} for none.
     @param failed: Called with a one-line reason if one of them cannot
         start; it exits.
+    @param owner: The uid and gid the control socket is given to: those a
+        master about to drop privileges drops to (C{--user}); it is made
+        before the drop.
     """
     journal = Journal(reactor)
     server: Any = None
@@ -111,7 +115,7 @@ def operate(
         path = control or defaultControlPath()
         extra["controlSocket"] = path
         commands = Operations(master, status).commands()
-        operators.append(ControlSocket(reactor, path, commands, explicit=control is not None))
+        operators.append(ControlSocket(reactor, path, commands, explicit=control is not None, owner=owner))
     if metrics is not None:
         from .metrics import ClusterScrape
         from .metricsweb import MetricsServer, metricsSite
