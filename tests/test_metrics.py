@@ -237,13 +237,17 @@ def test_health_turns_503_before_the_listeners_close():
         def closeWaiting(self):
             pass
 
+    class Listeners(list):
+        def discard(self, handle):
+            self.remove(handle)
+
     class Workers:
         readyCount, size, workers = 1, 1, {}
 
-        def stop(self):
-            return succeed(None)
+        def halt(self):
+            pass
 
-    master.handles = [Listener()]
+    master.handles = Listeners([Listener()])
     master.supervisor = Workers()
     assert check() == 200
     master.stopService()

@@ -425,15 +425,22 @@ class RollingRestartTests(SupervisorTestCase):
         )
         self.assertEqual(self.reasons, [])
 
-    def test_stopDuringRestart(self) -> None:
+    def test_haltDuringRestart(self) -> None:
+        """
+        Once halted (the master is stopping), nothing that exits is
+        replaced, and the restart under way ends when its new worker leaves
+        (the shutdown disconnects every worker).
+        """
         supervisor = self.started(2)
         done = supervisor.restartAll()
-        stopped = supervisor.stop()
+        supervisor.halt()
+        self.w(1).exit(1)
+        for worker in list(supervisor.workers.values()):
+            worker.disconnect()
         self.assertEqual(self.successResultOf(done), 0)
-        self.assertNoResult(stopped)
         for worker in list(supervisor.workers.values()):
             worker.exit(0)
-        self.successResultOf(stopped)
+        self.assertEqual(supervisor.workers, {})
         self.assertEqual(len(self.spawner.spawned), 3)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

@@ -19,12 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from .._common.events import EventEmitter
+from .._common.events import EventEmitter, Latch
 from .._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .._master.handles import Handles
+from .._master.shutdown import shutDown
 from .._master.spawner import Spawner
 from . import workerface
 from .settings import (
@@ -76,7 +78,7 @@ class PrimaryCluster(EventEmitter):
         self._handles: Handles | None = None
         self._spawner: Spawner | None = None
         self._forkAnnounced: set[int] = set()
-        self._idleWaiters: list[Deferred[None]] = []
+        self._disconnecting: Latch[None] | None = None
         self._shutdownTrigger: Any = None
 
     @property
@@ -190,44 +192,48 @@ class PrimaryCluster(EventEmitter):
     def disconnect(self, callback: Callable[[], object] | None = None) -> Deferred[None]:
         """
         Disconnect every worker (each closes its servers, finishes its
-        connections, and exits).
+        connections, and exits), as the command line's master stops: the
+        listening sockets stop accepting first, and the connections already
+        accepted reach a worker before the workers leave.
 
         @param callback: Called once every worker is gone and every listening
             socket closed.
         @return: Fires at the same time.
         """
-        done: Deferred[None] = Deferred()
-        self._idleWaiters.append(done)
-        for worker in list(self.workers.values()):
-            if worker.isConnected():
-                worker.disconnect()
-        if not self.workers:
-            self._reactor.callLater(0, self._whenNoWorkers)
+        if self._disconnecting is None:
+            self._disconnecting = Latch()
+            self._shutDown().addBoth(self._disconnected)
+        done = self._disconnecting.wait()
         if callback is not None:
             done.addCallback(lambda _: callback())
         return done
 
+    @inlineCallbacks
+    def _shutDown(self) -> Any:
+        hadWorkers = bool(self.workers)
+        if self._spawner is not None and self._handles is not None:
+            assert self._settings is not None
+            spawner = self._spawner
+            yield shutDown(
+                self._handles, lambda: spawner.live.values(), self._reactor, self._settings["shutdownTimeout"]
+            )
+        if not hadWorkers:
+            # As Node, which calls back on the next tick.
+            yield deferLater(self._reactor, 0, lambda: None)
+
+    def _disconnected(self, result: object) -> None:
+        latch, self._disconnecting = self._disconnecting, None
+        assert latch is not None
+        latch.fire(None)
+
     def _whenNoWorkers(self) -> None:
         """
         With no worker left, close every listening socket (as Node does, so
-        that a later worker binds again), then fire L{disconnect}'s waiters.
+        that a later worker binds again).
         """
-        if self.workers:
+        if self.workers or self._disconnecting is not None or self._handles is None:
             return
-        closing = []
-        for handle in list(self._handles or ()):
-            assert self._handles is not None
-            self._handles.discard(handle)
-            closing.append(handle.stopAccepting())
-            handle.closeWaiting()
-        waiters, self._idleWaiters = self._idleWaiters, []
-        if waiters:
-
-            def closed(result: object) -> None:
-                for waiter in waiters:
-                    waiter.callback(None)
-
-            DeferredList(closing).addBoth(closed)
+        shutDown(self._handles, lambda: (), self._reactor, 0)
 
     def _shutdown(self) -> Deferred[None] | None:
         # The reactor is stopping: let the workers finish and exit first.

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
+from .._common.events import Latch
 from .._common.policies import SchedulingPolicy
 from .._common.ports import listenForHandOff
 from .._common.protocol import ListenRefused, NewConn
@@ -133,7 +134,7 @@ class HandOffHandle:
         self._strategy: PickStrategy[HandOffTarget] = strategy if strategy is not None else RoundRobin()
         self._leastConnections = isinstance(self._strategy, LeastConnections)
         self.scheduling = "least-conn" if self._leastConnections else "rr"
-        self._idleWaiters: list[Deferred[None]] = []
+        self._idle: Latch[None] | None = None
         self._outgoing: dict[HandOffTarget, list[int]] = {}
         self._flushing: IDelayedCall | None = None
         self._scheduler: HandOffScheduler[HandOffTarget] = HandOffScheduler(
@@ -202,9 +203,9 @@ class HandOffHandle:
         """
         if self._scheduler.idle:
             return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idleWaiters.append(waiter)
-        return waiter
+        if self._idle is None:
+            self._idle = Latch()
+        return self._idle.wait()
 
     def closeWaiting(self) -> None:
         """
@@ -287,10 +288,9 @@ class HandOffHandle:
     def _afterChange(self) -> None:
         if not self._scheduler.full:
             self._port.resumeAccepting()
-        if self._idleWaiters and self._scheduler.idle:
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+        if self._idle is not None and self._scheduler.idle:
+            idle, self._idle = self._idle, None
+            idle.fire(None)
 
 
 def _kernelQueue(sock: Any) -> dict[str, int | None]:

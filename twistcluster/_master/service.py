@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -25,6 +25,7 @@ from .._common.policies import SchedulingPolicy
 from .._common.sockets import describeAddress
 from .handles import Handles
 from .monitor import WorkerMonitor
+from .shutdown import shutDown
 from .spawner import Spawner, entryPointCommand
 from .supervisor import RestartCause, Supervisor
 
@@ -268,12 +269,11 @@ class Master(Service):
             "no longer accepting; workers finish their connections (up to {timeout}s)",
             timeout=self._limits.shutdownTimeout,
         )
-        yield DeferredList([handle.stopAccepting() for handle in self.handles])
-        if self.supervisor.readyCount:
-            idle: Deferred[Any] = DeferredList([handle.whenIdle() for handle in self.handles])
-            idle.addTimeout(self._limits.shutdownTimeout, self._reactor)
-            yield idle.addErrback(lambda _: None)
-        yield self.supervisor.stop()
-        for handle in self.handles:
-            handle.closeWaiting()
+        # Nothing is replaced from now on; the rest is the API's primary's
+        # shutdown too.
+        self.supervisor.halt()
+        supervisor = self.supervisor
+        yield shutDown(
+            self.handles, lambda: supervisor.workers.values(), self._reactor, self._limits.shutdownTimeout
+        )
         self._log.info("stopped")

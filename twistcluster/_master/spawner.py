@@ -69,6 +69,7 @@ class Spawner:
     Starts worker processes, each with its own control channel, numbering
     them from 1 (ids are never reused).
 
+    @ivar live: The workers it started that have not exited yet, by id.
     @ivar _reactor: Spawns the processes, adopts the channels, and times the
         workers' deadlines (C{IReactorProcess}, C{IReactorSocket},
         C{IReactorTime}).
@@ -83,6 +84,7 @@ class Spawner:
         self._handles = handles
         self._shutdownTimeout = shutdownTimeout
         self._lastId = 0
+        self.live: dict[int, Worker] = {}
 
     def spawn(self, command: WorkerCommand, slot: int | None = None, generation: int = 0) -> Worker:
         """
@@ -125,5 +127,7 @@ class Spawner:
         parentEnd.close()
         worker.attach(process, control)
         process.closeStdin()
+        self.live[worker.id] = worker
+        worker.whenExited().addCallback(lambda status: self.live.pop(worker.id, None))
         self._log.debug("worker {workerId} spawned (pid {pid})", workerId=worker.id, pid=worker.pid)
         return worker

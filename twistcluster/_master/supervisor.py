@@ -18,7 +18,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -234,10 +234,14 @@ class Supervisor(Generic[W]):
         if self._givenUp:
             return
         self._givenUp = True
-        self._halt()
+        self.halt()
         self._gaveUp(reason)
 
-    def _halt(self) -> None:
+    def halt(self) -> None:
+        """
+        Replace nothing from now on, and start no more workers: the master
+        is stopping (L{twistcluster._master.shutdown} disconnects them).
+        """
         self._running = False
         for call in self._respawning.values():
             call.cancel()
@@ -427,21 +431,6 @@ class Supervisor(Generic[W]):
         self._trim()
 
     # Stopping
-
-    def stop(self) -> Deferred[Any]:
-        """
-        Disconnect every worker: each closes its servers, finishes its
-        connections and exits, or is killed after the shutdown timeout.
-
-        @return: Fires when every worker has exited.
-        """
-        self._halt()
-        workers = list(self.workers.values())
-        exits = [w.whenExited() for w in workers]
-        for worker in workers:
-            self._dismissed.add(worker.id)
-            worker.disconnect()
-        return DeferredList(exits)
 
     def killAll(self) -> None:
         for worker in list(self.workers.values()):

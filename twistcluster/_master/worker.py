@@ -316,8 +316,10 @@ class Worker:
             pid=self.pid,
             status=f"signal {signal}" if signal is not None else f"code {code}",
         )
-        self._exited.fire((code, signal))
+        # Its Node face first: the primary's cluster.workers has let it go
+        # by the time its owner hears.
         self._announce("exit", code, signal)
+        self._exited.fire((code, signal))
 
 
 class MasterControl(ControlChannel):

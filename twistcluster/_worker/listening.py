@@ -33,6 +33,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from .._common.balance import AcceptBalance
 from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
+from .._common.events import Latch
 from .._common.ports import adoptListeningSocket
 from .._common.transport import serveConnection
 from .proxyheader import loggingRefusals
@@ -162,8 +163,7 @@ class ClusterPort:
         self._adopted: IListeningPort | None = None
         self._index: int | None = None
         self._closed = False
-        self._outcome: Failure | ClusterPort | None = None
-        self._waiters: list[Deferred[ClusterPort]] = []
+        self._listening: Latch[ClusterPort] = Latch()
 
     def startListening(self) -> None:
         # A datagram protocol starts when its port connects it.
@@ -177,13 +177,7 @@ class ClusterPort:
         Fires with this port once the master has granted the listen, or fails
         with the master's reason.
         """
-        if self._outcome is not None:
-            return (
-                succeed(self._outcome) if not isinstance(self._outcome, Failure) else _failed(self._outcome)
-            )
-        waiter: Deferred[ClusterPort] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        return self._listening.wait()
 
     def _granted(self, answer: dict[str, Any]) -> None:
         fd = answer.get("fd")
@@ -224,13 +218,12 @@ class ClusterPort:
         self._settle(reason)
 
     def _settle(self, outcome: Failure | ClusterPort) -> None:
-        self._outcome = outcome
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if isinstance(outcome, Failure):
-                waiter.errback(outcome)
-            else:
-                waiter.callback(outcome)
+        if isinstance(outcome, Failure):
+            error = outcome.value
+            assert error is not None
+            self._listening.fail(lambda: error)
+        else:
+            self._listening.fire(outcome)
 
     def connectionReceived(self, fd: int) -> bool:
         """
@@ -286,12 +279,6 @@ class ClusterPort:
         if self.spec.family == socket.AF_INET6:
             return IPv6Address(kind, address["address"], address["port"])
         return IPv4Address(kind, address["address"], address["port"])
-
-
-def _failed(reason: Failure) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(reason)
-    return d
 
 
 class ClusterReactor:
