@@ -191,6 +191,33 @@ def test_hung_worker_is_aborted_and_replaced(cluster):
     victim.close()
 
 
+def test_stopped_worker_is_killed_and_replaced_and_term_still_stops(cluster):
+    """
+    A worker SIGSTOPped (it cannot even take its SIGABRT): it is aborted
+    after --worker-timeout, killed after the abort grace, and replaced
+    within both plus a margin; TERM then stops the master within
+    --shutdown-timeout plus a margin (issue 13, 1: the exit was never
+    handled, the cluster stayed a worker short and TERM was ignored).
+    """
+    c = cluster("--workers", "2", "--worker-timeout", "3", "--shutdown-timeout", "5", "--listen", LOCAL, APP)
+    pids = c.waitReady(2)
+    address = c.address()
+    os.kill(pids[1], signal.SIGSTOP)
+    stopped = time.monotonic()
+    c.waitFor(r"worker 1 \(pid \d+\) is hung \(no heartbeat answer for 3s\); aborting it", timeout=30)
+    c.waitFor(r"worker 1 \(pid \d+\) exited with signal 9", timeout=30)
+    replacement = c.waitReady(3, timeout=60)
+    assert 3 in replacement
+    # worker-timeout 3 + a check interval + abort grace 3 + a boot, on a busy machine
+    assert time.monotonic() - stopped < 3 + 3 + 20
+    assert {whoServes(address)[0] for _ in range(4)} <= {2, 3}
+    c.signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    assert c.wait(timeout=5 + 25) == 0
+    assert time.monotonic() - stopping < 5 + 15
+    assert c.leftovers() == []
+
+
 def test_recycled_after_max_connections(cluster):
     c = cluster("--workers", "1", "--max-connections", "5", "--listen", LOCAL, APP)
     c.waitReady(1)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_handoff, tests.test_cluster_api -*-
+# -*- test-case-name: tests.test_worker, tests.test_handoff, tests.test_cluster_api -*-
 """
 The master's side of each worker: its control channel, its process (whose
 output the master relays to its log), and its lifecycle.
@@ -230,7 +230,12 @@ class Worker:
         self._handles.workerLeaving(self)
         self.kill("ABRT")
         if self._killTimer is None:
-            self._killTimer = self._reactor.callLater(self.abortGrace, self.kill, "KILL")
+            self._killTimer = self._reactor.callLater(self.abortGrace, self._abortTimeUp)
+
+    def _abortTimeUp(self) -> None:
+        # A worker stopped (SIGSTOP) or ignoring SIGABRT is still there.
+        self._killTimer = None
+        self.kill("KILL")
 
     def connectionTaken(self) -> None:
         self.connectionsTaken += 1
@@ -304,9 +309,9 @@ class Worker:
         self._announce("disconnect")
 
     def ended(self, code: int | None, signal: _signal.Signals | None) -> None:
-        if self._killTimer is not None:
+        if self._killTimer is not None and self._killTimer.active():
             self._killTimer.cancel()
-            self._killTimer = None
+        self._killTimer = None
         self._ready.fire(False)
         level = LogLevel.info if self.exitedAfterDisconnect else LogLevel.warn
         self._log.emit(
