@@ -1,27 +1,19 @@
 """
-A minimal HTTP/1.1 responder as a Twisted protocol: the server side of the
-benchmark, for twistcluster and for the single-process Twisted server.
+A minimal HTTP/1.1 responder as a Twisted protocol, for twistcluster and the
+single-process server; C{responder.js} is the same for Node, byte for byte.
 
-It parses just enough of a request (it looks for the blank line that ends
-the head), honours C{Connection: close} and keep-alive, and writes a fixed
-response.  A request for C{/work} first runs L{work} (C{BENCH_WORK_ITERATIONS}
-iterations): the CPU-bound variant.  A request for C{/slow} first spends
-C{BENCH_SLOW_MS} (20) milliseconds of this process's CPU time (L{spin}): the
-uneven-work phases.  C{benchmarks/responder.js} is the same server for Node,
-byte for byte.
+It looks for the blank line that ends a request's head, honours
+C{Connection: close} and keep-alive, and writes a fixed response.  C{/work}
+first runs a fixed loop (C{BENCH_WORK_ITERATIONS}, the CPU-bound variant),
+C{/slow} first spends C{BENCH_SLOW_MS} (20) ms of the process's CPU time (the
+uneven work).  Every process counts what it served and writes it to
+C{BENCH_COUNTS_DIR}, if set, every 0.2 s (C{worker-PID.json}).
 
-Every process counts the connections and requests it served and, when
-C{BENCH_COUNTS_DIR} is set, writes them there every 0.2 s
-(C{worker-PID.json}), so the harness can tell how the load was spread.
+    python -m benchmarks.responder --port 8080 [--processes 2]
 
-Run alone (the single-process server)::
-
-    python -m benchmarks.responder --port 8080
-
-or as two plain Twisted processes sharing the port with C{SO_REUSEPORT}
-(no cluster: the reference for twistcluster's none/reuseport policies)::
-
-    python -m benchmarks.responder --port 8080 --processes 2
+With C{--processes N}: N plain Twisted processes, each with its own
+C{SO_REUSEPORT} socket on the port (no cluster: the reference for the
+none/reuseport policies).
 """
 
 from __future__ import annotations
@@ -59,14 +51,11 @@ def makeResponse(workerId: str, close: bool) -> bytes:
     """
     The fixed response; the same bytes as C{responder.js} sends.
     """
-    headers = [
-        b"HTTP/1.1 200 OK",
-        b"Content-Type: text/plain",
-        b"Content-Length: " + str(len(BODY)).encode(),
-        b"X-Worker: " + workerId.encode(),
-        b"Connection: " + (b"close" if close else b"keep-alive"),
-    ]
-    return b"\r\n".join(headers) + b"\r\n\r\n" + BODY
+    connection = b"close" if close else b"keep-alive"
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nX-Worker: %s\r\nConnection: %s"
+    )
+    return head % (len(BODY), workerId.encode(), connection) + b"\r\n\r\n" + BODY
 
 
 KEEP_ALIVE_RESPONSE = makeResponse(WORKER_ID, close=False)
@@ -190,12 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.responder")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="serve with this many plain Twisted processes, each with its own SO_REUSEPORT socket",
-    )
+    parser.add_argument("--processes", type=int, default=1, help="plain processes, each its own SO_REUSEPORT")
     arguments = parser.parse_args(argv)
     if arguments.processes > 1:
         _forkReusePort(arguments.processes)
