@@ -37,7 +37,9 @@ class StageSet:
     """
     One process's hot path as exclusive stages: each busy sample goes to
     the first stage whose rule matches (a system call at the leaf, or a
-    function on the stack); the last stage takes the rest.
+    function on the stack, whose name ends with the rule's, so that
+    C{Handle._handOff} survives a class's renaming); the last stage takes
+    the rest.
 
     @ivar stages: C{(label, leaf function names, functions on the stack)}.
     @ivar handlers: The reactor's handlers, inclusive: C{(label, functions)}.
@@ -52,9 +54,13 @@ class StageSet:
         The stage of a sample (its stack's function names, root first).
         """
         for label, leaves, functions in self.stages:
-            if (names and names[-1] in leaves) or set(names).intersection(functions):
+            if (names and names[-1] in leaves) or onStack(names, functions):
                 return label
         return self.stages[-1][0]
+
+
+def onStack(names: Sequence[str], functions: Sequence[str]) -> bool:
+    return any(name.endswith(function) for name in names for function in functions)
 
 
 MASTER_STAGES = StageSet(
@@ -64,8 +70,8 @@ MASTER_STAGES = StageSet(
         ("sendmsg()/send() on the control channel (fds via SCM_RIGHTS)", ("sendmsg", "send"), ()),
         ("recvmsg()/recv() on the control channel", ("recvmsg", "recv"), ()),
         ("close() of acked sockets", ("close",), ()),
-        ("NewConn: scheduler -> callRemote -> AMP encode", (), ("RoundRobinHandle._handOff",)),
-        ("ack: _answered -> scheduler.answered (rest)", (), ("RoundRobinHandle._answered",)),
+        ("NewConn: scheduler -> callRemote -> AMP encode", (), ("Handle._handOff",)),
+        ("ack: _answered -> scheduler.answered (rest)", (), ("Handle._answered",)),
         ("control-channel write plumbing (doWrite, Python)", (), ("FileDescriptor.doWrite",)),
         ("AMP decode + Deferred plumbing up to the ack callback", (), ("_SendmsgMixin.doRead",)),
         ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_AcceptLoop.doRead")),
@@ -150,7 +156,7 @@ def pySpyReport(collapsed: str, stages: StageSet = MASTER_STAGES) -> str:
         "By reactor handler (inclusive):",
     ]
     for label, functions in stages.handlers:
-        lines.append(_line(sum(n for names, n in stacks if set(functions).intersection(names)), busy, label))
+        lines.append(_line(sum(n for names, n in stacks if onStack(names, functions)), busy, label))
     for title, counts in (
         ("Self time by function (where the CPU is):", selfTime),
         ("Inclusive time by function:", inclusive),

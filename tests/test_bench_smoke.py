@@ -307,6 +307,8 @@ def test_profile_report_splits_the_hand_off_path() -> None:
     assert " 60.0%       30  NewConn" in report
     assert " 40.0%       20  sendmsg()" in report
     assert MASTER_STAGES.stageOf(["main", "_acceptSome", "accept4"]) == "accept4() system call"
+    # A class renamed (RoundRobinHandle, then HandOffHandle): its method still finds its stage.
+    assert MASTER_STAGES.stageOf(["main", "HandOffHandle._handOff", "f"]).startswith("NewConn: ")
 
 
 def test_cheap_requests_sent_to_a_busy_worker_are_counted() -> None:
