@@ -6,6 +6,7 @@ and stopping at awkward moments.
 
 from __future__ import annotations
 
+import collections
 import os
 import resource
 import signal
@@ -229,6 +230,55 @@ def test_recycled_after_max_connections(cluster):
     c.waitReady(2)
     c.waitFor(r"worker 1 \(pid \d+\) exited with code 0")
     assert {whoServes(address)[0] for _ in range(3)} == {2}
+
+
+def test_worn_out_workers_leave_the_rotation_in_a_burst(cluster):
+    """
+    --max-connections 20 under a burst (4 clients connecting as fast as they
+    can): a worn-out worker leaves the rotation at once while another worker
+    is ready, so all but the last of the first workers serve no more than
+    their limit (plus its 10% jitter, and what was already on its way); the
+    last one serves on, only until another worker is ready (issue 13, 11:
+    every worker served about 300).
+    """
+    c = cluster("--workers", "4", "--max-connections", "20", "--listen", LOCAL, APP)
+    c.waitReady(4)
+    address = c.address()
+    served: collections.Counter[int] = collections.Counter()
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(100):
+            try:
+                workerId = whoServes(address)[0]
+            except OSError as e:
+                failures.append(repr(e))
+                continue
+            with lock:
+                served[workerId] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(120)
+    assert failures == []
+    assert sum(served.values()) == 400
+    limit = 20 + 2 + 4  # the jitter, and each client's connection on its way
+    withinLimit = [w for w in (1, 2, 3, 4) if served[w] <= limit]
+    assert len(withinLimit) >= 3, served
+    left = {
+        int(m.group(1))
+        for m in c.matches(
+            r"worker (\d+) \(pid \d+\) took \d+ connections; "
+            r"replacing it \(it leaves the rotation now\)"
+        )
+    }
+    assert len(left & {1, 2, 3, 4}) >= 3, c.output
+    # The last one leaves once another worker is ready.
+    for last in {1, 2, 3, 4} - left:
+        c.waitFor(rf"worker {last} \(pid \d+\) leaves the rotation \(worker \d+ is ready\)", timeout=60)
 
 
 def test_recycled_after_max_memory_gracefully(cluster):

@@ -323,22 +323,39 @@ class Supervisor(Generic[W]):
         self.restarts[cause] += 1
         self.journal("worn-out", worker, f"{why} ({cause})")
         self._wornOut[worker.id] = worker
+        leaves = bool(self._fresh())
         self._log.info(
-            "worker {workerId} (pid {pid}) {why}; replacing it", workerId=worker.id, pid=worker.pid, why=why
+            "worker {workerId} (pid {pid}) {why}; replacing it ({how})",
+            workerId=worker.id,
+            pid=worker.pid,
+            why=why,
+            how="it leaves the rotation now"
+            if leaves
+            else "the last one ready, it serves on until another worker is",
         )
-        self._retireWornOut()
+        if leaves:
+            self._dismiss(worker)
         self._replenish()
+
+    def _fresh(self) -> list[W]:
+        """
+        The ready workers that are not worn out.
+        """
+        return [w for w in self.workers.values() if w.isReady() and w.id not in self._wornOut]
 
     def _retireWornOut(self) -> None:
         if not self._wornOut:
             return
-        fresh = [w for w in self.workers.values() if w.isReady() and w.id not in self._wornOut]
+        fresh = self._fresh()
         if not fresh:
             # The last ones serve on: a worn-out worker beats none.
             return
         for worker in list(self._wornOut.values()):
             self._log.info(
-                "worker {workerId} (pid {pid}) leaves the rotation", workerId=worker.id, pid=worker.pid
+                "worker {workerId} (pid {pid}) leaves the rotation (worker {other} is ready)",
+                workerId=worker.id,
+                pid=worker.pid,
+                other=fresh[0].id,
             )
             self._dismiss(worker)
 
