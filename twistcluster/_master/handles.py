@@ -27,6 +27,11 @@ from .._common.sockets import acceptQueue, describeAddress, socknameOf
 from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
 from .sharedhandles import ReusePortHandle, SharedHandle
 
+#: Seconds a hand-off may wait for room in the window of the worker
+#: least-conn would rather give it to (an ack takes well under a
+#: millisecond from a worker that is not blocked).
+HOLD_LIMIT = 0.05
+
 
 class HandOffTarget(Protocol):
     """
@@ -138,8 +143,9 @@ class HandOffHandle:
         self._outgoing: dict[HandOffTarget, list[int]] = {}
         self._flushing: IDelayedCall | None = None
         self._scheduler: HandOffScheduler[HandOffTarget] = HandOffScheduler(
-            self._handOff, close, self._strategy
+            self._handOff, close, self._strategy, holdStarted=self._holdStarted
         )
+        self._holdTimer: IDelayedCall | None = None
         # A reactor with a clock runs descriptors too.
         self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted)
         self.sockname = socknameOf(self._port.socket, spec)
@@ -211,6 +217,9 @@ class HandOffHandle:
         """
         Close the connections no worker took (the master is stopping).
         """
+        if self._holdTimer is not None and self._holdTimer.active():
+            self._holdTimer.cancel()
+        self._holdTimer = None
         self._scheduler.closeAll()
 
     def statistics(self) -> dict[str, Any]:
@@ -229,6 +238,17 @@ class HandOffHandle:
             "emfileErrors": port.resourceErrors,
             **_kernelQueue(port.socket),
         }
+
+    def _holdStarted(self) -> None:
+        # least-conn waits for room in the emptier worker's window, briefly:
+        # a worker that does not answer in time is not waited for.
+        if self._holdTimer is None:
+            self._holdTimer = self._reactor.callLater(HOLD_LIMIT, self._holdExpired)
+
+    def _holdExpired(self) -> None:
+        self._holdTimer = None
+        self._scheduler.holdExpired()
+        self._afterChange()
 
     def _connectionAccepted(self, fd: int, address: object) -> None:
         self._scheduler.connectionAccepted(fd)

@@ -53,11 +53,26 @@ class PickStrategy(Protocol[W]):
         C{worker} is gone.
         """
 
+    #: Whether the scheduler should wait for a worker whose window is full
+    #: when L{wouldRather} says so.
+    waitsForRoom: bool
+
+    def wouldRather(self, waiting: W, than: W) -> bool:
+        """
+        Should the next connection wait for room in C{waiting}'s window
+        rather than go to C{than} now?
+        """
+
 
 class RoundRobin(Generic[W]):
     """
     Each worker in turn: the one that has waited longest.
     """
+
+    waitsForRoom = False
+
+    def wouldRather(self, waiting: W, than: W) -> bool:
+        return False
 
     def pick(self, ready: deque[W]) -> W:
         return ready.popleft()
@@ -79,13 +94,29 @@ class LeastConnections(Generic[W]):
     """
     The worker with the fewest live connections (handed off and not yet
     reported closed); among equals, the one that has waited longest.
+
+    In a burst, the window of unacked hand-offs fills before the counts even
+    out: the emptier worker's window full, the next connections would fill
+    the busier one (40 new connections split 24/16 to 31/9 where the live
+    counts called for all of them on the emptier worker).  So a connection
+    waits for room in a full window whose worker has more than L{MARGIN}
+    fewer live connections than the worker with room (the scheduler bounds
+    the wait).
     """
+
+    #: Live connections fewer by more than this are worth waiting for.
+    MARGIN = 2
+    waitsForRoom = True
 
     def __init__(self) -> None:
         self._live: dict[W, int] = {}
 
     def live(self, worker: W) -> int:
         return self._live.get(worker, 0)
+
+    def wouldRather(self, waiting: W, than: W) -> bool:
+        live = self._live
+        return live.get(waiting, 0) + self.MARGIN < live.get(than, 0)
 
     def pick(self, ready: deque[W]) -> W:
         # min() keeps the first of equals: FIFO order breaks ties.
@@ -127,6 +158,9 @@ class HandOffScheduler(Generic[W]):
     @ivar window: The most unacked hand-offs one worker may have.
     @ivar queueLimit: How many accepted sockets may wait for a worker before
         L{full} says to stop accepting.
+    @ivar holdStarted: Called when the next socket waits for room in a
+        worker's window (L{PickStrategy.wouldRather}); the caller bounds the
+        wait with L{holdExpired}.
     """
 
     _handOff: Callable[[W, int], object]
@@ -140,6 +174,12 @@ class HandOffScheduler(Generic[W]):
     _retired: set[W] = field(factory=set, init=False)
     _refusals: dict[int, int] = field(factory=dict, init=False)
     _dispatching: bool = field(default=False, init=False)
+    holdStarted: Callable[[], object] = lambda: None
+    #: The worker whose window the queue waits for, if any.
+    _holdingFor: W | None = field(default=None, init=False)
+    #: Workers that did not make room in time: not waited for until they
+    #: answer.
+    _stalled: set[W] = field(factory=set, init=False)
     _log = Logger()
 
     @property
@@ -203,6 +243,7 @@ class HandOffScheduler(Generic[W]):
         """
         unacked = self._inFlight.pop(worker, set())
         self._retired.discard(worker)
+        self._stalled.discard(worker)
         self._dropFromReady(worker)
         self.strategy.forget(worker)
         self._queue.extendleft(sorted(unacked, reverse=True))
@@ -222,6 +263,7 @@ class HandOffScheduler(Generic[W]):
         unacked = self._inFlight.get(worker)
         if unacked is None or fd not in unacked:
             return
+        self._stalled.discard(worker)
         wasFull = len(unacked) >= self.window
         unacked.remove(fd)
         if accepted:
@@ -258,9 +300,15 @@ class HandOffScheduler(Generic[W]):
             # sees whatever it changed.
             return
         self._dispatching = True
+        heldFor, self._holdingFor = self._holdingFor, None
         try:
             while self._queue and self._ready:
                 worker = self.strategy.pick(self._ready)
+                if self.strategy.waitsForRoom and self._waitForRoom(worker):
+                    self._ready.appendleft(worker)
+                    if heldFor is None:
+                        self.holdStarted()
+                    return
                 fd = self._queue.popleft()
                 self.strategy.handedOff(worker)
                 unacked = self._inFlight[worker]
@@ -270,6 +318,42 @@ class HandOffScheduler(Generic[W]):
                 self._handOff(worker, fd)
         finally:
             self._dispatching = False
+
+    @property
+    def holding(self) -> bool:
+        """
+        Is the queue waiting for room in a worker's window?
+        """
+        return self._holdingFor is not None
+
+    def holdExpired(self) -> None:
+        """
+        The worker the queue waits for did not make room in time: hand the
+        queue to the others, and wait for that worker no more until it
+        answers.
+        """
+        if self._holdingFor is not None:
+            self._stalled.add(self._holdingFor)
+            self.dispatch()
+
+    def _waitForRoom(self, worker: W) -> bool:
+        """
+        Is there a worker with a full window (not retired, not stalled) that
+        the strategy would rather wait for than give C{worker} the next
+        socket?
+        """
+        window, retired, stalled = self.window, self._retired, self._stalled
+        wouldRather = self.strategy.wouldRather
+        for other, unacked in self._inFlight.items():
+            if (
+                len(unacked) >= window
+                and other not in retired
+                and other not in stalled
+                and wouldRather(other, worker)
+            ):
+                self._holdingFor = other
+                return True
+        return False
 
     def _refused(self, fd: int) -> None:
         refusals = self._refusals.get(fd, 0) + 1
