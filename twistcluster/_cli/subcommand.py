@@ -44,3 +44,7 @@ def parseSubcommand(name: str, arguments: Sequence[str]) -> usage.Options:
         ) from None
     except usage.UsageError as e:
         raise BadSubcommand(f"{name}: {e}") from e
+    except Exception as e:
+        # A plugin's own option handler failing (twist words --group, twist
+        # mail --user, on Python 3): its error, on one line.
+        raise BadSubcommand(f"{name}: its options failed: {type(e).__name__}: {e}") from e

@@ -14,12 +14,16 @@ from typing import Any, NoReturn
 
 from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .._common.endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
 from .._common.factory import BadFactory, loadDatagramProtocols, loadFactory
 from .._common.policies import schedulingPolicy
+from .sharedstate import sharedStateWarning
 from .subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
+
+_log = Logger()
 
 #: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
 EX_USAGE = 64
@@ -315,6 +319,9 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
     except BadSubcommand as e:
         fail(str(e))
     descriptions = endpointsOf(subOptions)
+    warning = sharedStateWarning(name, subOptions)
+    if warning is not None:
+        _log.warn("{warning}", warning=warning)
     listens = _parseListens(descriptions or [], f"{name}: listen")
     return listens, ["--subcommand", name], descriptions is None
 
