@@ -375,3 +375,38 @@ def test_top_in_a_terminal_refreshes(cluster):
             process.wait()
         os.close(controller)
     assert b"\x1b[" in output
+
+
+BREAKABLE = """
+import os
+from twisted.internet.protocol import Factory
+from tests.clusterapps import WhoAmI
+
+class App(Factory):
+    protocol = WhoAmI
+
+    def startFactory(self):
+        if os.path.exists(os.path.join(os.path.dirname(__file__), "broken")):
+            raise RuntimeError("this version does not start")
+"""
+
+
+def test_a_reload_that_keeps_the_old_workers_says_why(cluster, tmp_path):
+    """
+    `reload` when the new code does not start: the old worker keeps
+    serving, and the answer (exit status 1) says so, with the new workers'
+    own error.
+    """
+    (tmp_path / "breakable.py").write_text(BREAKABLE)
+    environ = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{PROJECT}"}
+    c = cluster("--workers", "1", "--listen", LOCAL, "breakable.App", cwd=tmp_path, env=environ)
+    [old] = c.waitReady(1).values()
+    (tmp_path / "broken").write_text("")
+    reloaded = ctl(c, "reload")
+    assert reloaded.returncode == 1
+    assert reloaded.stderr.startswith(
+        "twistcluster: error: kept 1 of 1 old workers: their replacements failed to boot (the last one: "
+    )
+    assert "RuntimeError: this version does not start" in reloaded.stderr
+    assert reloaded.stderr.count("\n") == 1
+    assert whoServes(c.address())[1] == old

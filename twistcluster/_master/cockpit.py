@@ -114,7 +114,7 @@ def operate(
     if control != "none":
         path = control or defaultControlPath()
         extra["controlSocket"] = path
-        commands = Operations(master, status).commands()
+        commands = Operations(master, status, journal).commands()
         operators.append(ControlSocket(reactor, path, commands, explicit=control is not None, owner=owner))
     if metrics is not None:
         from .metrics import ClusterScrape

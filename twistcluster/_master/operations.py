@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.logger import Logger
 
 from .controlsocket import Command
+from .journal import Journal
 from .status import ClusterStatus
 
 
@@ -57,9 +58,10 @@ class Operations:
 
     _log = Logger()
 
-    def __init__(self, master: Operated, status: ClusterStatus) -> None:
+    def __init__(self, master: Operated, status: ClusterStatus, journal: Journal | None = None) -> None:
         self._master = master
         self._status = status
+        self._journal = journal
 
     def commands(self) -> dict[str, Command]:
         return {
@@ -95,8 +97,10 @@ class Operations:
         replaced = yield supervisor.restartAll()
         if replaced >= count:
             return {"ok": True, "replaced": replaced, "workers": count}
+        last = self._journal.last("exit") if self._journal is not None else None
+        said = f" (the last one: {last.reason})" if last is not None and "boot-failure" in last.reason else ""
         return _refused(
-            f"kept {count - replaced} of {count} old workers: their replacements failed to boot",
+            f"kept {count - replaced} of {count} old workers: their replacements failed to boot{said}",
             replaced=replaced,
             workers=count,
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -35,6 +34,10 @@ ASK_TIMEOUT = 1.0
 
 
 def twistclusterVersion() -> str:
+    # Imported when asked: importlib.metadata brings email, zipfile and csv
+    # with it, which a master nobody asks need not hold.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("twistcluster")
     except PackageNotFoundError:
