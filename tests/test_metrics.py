@@ -252,3 +252,37 @@ def test_health_turns_503_before_the_listeners_close():
     assert check() == 200
     master.stopService()
     assert seen == [503]
+
+
+def test_families_merge_by_name_and_conflicts_are_left_out():
+    """
+    Families of one name from two processes merge, each sample labelled
+    with its process; another type under that name, a name another family
+    writes, or a cluster family's name, is left out and counted; a worker
+    label of the application's own becomes exported_worker.
+    """
+    from twistcluster._master.families import FamilyMerger
+    from twistcluster._master.metrics import RESERVED
+
+    merger = FamilyMerger(RESERVED)
+    merger.add(
+        [["requests", "counter", "Requests", "", [["requests_total", {"worker": "w"}, 2.0, None]]]], "0"
+    )
+    merger.add(
+        [
+            ["requests", "counter", "Other help", "", [["requests_total", {}, 3.0, None]]],
+            ["requests_total", "gauge", "Clashes with the counter's samples", "", []],
+            ["temperature", "gauge", "Degrees", "", [["temperature", {}, 20.0, None]]],
+        ],
+        "1",
+    )
+    merger.add([["temperature", "counter", "Another type", "", []]], "2")
+    merger.add([["twistcluster_workers", "gauge", "Ours", "", []]], "3")
+    families = {f.name: f for f in merger.families()}
+    assert set(families) == {"requests", "temperature"}
+    assert [(s.labels, s.value) for s in families["requests"].samples] == [
+        ({"exported_worker": "w", "worker": "0"}, 2.0),
+        ({"worker": "1"}, 3.0),
+    ]
+    assert families["requests"].documentation == "Requests"
+    assert merger.conflicts == {"1": 1, "2": 1, "3": 1}
