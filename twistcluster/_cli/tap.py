@@ -229,19 +229,21 @@ def _size(option: str, text: str) -> int:
     return int(value)
 
 
-def _reactorName(reactor: Any) -> str | None:
+def _reactorName(reactor: object) -> str | None:
     """
     The C{--reactor} name of the running reactor, so workers run the same one.
     """
     module = type(reactor).__module__
     for installer in getReactorTypes():
-        if installer.moduleName == module:
-            return installer.shortName
+        # Twisted's own installers have a moduleName; IReactorInstaller does not say so.
+        if getattr(installer, "moduleName", None) == module:
+            name: str = installer.shortName
+            return name
     return None
 
 
 def _parseListens(descriptions: list[str], culprit: str = "--listen") -> list[tuple[str, ListenSpec]]:
-    listens = []
+    listens: list[tuple[str, ListenSpec]] = []
     for description in descriptions:
         try:
             spec = specFromDescription(description)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.sockets import describeAddress
-from .handles import Handles
+from .handles import Handle, Handles
 from .monitor import WorkerMonitor
 from .shutdown import shutDown
 from .spawner import Spawner, entryPointCommand
@@ -167,7 +167,7 @@ class Master(Service):
         self._reactor.callWhenRunning(self._running)
 
     def _bindAll(self) -> None:
-        bound = []
+        bound: list[Handle] = []
         # As in a worker (Node's index): the n-th listen on one address gets
         # index n, so two `--listen tcp:0` are two sockets on two ports.
         indexes: Counter[str] = Counter()
