@@ -27,9 +27,12 @@ TWIST = str(Path(sys.executable).parent / "twist")
 MARKER = "TWISTCLUSTER_TEST_MARKER"
 #: Runs its arguments (exec, same pid) as a process that is killed if the
 #: test process dies first, even by SIGKILL (PR_SET_PDEATHSIG): a master's
-#: workers then follow it, as their control channel closes.
+#: workers then follow it, as their control channel closes.  SIGINT is
+#: reset to its default, as a terminal has it: a suite started in the
+#: background (SIGINT ignored, inherited by every child) tests Ctrl-C too.
 _DIE_WITH_PARENT = (
     "import ctypes, os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    sys.exit('the test process is gone')\n"
