@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cluster import PROJECT, connect, readLine, waitUntil, whoServes
+from tests._cluster import PROJECT, connect, dieWithTest, readLine, waitUntil, whoServes
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 APP = "tests.clusterapps.WhoAmIFactory"
@@ -350,7 +350,8 @@ def test_top_in_a_terminal_refreshes(cluster):
     c.waitReady(1)
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [TWISTCLUSTER, "top"],
+        # dieWithTest gives it SIGINT at its default, however the suite was started.
+        dieWithTest([TWISTCLUSTER, "top"]),
         env=dict(c.environ, TERM="xterm-256color", COLUMNS="160", LINES="50"),
         stdin=terminal,
         stdout=terminal,
