@@ -1,7 +1,8 @@
 """
 Runs C{twist} under cProfile, the profiler's fallback when py-spy cannot
-attach.  C{SIGUSR1} starts profiling, C{SIGUSR2} stops it and writes the
-stats, so that only the window under load is measured.
+attach.  C{SIGWINCH} starts profiling, C{SIGURG} stops it and writes the
+stats, so that only the window under load is measured (the master has
+USR1 and USR2 for itself, and leaves these two alone).
 
     python -m benchmarks._cprofile_master STATS -- [twist arguments...]
 """
@@ -29,8 +30,8 @@ def main(argv: list[str]) -> None:
         profiler.disable()
         profiler.dump_stats(statsPath)
 
-    signal.signal(signal.SIGUSR1, start)
-    signal.signal(signal.SIGUSR2, stop)
+    signal.signal(signal.SIGWINCH, start)
+    signal.signal(signal.SIGURG, stop)
     Twist.main(["twist", *twistArguments])
 
 

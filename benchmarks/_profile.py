@@ -110,9 +110,9 @@ def _profileWindow(
     before = readCounts(server.countsDirectory, byPid=True)
     with ProcessMeter(server.masterPid) as master, ProcessMeter(target) as profiled:
         if profiler == "cprofile":
-            server.managed.process.send_signal(signal.SIGUSR1)
+            server.managed.process.send_signal(signal.SIGWINCH)
             time.sleep(seconds)
-            server.managed.process.send_signal(signal.SIGUSR2)
+            server.managed.process.send_signal(signal.SIGURG)
         else:
             collapsed = _pySpy(target, seconds, stem.with_suffix(".collapsed"))
     # Both readings lag by up to one reporting interval: the difference holds.

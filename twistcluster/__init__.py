@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 #: Where each public name lives.  Each is imported on first use (PEP 562):
 #: C{twist cluster}'s master imports only what it runs, which lets it keep
 #: pyOpenSSL out (see L{twistcluster._cli.tap.leaveOutTLS}).
@@ -74,8 +76,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_PUBLIC})
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SCHED_LEAST_CONN",

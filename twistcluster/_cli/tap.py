@@ -20,24 +20,14 @@ from twisted.python import usage
 from .._common.endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
 from .._common.factory import BadFactory, loadDatagramProtocols, loadFactory
 from .._common.policies import schedulingPolicy
+from .errors import EX_START, EX_USAGE, fail
+from .serviceoptions import PrivilegedStart, checkAs, checkFactoryAs, serviceOptions
 from .sharedstate import sharedStateWarning
 from .subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
 
+__all__ = ["EX_START", "EX_USAGE", "Options", "fail", "leaveOutTLS", "makeService"]
+
 _log = Logger()
-
-#: The exit status for a bad command line (BSD's EX_USAGE, as twist uses).
-EX_USAGE = 64
-#: The exit status when the master cannot start (an address in use, ...).
-EX_START = 1
-
-
-def fail(message: str, status: int = EX_USAGE) -> NoReturn:
-    """
-    Stop with a one-line error naming the culprit, and a non-zero status.
-    """
-    sys.stderr.write(f"twist cluster: error: {message}\n")
-    sys.stderr.flush()
-    raise SystemExit(status)
 
 
 class Options(usage.Options):
@@ -105,11 +95,37 @@ class Options(usage.Options):
             "Serve /metrics (Prometheus), /healthz and /livez on this endpoint, e.g. "
             "tcp:9100:interface=127.0.0.1. [default: off]",
         ],
+        [
+            "user",
+            None,
+            None,
+            "Serve as this user (a name or uid): bind and read TLS keys as root, then drop privileges.",
+        ],
+        ["group", None, None, "With --user, serve as this group (a name or gid). [default: the user's]"],
+        ["umask", None, None, "The umask (octal, e.g. 027) of the master and its workers."],
+        ["pidfile", None, None, "Write the master's pid to this file while it runs."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print twistcluster's version (and Twisted's and Python's), then exit.
+        """
+        import platform
+
+        import twisted
+
+        from .._version import __version__
+
+        sys.stdout.write(
+            f"twistcluster {__version__} (Twisted {twisted.__version__}, "
+            f"{platform.python_implementation()} {platform.python_version()})\n"
+        )
+        sys.stdout.flush()
+        raise SystemExit(0)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -149,11 +165,16 @@ class Options(usage.Options):
             self["scheduling"] = schedulingPolicy(self["scheduling"], os.environ)
         except ValueError as e:
             fail(str(e))
+        serviceOptions(self)
         if self["factory"] is not None:
             # Before the factory is loaded as one kind or the other.
             _checkKinds(self["listen"])
-            # Before twist installs the reactor: see leaveOutTLS.
-            _checkFactory(self["factory"], self["listen"])
+            if self["switchesUser"]:
+                # Checked as that user: user code never runs as root.
+                checkFactoryAs(self, self["factory"], self["listen"], leaveOutTLS)
+            else:
+                # Before twist installs the reactor: see leaveOutTLS.
+                _checkFactory(self["factory"], self["listen"])
         if self["agent"] is not None:
             # After the factory: parsing imports Twisted's endpoints.
             try:
@@ -316,14 +337,18 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
     name = options["subcommand"]
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        subOptions = parseSubcommand(name, options["subArguments"])
-    except BadSubcommand as e:
-        fail(str(e))
-    descriptions = endpointsOf(subOptions)
-    warning = sharedStateWarning(name, subOptions)
-    if warning is not None:
-        _log.warn("{warning}", warning=warning)
+    if options["switchesUser"]:
+        # Parsed as that user: the plugin is user code too.
+        descriptions = checkAs(options, ["--subcommand", name, *options["subArguments"]])["endpoints"]
+    else:
+        try:
+            subOptions = parseSubcommand(name, options["subArguments"])
+        except BadSubcommand as e:
+            fail(str(e))
+        descriptions = endpointsOf(subOptions)
+        warning = sharedStateWarning(name, subOptions)
+        if warning is not None:
+            _log.warn("{warning}", warning=warning)
     listens = _parseListens(descriptions or [], f"{name}: listen")
     return listens, ["--subcommand", name], descriptions is None
 
@@ -339,10 +364,16 @@ def _checkEndpoint(reactor: Any, option: str, description: str) -> None:
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
+    from twisted.logger import Logger
 
+    from .._common.proctitle import masterTitle
     from .._master.cockpit import operate
+    from .._master.logfile import ReopenableLogFile
+    from .._master.sdnotify import ServiceNotifier, takeServiceManagerEnvironment
     from .._master.service import Limits, Master
 
+    # The umask, and a pid file another master holds, before anything else.
+    privileged = PrivilegedStart.fromOptions(options)
     if options["subcommand"] is None:
         listens, workerArguments, grantAny = _factoryMode(options)
     else:
@@ -353,6 +384,7 @@ def makeService(options: Options) -> IService:
         workerArguments += ["--reactor", reactorName]
     if options["subcommand"] is not None:
         workerArguments += ["--", *options["subArguments"]]
+    workerArguments = privileged.workerArguments(workerArguments)
 
     if options["metrics"] is not None:
         _checkEndpoint(reactor, "--metrics", options["metrics"])
@@ -373,6 +405,18 @@ def makeService(options: Options) -> IService:
         maxMemory=options["max-memory"],
         drainDelay=options["drain-delay"],
     )
+    # Read once (the listens above are parsed), then out of the environment
+    # every worker inherits.
+    managerEnvironment = takeServiceManagerEnvironment(os.environ)
+    try:
+        notifier = ServiceNotifier.fromEnvironment(reactor, managerEnvironment, os.getpid())
+    except ValueError as e:
+        Logger().warn("not notifying the service manager: {error}", error=str(e))
+        notifier = ServiceNotifier(reactor)
+    serving = options["factory"] or options["subcommand"]
+    descriptions = [description for description, _ in listens]
+    policyName = options["scheduling"].value
+
     master = Master(
         reactor,
         listens,
@@ -382,13 +426,23 @@ def makeService(options: Options) -> IService:
         startupFailed=failedToStart,
         policy=options["scheduling"],
         grantAny=grantAny,
+        notifier=notifier,
+        logFile=ReopenableLogFile.fromTwistOptions(options),
+        title=lambda workers: masterTitle(serving, descriptions, workers, policyName),
+        passFDs=privileged.kept.childFDs,
     )
-    operated.append(operate(reactor, master, options["control"], options["metrics"], failedToStart))
+    # A control socket made before the privilege drop belongs to the user dropped to.
+    credentials = options["credentials"]
+    owner = (credentials.uid, credentials.gid) if options["switchesUser"] else None
+    operated.append(operate(reactor, master, options["control"], options["metrics"], failedToStart, owner))
     service = MultiService()
     if options["agent"] is not None:
         # Before the master: a bad agent address fails the start before any listen.
         _agentService(reactor, options["agent"], master, options["workers"]).setServiceParent(service)
     operated[0].setServiceParent(service)
+    # Last: every service that binds or reads as root (the master's endpoints,
+    # the control socket, --metrics) starts before it.
+    privileged.service(reactor, master, failedToStart).setServiceParent(service)
     return service
 
 

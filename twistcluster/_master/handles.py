@@ -356,6 +356,10 @@ class Handles:
         #: their last worker closes them (if C{closeUnused}).
         self._onDemand: set[str] = set()
         self._listening: dict[str, set[HandOffTarget]] = {}
+        #: Under reuseport, the listening sockets each reuseport handle binds
+        #: up front (one per configured worker) for a master that drops its
+        #: privileges; L{None}: one bound for each worker as it asks.
+        self.reusePortSockets: int | None = None
 
     def __iter__(self) -> Any:
         return iter(list(self._byKey.values()))
@@ -391,7 +395,7 @@ class Handles:
             )
             return HandOffHandle(self._reactor, key, spec, strategy)
         if self.policy is SchedulingPolicy.REUSEPORT and spec.kind == "tcp" and spec.fd < 0:
-            return ReusePortHandle(key, spec)
+            return ReusePortHandle(key, spec, presized=self.reusePortSockets)
         # none; and reuseport where the kernel has no SO_REUSEPORT group to
         # offer (UNIX sockets) or the socket is not ours to multiply (systemd).
         return SharedHandle(key, spec)

@@ -6,26 +6,31 @@ answers the signals users send it.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
+from .._common.proctitle import setTitle
 from .._common.sockets import describeAddress
 from .handles import Handle, Handles
+from .logfile import ReopenableLogFile
 from .monitor import WorkerMonitor
+from .sdnotify import ServiceNotifier
 from .shutdown import shutDown
+from .signals import STOP, installMasterHandlers, signalName
 from .spawner import Spawner, entryPointCommand
 from .supervisor import RestartCause, Supervisor
 
@@ -74,6 +79,8 @@ class Master(Service):
         drain delay runs (still accepting); C{"stopping"} from the moment the
         stop itself is asked (before the listeners close).  What health
         checks, the balancer's agent and the status read.
+    @ivar notifier: What the service manager hears (sd_notify).
+    @ivar addresses: Every configured endpoint's bound address, once bound.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
         plugin whose endpoints the master cannot tell), not only on
         C{listens}.
@@ -92,8 +99,17 @@ class Master(Service):
         startupFailed: Callable[[str], object] | None = None,
         policy: SchedulingPolicy = SchedulingPolicy.RR,
         grantAny: bool = False,
+        notifier: ServiceNotifier | None = None,
+        logFile: ReopenableLogFile | None = None,
+        title: Callable[[int], str] | None = None,
+        passFDs: Mapping[int, int] | None = None,
     ) -> None:
         self._reactor = reactor
+        self.notifier = notifier if notifier is not None else ServiceNotifier(reactor)
+        self._logFile = logFile
+        self._title = title
+        self._policy = policy
+        self.addresses: list[str] = []
         self._startupFailed = startupFailed
         self._listens = list(listens)
         self._limits = limits
@@ -104,11 +120,12 @@ class Master(Service):
         self.supervisor = Supervisor(
             Spawner(reactor, self.handles, limits.shutdownTimeout),
             reactor,
-            entryPointCommand(workerArguments),
+            entryPointCommand(workerArguments, passFDs or {}),
             workers,
             gaveUp=self._gaveUp,
             maxConnections=limits.maxConnections,
         )
+        self.supervisor.changed = self._workersChanged
         self._monitor = WorkerMonitor(
             reactor,
             lambda: self.supervisor.workers.values(),
@@ -183,6 +200,7 @@ class Master(Service):
                 text = getattr(reason, "strerror", None) or str(reason)
                 raise StartupError(f"cannot listen on {description!r}: {text}") from e
             bound.append(handle)
+            self.addresses.append(describeAddress(spec, handle.sockname))
             self._log.info(
                 "listening on {description} at {address} (scheduling {scheduling})",
                 description=description,
@@ -195,27 +213,87 @@ class Master(Service):
             self._log.info("workers may listen on any endpoint they ask for")
 
     def _running(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(signum, self._signalled)
+        installMasterHandlers(self._signalled)
+        # A fault in the master (or SIGABRT sent to it) leaves its stack on
+        # stderr before it dies.
+        faulthandler.enable(2)  # fd 2: twist replaces sys.stderr with a logging file
+        self._showTitle()
+        self.notifier.starting()
+        self._workersChanged()
         self.supervisor.start()
         self._monitor.start()
 
     def _signalled(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self._onSignal, signal.Signals(signum))
+        self._reactor.callFromThread(self._onSignal, signum)
 
-    def _onSignal(self, signum: signal.Signals) -> None:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            self._stopRequested(signum.name)
-        elif self.phase != "running":
-            self._log.info("{signal} ignored: {phase}", signal=signum.name, phase=self.phase)
-        elif signum == signal.SIGHUP:
-            self.supervisor.restartAll()
-        elif signum == signal.SIGTTIN:
-            self.supervisor.grow()
-        elif signum == signal.SIGTTOU:
-            self.supervisor.shrink()
+    def _onSignal(self, signum: int) -> None:
+        if signum in STOP:
+            self._stopRequested(signalName(signum))
+        elif signum == signal.SIGUSR1:
+            self._reopenLogs()
+        elif signum == signal.SIGUSR2:
+            self._log.warn("SIGUSR2: upgrading the master is not available yet; ignored")
+        elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            if self.phase != "running":
+                self._log.info("{signal} ignored: {phase}", signal=signalName(signum), phase=self.phase)
+            elif signum == signal.SIGHUP:
+                self._reload()
+            else:
+                self.supervisor.grow() if signum == signal.SIGTTIN else self.supervisor.shrink()
+                self._showTitle()
+                self._workersChanged()
+        else:
+            self._log.warn("{signal} means nothing to the master; ignored", signal=signalName(signum))
+
+    def _reload(self) -> None:
+        self.notifier.reload(self.statusText("reloading: "))
+        done: Deferred[Any] = self.supervisor.restartAll()
+        done.addErrback(lambda reason: self._log.failure("the rolling restart failed", reason))
+        done.addBoth(lambda _: self.notifier.reloaded(self.statusText()))
+
+    def _reopenLogs(self) -> None:
+        if self._logFile is not None:
+            try:
+                self._logFile.reopen()
+            except OSError as e:
+                self._log.error(
+                    "SIGUSR1: cannot reopen the log file {path}: {error}; still logging to the old file",
+                    path=self._logFile.path,
+                    error=e.strerror,
+                )
+            else:
+                self._log.info("SIGUSR1: reopened the log file {path}", path=self._logFile.path)
+        workers = list(self.supervisor.workers.values())
+        for worker in workers:
+            worker.kill("USR1")
+        self._log.info("SIGUSR1: passed on to {count} workers", count=len(workers))
+
+    def statusText(self, doing: str = "") -> str:
+        """
+        The cluster in one line, for the service manager's STATUS=.
+        """
+        where = ", ".join(self.addresses) or "no configured endpoint"
+        ready, size, policy = self.supervisor.readyCount, self.supervisor.size, self._policy.value
+        return f"{doing}{ready} workers ready ({size} configured, {policy}) on {where}"
+
+    def _workersChanged(self) -> None:
+        if self.phase != "running":
+            self.notifier.status(self.statusText(f"{self.phase}: "))
+        elif self.notifier.reloading:
+            self.notifier.status(self.statusText("reloading: "))
+        elif self.supervisor.readyCount >= self.supervisor.size:
+            self.notifier.isReady(self.statusText())
+        else:
+            self.notifier.status(self.statusText())
+
+    def _showTitle(self) -> None:
+        if self._title is not None:
+            setTitle(self._title(self.supervisor.size))
 
     def _stopRequested(self, signame: str) -> None:
+        if self.phase == "running":
+            # A graceful stop begins (the drain delay included).
+            self.notifier.stopping(self.statusText("stopping: "))
         if self.phase == "running" and self._limits.drainDelay > 0:
             self.phase = "draining"
             self._log.info(
@@ -241,6 +319,7 @@ class Master(Service):
         self._log.critical("giving up: {reason}", reason=reason)
         sys.stderr.write(f"twist cluster: error: {reason}\n")
         sys.stderr.flush()
+        self.notifier.stopping(f"giving up: {reason}")
         self.exitStatus = 1
         # twist has no way to set the exit status: leave with it once the
         # orderly shutdown (workers gone, sockets closed) is done.
@@ -259,6 +338,7 @@ class Master(Service):
         Stop accepting, let queued connections reach a worker, then let every
         worker finish its connections (up to the shutdown timeout).
         """
+        self.notifier.stopping(self.statusText("stopping: "))
         self._stopping = True
         self.phase = "stopping"
         if self._draining is not None and self._draining.active():
@@ -276,4 +356,5 @@ class Master(Service):
         yield shutDown(
             self.handles, lambda: supervisor.workers.values(), self._reactor, self._limits.shutdownTimeout
         )
+        self.notifier.close()
         self._log.info("stopped")

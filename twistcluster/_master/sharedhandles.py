@@ -168,9 +168,31 @@ class ReusePortHandle(SharedHandle):
     The master's own socket is bound but never listens: it holds the address
     and learns the port the kernel chose for port 0, and, not listening, the
     kernel queues no connection on it.
+
+    After a privilege drop (C{--user}) the master can bind no more of them
+    (a privileged port, or a C{SO_REUSEPORT} group that root's sockets
+    hold): it binds C{presized} listening sockets up front, one per
+    configured worker, keeps them, and lends each worker one; a new worker
+    gets the socket no serving worker holds (a crashed or drained worker's),
+    else the one whose holders are oldest (the worker a rolling restart
+    replaces first).
+
+    @ivar _presized: The sockets bound up front, or L{None}.
+    @ivar _holders: The workers each of them is lent to.
     """
 
     scheduling = "reuseport"
+
+    def __init__(
+        self, key: str, spec: ListenSpec, close: Any = os.close, presized: int | None = None
+    ) -> None:
+        super().__init__(key, spec, close)
+        self._presized: list[socket.socket] | None = None
+        self._holders: dict[int, dict[HandOffTarget, bool]] = {}
+        if presized:
+            port = self.sockname["port"]
+            self._presized = [bindSocket(spec, reusePort=True, port=port) for _ in range(presized)]
+            self._holders = {index: {} for index in range(presized)}
 
     def _bind(self) -> socket.socket:
         return bindSocket(self.spec, reusePort=True, listen=False)
@@ -185,5 +207,35 @@ class ReusePortHandle(SharedHandle):
         return {"acceptQueue": None, "acceptQueueLimit": None}
 
     def _lend(self, worker: HandOffTarget) -> int:
-        sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])
-        return sock.detach()
+        if self._presized is None:
+            sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])
+            return sock.detach()
+        self._forget(worker)
+
+        def score(index: int) -> tuple[int, int]:
+            serving = [w for w, leaving in self._holders[index].items() if not leaving]
+            return (len(serving), max((w.id for w in serving), default=0))
+
+        index = min(self._holders, key=score)
+        self._holders[index][worker] = False
+        return os.dup(self._presized[index].fileno())
+
+    def _forget(self, worker: HandOffTarget) -> None:
+        for holders in self._holders.values():
+            holders.pop(worker, None)
+
+    def retire(self, worker: HandOffTarget) -> None:
+        super().retire(worker)
+        for holders in self._holders.values():
+            if worker in holders:
+                holders[worker] = True
+
+    def remove(self, worker: HandOffTarget) -> None:
+        super().remove(worker)
+        self._forget(worker)
+
+    def stopAccepting(self) -> Deferred[None]:
+        for sock in self._presized or ():
+            sock.close()
+        self._presized = None if self._presized is None else []
+        return super().stopAccepting()

@@ -24,6 +24,7 @@ from .._common.environment import WORKER_ID_VARIABLE, WORKER_SLOT_VARIABLE
 from .._common.protocol import CONTROL_FD, adoptControlChannel
 from .handles import Handles
 from .output import WorkerProcessProtocol
+from .signals import heldForChild
 from .worker import MasterControl, Worker
 
 #: The worker entry point of C{twist cluster}.
@@ -43,6 +44,9 @@ class WorkerCommand:
     @ivar relayOutput: Whether the worker's stdout and stderr are pipes whose
         lines the master logs with the worker id; otherwise the worker
         shares the master's.
+    @ivar passFDs: Descriptors the worker inherits besides its standard
+        streams and control channel (its number: the master's), e.g. TLS
+        files the master read before dropping privileges.
     """
 
     argv: Sequence[str]
@@ -51,9 +55,12 @@ class WorkerCommand:
     uid: int | None = None
     gid: int | None = None
     relayOutput: bool = True
+    passFDs: Mapping[int, int] = field(factory=dict)
 
 
-def entryPointCommand(workerArguments: Sequence[str]) -> WorkerCommand:
+def entryPointCommand(
+    workerArguments: Sequence[str], passFDs: Mapping[int, int] | None = None
+) -> WorkerCommand:
     """
     C{python -m twistcluster._worker.main WORKERARGUMENTS}, with this
     process's import path: how C{twist cluster} starts its workers.
@@ -61,6 +68,7 @@ def entryPointCommand(workerArguments: Sequence[str]) -> WorkerCommand:
     return WorkerCommand(
         [sys.executable, "-m", WORKER_MODULE, *workerArguments],
         env={"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"},
+        passFDs=dict(passFDs or {}),
     )
 
 
@@ -105,16 +113,17 @@ class Spawner:
         output: dict[int, str | int] = {1: "r", 2: "r"} if command.relayOutput else {1: 1, 2: 2}
         parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = self._reactor.spawnProcess(
-                WorkerProcessProtocol(worker),
-                command.argv[0],
-                list(command.argv),
-                env=env,
-                path=command.cwd,
-                uid=command.uid,
-                gid=command.gid,
-                childFDs={0: "w", **output, CONTROL_FD: childEnd.fileno()},
-            )
+            with heldForChild():
+                process = self._reactor.spawnProcess(
+                    WorkerProcessProtocol(worker),
+                    command.argv[0],
+                    list(command.argv),
+                    env=env,
+                    path=command.cwd,
+                    uid=command.uid,
+                    gid=command.gid,
+                    childFDs={0: "w", **output, CONTROL_FD: childEnd.fileno(), **command.passFDs},
+                )
         except BaseException:
             parentEnd.close()
             raise

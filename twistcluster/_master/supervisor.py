@@ -147,6 +147,11 @@ class Supervisor(Generic[W]):
         self._respawning: dict[int, IDelayedCall] = {}
         self._restart: RollingRestart[W] | None = None
         self.journal: Callable[[str, W, str], object] = lambda event, worker, reason: None
+        #: Called when a worker became ready or exited (the master keeps the
+        #: service manager's STATUS= and READY=1 current with it).
+        self.changed: Callable[[], object] = lambda: None
+        #: The most workers C{grow} may reach, and why (L{None}: no limit).
+        self.maxSize: tuple[int, str] | None = None
 
     def serving(self) -> list[W]:
         """
@@ -261,9 +266,11 @@ class Supervisor(Generic[W]):
             self.journal("ready", worker, "")
             self.policy.workerReady()
             self._retireWornOut()
+        self.changed()
 
     def _exited(self, worker: W, code: int | None, signal: int | None) -> None:
         self.workers.pop(worker.id, None)
+        self.changed()
         hung = worker.id in self._hung
         replaced = self._wornOut.pop(worker.id, None) is not None or worker.id in self._dismissed
         self._hung.discard(worker.id)
@@ -432,6 +439,11 @@ class Supervisor(Generic[W]):
     # Scaling
 
     def grow(self) -> None:
+        if self.maxSize is not None and self.size >= self.maxSize[0]:
+            self._log.warn(
+                "not adding a worker beyond {size}: {why}", size=self.maxSize[0], why=self.maxSize[1]
+            )
+            return
         self.size += 1
         self._log.info("one worker more: {size}", size=self.size)
         self._replenish()

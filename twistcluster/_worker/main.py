@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,24 +16,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from .._common.proctitle import setTitle, workerTitle
 from .runtime import WorkerRuntime, publish
+from .signals import handleSignals, ignoreGroupSignals
 from .subcommand import startSubcommand
-
-
-def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
-    """
-    A worker's signals: Ctrl-C reaches the whole process group, and the
-    master alone orchestrates, so SIGINT is ignored; a SIGTERM sent to the
-    worker itself (systemd signals the whole control group) drains like a
-    disconnect instead of dropping connections.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Installed once running, to replace the reactor's own.
-    reactor.callWhenRunning(
-        signal.signal,
-        signal.SIGTERM,
-        lambda signum, frame: reactor.callFromThread(runtime.disconnect),
-    )
 
 
 def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -54,7 +39,7 @@ def _parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # before any reactor: see handleSignals
+    ignoreGroupSignals()  # before any reactor: see twistcluster._worker.signals
     # A hung worker is killed with SIGABRT first: leave a traceback behind.
     faulthandler.enable()
     arguments = _parseArguments(sys.argv[1:] if argv is None else argv)
@@ -69,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     globalLogBeginner.beginLoggingTo([masterLogObserver(sys.stderr)], redirectStandardIO=False)
     workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
+    setTitle(workerTitle(workerId, arguments.factory or arguments.subcommand))
 
     def run(reactor: Any) -> Deferred[None]:
         runtime = WorkerRuntime(
