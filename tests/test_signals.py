@@ -153,3 +153,40 @@ def test_usr1_reopens_the_log_file(cluster, tmp_path):
     assert sorted(logged) == sorted(load.sent)
     assert re.search(r"client said line-\d+", new)
     assert "stopped" in new and "stopped" not in old
+
+
+def test_usr1_reopens_a_web_sites_access_log(cluster, tmp_path):
+    """
+    A worker passed USR1 reopens the access log of the twisted.web site it
+    serves (twist web --logfile), as logrotate needs.
+    """
+    import http.client
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("hello\n")
+    log = tmp_path / "access.log"
+    c = cluster(
+        *("--workers", "1", "--", "web", "--listen", LISTEN),
+        *("--path", str(tmp_path / "www"), "--logfile", str(log)),
+    )
+    c.waitReady(1)
+    host, port = c.address()
+
+    def get(path: str) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", path)
+        assert connection.getresponse().status in (200, 404)
+        connection.close()
+
+    get("/before-rename")
+    waitUntil(lambda: "/before-rename" in log.read_text(), 10, "the first request logged")
+    log.rename(tmp_path / "access.log.1")
+    get("/after-rename")
+    c.signal(signal.SIGUSR1)
+    c.waitFor(r"worker 1: SIGUSR1: reopened 1 log files")
+    get("/after-reopen")
+    waitUntil(lambda: log.exists() and "/after-reopen" in log.read_text(), 10, "a new access log")
+    old = (tmp_path / "access.log.1").read_text()
+    assert "/before-rename" in old and "/after-rename" in old and "/after-reopen" not in old
+    c.signal(signal.SIGTERM)
+    assert c.wait() == 0
