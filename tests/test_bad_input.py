@@ -6,6 +6,7 @@ left behind (no process, no socket file).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import uuid
@@ -133,6 +134,35 @@ def test_address_in_use(tmp_path):
         f"twist cluster: error: cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
     ]
     assert not path.exists()
+
+
+def test_a_plugin_whose_own_bind_fails_ends_the_master():
+    """
+    `twist cluster -- dns` with its TCP port taken and its UDP one free:
+    each worker's own bind fails, so none is ever ready (its UDP listen does
+    not make it so); after a bounded number of tries the master exits 1
+    with the worker's own error on one line, and no worker says the master
+    went away (issue 20, 3: each worker was ready, exited 3 and was
+    replaced without end; issue 13, 10).
+    """
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    with holder:
+        result = run("--workers", "2", "--", "dns", "--port", str(port), "--interface", "127.0.0.1")
+    assert result.returncode == 1, result.stdout
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"twist cluster: error: workers keep failing to boot \(5 in a row, none ever ready\); the last one "
+        rf"said: worker \d+ could not start: CannotListenError: Couldn't listen on 127\.0\.0\.1:{port}: "
+        r"\[Errno 98\] Address already in use\.",
+        line,
+    ), line
+    spawned = set(re.findall(r"worker (\d+) \(pid \d+\) exited with", result.stdout))
+    assert 5 <= len(spawned) <= 7, result.stdout
+    assert not re.search(r"worker \d+ \(pid \d+\) ready", result.stdout), result.stdout
+    assert "the master went away" not in result.stdout
 
 
 def test_bad_policy_in_the_environment():

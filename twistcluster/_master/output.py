@@ -169,13 +169,15 @@ class WorkerProcessProtocol(ProcessProtocol):
 
 def describeEvent(event: dict[str, Any]) -> str:
     """
-    An event in one line: its text, and its failure's type and message.
+    An event in one line: its text, and its failure's type and message
+    (unless the text says them already).
     """
     text = formatEvent(event).strip()
     failure = event.get("log_failure")
     if isinstance(failure, Failure):
         error = f"{getattr(failure.type, '__name__', failure.type)}: {failure.getErrorMessage()}"
-        text = f"{text}: {error}" if text else error
+        if error not in text:
+            text = f"{text}: {error}" if text else error
     return text
 
 

@@ -317,8 +317,11 @@ class Master(Service):
 
     def _gaveUp(self, reason: str) -> None:
         self._log.critical("giving up: {reason}", reason=reason)
-        sys.stderr.write(f"twist cluster: error: {reason}\n")
-        sys.stderr.flush()
+        # The process's own stderr, as for a bad FACTORY (twist sends
+        # sys.stderr to the log).
+        stderr = sys.__stderr__ or sys.stderr
+        stderr.write(f"twist cluster: error: {reason}\n")
+        stderr.flush()
         self.notifier.stopping(f"giving up: {reason}")
         self.exitStatus = 1
         # twist has no way to set the exit status: leave with it once the

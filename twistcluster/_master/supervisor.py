@@ -296,8 +296,9 @@ class Supervisor(Generic[W]):
         self.restarts[cause] += 1
         why = f"{status}: {cause}{_said(worker, cause)}"
         if worker.slot is None or self._filled(worker.slot):
-            # A rolling restart's new worker: the restart retries itself.
-            self.journal("exit", worker, f"{why}; the rolling restart tries again")
+            # A rolling restart's new worker (the restart retries itself), or
+            # one whose slot was filled once its channel closed.
+            self.journal("exit", worker, f"{why}; its slot has a worker already")
             return
         self.journal("exit", worker, f"{why}; replaced in {delay:.1f}s")
         self._log.info(

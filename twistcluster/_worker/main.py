@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 startSubcommand(reactor, arguments.subcommand, arguments.subArguments, runtime.shareOnly)
             except Exception:
                 runtime.couldNotStart(Failure())
+            else:
+                runtime.startedPlugin()
             return runtime.whenDone()
         return runtime.run()
 

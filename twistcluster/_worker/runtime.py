@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorSocket, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -44,6 +44,7 @@ from .._common.statistics import CollectMetrics, WorkerStatistics
 from .listening import ClusterPort, ClusterReactor, listenOn
 from .metrics import encodedFamilies
 from .routing import CommandLineListens, specsOf
+from .startup import Startup
 from .tracking import ClosedConnectionReports, OpenConnections
 
 #: A worker's exit status when it could not start serving.
@@ -155,6 +156,12 @@ class WorkerRuntime:
         self._clock = cast(IReactorTime, reactor)
         self.openConnections = OpenConnections(ClosedConnectionReports(self._clock, self._send))
         self._done: Latch[None] = Latch()
+        # The command line's workers are ready once their start is over (an
+        # application's worker hears of each listen, as in Node).
+        self._startup: Startup[ClusterPort] | None = (
+            Startup(self._announceListening, self.couldNotStart) if failOnRefusal else None
+        )
+        self._ending = False
 
     @property
     def connected(self) -> bool:
@@ -173,6 +180,8 @@ class WorkerRuntime:
         self._reactor.adoptStreamConnection(self._controlFD, socket.AF_UNIX, factory)
         os.close(self._controlFD)
         self._connected = True
+        # Its channel closes as its reactor stops: not the master going away.
+        cast(IReactorCore, self._reactor).addSystemEventTrigger("before", "shutdown", self._endingNow)
         self._send(Online, workerId=self.workerId, pid=os.getpid())
 
     def routeListens(self) -> None:
@@ -232,7 +241,17 @@ class WorkerRuntime:
     def _startedListening(self, port: ClusterPort) -> Deferred[ClusterPort]:
         return port.whenListening()
 
+    def startedPlugin(self) -> None:
+        """
+        The plugin's C{startService} returned: the worker is ready once every
+        listen it made is listening.
+        """
+        if self._startup is not None:
+            self._startup.finish(self.clusterReactor.ports)
+
     def _ready(self, ports: list[ClusterPort]) -> None:
+        if self._startup is not None:
+            self._startup.finish(ports)
         self._log.info(
             "worker {workerId} serving {factory} on {keys} ({reactor})",
             workerId=self.workerId,
@@ -254,7 +273,11 @@ class WorkerRuntime:
             error=f"{reason.type.__name__ if reason.type else 'error'}: {reason.getErrorMessage()}",
         )
         # Exit non-zero without task.react logging it a second time.
+        self._ending = True
         self._done.fail(lambda: SystemExit(BOOT_FAILED))
+
+    def _endingNow(self) -> None:
+        self._ending = True
 
     # MasterChannel, for the worker's cluster ports
 
@@ -269,6 +292,10 @@ class WorkerRuntime:
     def portListening(self, port: ClusterPort) -> None:
         assert port.key is not None
         self.ports[port.key] = port
+        if self._startup is None or not self._startup.granted(port):
+            self._announceListening(port)
+
+    def _announceListening(self, port: ClusterPort) -> None:
         self._send(Listening, key=port.key, address=port.sockname)
 
     def portClosed(self, port: ClusterPort) -> None:
@@ -278,14 +305,16 @@ class WorkerRuntime:
         self._send(Close, key=port.key)
 
     def portRefused(self, port: ClusterPort, reason: Failure) -> None:
+        if self._startup is not None and self._startup.refused(reason):
+            # The failed start says so, once every listen was asked for.
+            return
         self._log.warn(
             "worker {workerId} could not listen: {error}",
             workerId=self.workerId,
             error=reason.getErrorMessage(),
         )
         if self._failOnRefusal and self._factoryName is None:
-            # (With a factory, the failed start says so itself.)
-            self._done.fail(lambda: SystemExit(BOOT_FAILED))
+            self.couldNotStart(reason)
 
     def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
         self.openConnections.opened(port, protocol)
@@ -372,10 +401,11 @@ class WorkerRuntime:
         if self.listener is not None:
             self.listener.disconnected()
         if not self._disconnecting:
-            self._log.warn(
-                "worker {workerId}: the master went away; finishing open connections",
-                workerId=self.workerId,
-            )
+            if not self._ending:
+                self._log.warn(
+                    "worker {workerId}: the master went away; finishing open connections",
+                    workerId=self.workerId,
+                )
             self.disconnect()
         elif self._drainedAll:
             self._done.fire(None)
