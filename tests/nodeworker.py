@@ -10,6 +10,7 @@ import os
 import sys
 
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -246,6 +247,47 @@ def scenario_describe():
         workerId=cluster.worker.id,
         variable=os.environ.get("TWISTCLUSTER_WORKER_ID"),
     )
+
+
+def scenario_listenMany(count):
+    """
+    Listen through the primary COUNT times on port 0 (each a new index, so
+    each a new socket in Node's semantics): how many were granted.
+    """
+    outcomes = []
+
+    def done(_):
+        refused = [o for o in outcomes if o is not True]
+        report(
+            event="listenedMany",
+            granted=outcomes.count(True),
+            refused=len(refused),
+            error=refused[0] if refused else None,
+        )
+
+    listens = [
+        cluster.listen("tcp:0:interface=127.0.0.1", echo()).addCallbacks(
+            lambda port: outcomes.append(True), lambda f: outcomes.append(str(f.value))
+        )
+        for _ in range(int(count))
+    ]
+    gatherResults(listens).addCallback(done)
+
+
+def scenario_sendBig(size):
+    """
+    Send the primary a message of SIZE bytes, then a small one: what became
+    of each.
+    """
+    outcomes = {}
+
+    def sent(error, which):
+        outcomes[which] = None if error is None else f"{type(error).__name__}: {error}"
+        if len(outcomes) == 2:
+            report(event="sentBig", **outcomes)
+
+    cluster.worker.send({"payload": "x" * int(size)}, lambda error: sent(error, "big"))
+    cluster.worker.send({"event": "small"}, lambda error: sent(error, "small"))
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ class FakeMaster:
         from twisted.internet.defer import succeed
 
         sockname = {"address": "127.0.0.1", "port": self.sock.getsockname()[1], "addressType": 4}
-        return succeed({"key": spec.key(index), "sockname": sockname, "fd": os.dup(self.sock.fileno())})
+        return succeed({"key": spec.key(index), "sockname": sockname, "fds": [os.dup(self.sock.fileno())]})
 
     def portListening(self, port: Any) -> None:
         pass

@@ -21,8 +21,14 @@ from twistcluster._worker.listening import ClusterPort, _Indexes
 
 
 class NoChannel:
+    def __init__(self) -> None:
+        self.gone: list[object] = []
+
     def connectionOpened(self, port: object, protocol: object) -> None:
         raise AssertionError("nothing was served")
+
+    def connectionGone(self, port: object) -> None:
+        self.gone.append(port)
 
 
 class GoneConnectionTests(SynchronousTestCase):
@@ -47,9 +53,10 @@ class GoneConnectionTests(SynchronousTestCase):
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        port = ClusterPort(
-            reactor, NoChannel(), _Indexes(), ListenSpec.forTCP(0), Factory.forProtocol(Protocol)
-        )
+        channel = NoChannel()
+        port = ClusterPort(reactor, channel, _Indexes(), ListenSpec.forTCP(0), Factory.forProtocol(Protocol))
         server = self.resetConnection()
         self.assertTrue(port.connectionReceived(server.fileno()))
         self.assertEqual([e for e in events if e.get("log_level") and e["log_level"].name != "debug"], [])
+        # Counted (tests.test_resets: a worker says how many, now and then).
+        self.assertEqual(channel.gone, [port])

@@ -24,8 +24,9 @@ from twisted.python.failure import Failure
 from twistcluster._common.endpoints import ListenSpec
 from twistcluster._common.policies import SchedulingPolicy
 from twistcluster._common.protocol import NewConn, adoptControlChannel
+from twistcluster._master.control import MasterControl
 from twistcluster._master.handles import Handles
-from twistcluster._master.worker import MasterControl, Worker
+from twistcluster._master.worker import Worker
 from twistcluster._worker.runtime import WorkerRuntime
 from twistcluster._worker.tracking import ClosedConnectionReports, OpenConnections
 
@@ -146,7 +147,8 @@ def test_unknown_key_is_refused_and_its_descriptor_closed():
         answer = yield worker.callRemote(NewConn, key="nosuch:0:4:-1:0", fds=[a.fileno()]).addTimeout(
             TIMEOUT, reactor
         )
-        assert answer == {"accepted": [False]}
+        assert answer["accepted"] == [False]
+        assert not answer["outOfDescriptors"]
         assert openDescriptors() == before
     finally:
         a.close()

@@ -106,3 +106,59 @@ class ResidentBytesTests(SynchronousTestCase):
 
     def test_goneProcess(self) -> None:
         self.assertIsNone(residentBytes(2**22 + 12345))
+
+
+class UnansweredHandOffTests(SynchronousTestCase):
+    def test_workerSittingOnAHandOffIsHung(self) -> None:
+        """
+        A worker that answers its heartbeat but leaves a hand-off unanswered
+        for longer than the worker timeout is reported hung, once.
+        """
+        clock = Clock()
+        worker = FakeWorker(1)
+        sentAt: dict[int, float | None] = {1: None}
+        hung: list[tuple[int, str]] = []
+        monitor = WorkerMonitor(
+            clock,
+            lambda: [worker],
+            hung=lambda w, why: hung.append((w.id, why)),
+            tooBig=lambda w, size: None,
+            workerTimeout=4,
+            bootTimeout=8,
+            unansweredSince=lambda w: sentAt[w.id],
+        )
+        monitor.start()
+        for _ in range(20):
+            clock.advance(1)
+            for ping in worker.pings:
+                if not ping.called:
+                    ping.callback({})
+            if clock.seconds() == 3:
+                sentAt[1] = clock.seconds()
+        self.assertEqual(hung, [(1, "a hand-off unanswered for 4s")])
+
+    def test_blockedWorkerIsTheHeartbeats(self) -> None:
+        """
+        A worker that answers nothing after the hand-off was sent is blocked:
+        reported for its heartbeat, not for the hand-off.
+        """
+        clock = Clock()
+        worker = FakeWorker(1)
+        hung: list[tuple[int, str]] = []
+        monitor = WorkerMonitor(
+            clock,
+            lambda: [worker],
+            hung=lambda w, why: hung.append((w.id, why)),
+            tooBig=lambda w, size: None,
+            workerTimeout=4,
+            bootTimeout=8,
+            unansweredSince=lambda w: 2.5,
+        )
+        monitor.start()
+        for _ in range(20):
+            clock.advance(1)
+            if clock.seconds() < 2.5:
+                for ping in worker.pings:
+                    if not ping.called:
+                        ping.callback({})
+        self.assertEqual(hung, [(1, "no heartbeat answer for 4s")])

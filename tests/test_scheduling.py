@@ -291,3 +291,51 @@ class LeastConnectionsTests(SynchronousTestCase):
         self.accept(1)
         self.scheduler.connectionsClosed("a", 3)
         self.assertEqual(self.strategy.live("a"), 0)
+
+
+class PauseTests(SynchronousTestCase):
+    def test_pausedWorkerSkipped(self) -> None:
+        """
+        A paused worker (out of descriptors) gets nothing new; what it
+        refuses for want of descriptors goes back to the head of the queue
+        without counting as a refusal, to the next worker; once resumed it
+        takes its turn again.
+        """
+        scheduler, record = make(window=4, queueLimit=16)
+        scheduler.addWorker("a")
+        scheduler.addWorker("b")
+        scheduler.connectionAccepted(1)
+        scheduler.pauseWorker("a")
+        scheduler.answered("a", 1, False, retry=True)
+        for fd in (2, 3):
+            scheduler.connectionAccepted(fd)
+        self.assertEqual(record.sent, [("a", 1), ("b", 1), ("b", 2), ("b", 3)])
+        scheduler.resumeWorker("a")
+        scheduler.connectionAccepted(4)
+        scheduler.connectionAccepted(5)
+        self.assertEqual(record.sent[-2:], [("b", 4), ("a", 5)])
+
+    def test_retriedRefusalsNeverClose(self) -> None:
+        """
+        However often every worker refuses a socket for want of
+        descriptors, the master keeps it (only real refusals by every worker
+        close it).
+        """
+        scheduler, record = make(window=4, queueLimit=16)
+        scheduler.addWorker("a")
+        scheduler.connectionAccepted(1)
+        for _ in range(10):
+            scheduler.pauseWorker("a")
+            scheduler.answered("a", 1, False, retry=True)
+            scheduler.resumeWorker("a")
+        self.assertEqual(record.closed, [])
+        self.assertEqual(scheduler.inFlight("a"), 1)
+
+    def test_pausedThenRemoved(self) -> None:
+        scheduler, record = make(window=4)
+        scheduler.addWorker("a")
+        scheduler.pauseWorker("a")
+        scheduler.removeWorker("a")
+        scheduler.resumeWorker("a")
+        scheduler.connectionAccepted(1)
+        self.assertEqual(record.sent, [])

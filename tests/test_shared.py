@@ -56,12 +56,11 @@ class SharedHandleTests(SynchronousTestCase):
         # The socket, and the table of open connections (TCP under none).
         self.assertEqual(openDescriptors(), before + 4)
         for answer in answers:
-            with socket.socket(fileno=os.dup(answer["fd"])) as lent:
+            fd, balance = answer["fds"]
+            with socket.socket(fileno=os.dup(fd)) as lent:
                 self.assertEqual(lent.getsockname()[1], handle.sockname["port"])
             self.assertEqual((answer["key"], answer["reportClosed"]), ("k", False))
-            self.assertEqual(
-                os.readlink(f"/proc/self/fd/{answer['balance']}"), "/memfd:twistcluster-balance (deleted)"
-            )
+            self.assertEqual(os.readlink(f"/proc/self/fd/{balance}"), "/memfd:twistcluster-balance (deleted)")
         self.assertEqual(sorted(a["balanceSlot"] for a in answers), [1, 2])
         handle.add(one)
         handle.remove(two)
@@ -91,7 +90,7 @@ class SharedHandleTests(SynchronousTestCase):
     def test_datagram(self) -> None:
         handle = SharedHandle("k", ListenSpec.forUDP(0, "127.0.0.1"))
         self.addCleanup(handle.stopAccepting)
-        fd = handle.answer(Worker(1))["fd"]
+        (fd,) = handle.answer(Worker(1))["fds"]
         with socket.socket(fileno=os.dup(fd)) as lent:
             self.assertEqual(lent.type, socket.SOCK_DGRAM)
         handle.closeWaiting()
@@ -100,21 +99,26 @@ class SharedHandleTests(SynchronousTestCase):
 class ReusePortHandleTests(SynchronousTestCase):
     def test_oneSocketPerWorkerOnOnePort(self) -> None:
         """
-        Each worker gets its own listening socket, all on the port the
-        kernel chose for the first; the master's own socket only holds the
-        address and never has connections queued on it.
+        Each worker gets its own socket, all on the port the kernel chose for
+        the first; none listens until its worker listens on it (the answer
+        says with which backlog), so no connection is queued on a socket no
+        worker serves, nor on the master's own, which only holds the address.
         """
-        handle = ReusePortHandle("k", ListenSpec.forTCP(0, interface="127.0.0.1"))
+        handle = ReusePortHandle("k", ListenSpec.forTCP(0, interface="127.0.0.1", backlog=77))
         self.addCleanup(handle.closeWaiting)
         self.addCleanup(handle.stopAccepting)
         address = ("127.0.0.1", handle.sockname["port"])
         self.assertFalse(connects(address))
-        lent = [socket.socket(fileno=os.dup(handle.answer(Worker(i))["fd"])) for i in (1, 2)]
-        for sock in lent:
+        answers = [handle.answer(Worker(i)) for i in (1, 2)]
+        lent = [socket.socket(fileno=os.dup(answer["fds"][0])) for answer in answers]
+        for sock, answer in zip(lent, answers):
             self.addCleanup(sock.close)
             self.assertEqual(sock.getsockname(), address)
-            self.assertTrue(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+            self.assertFalse(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+            self.assertEqual(answer["listenBacklog"], 77)
         self.assertNotEqual(os.fstat(lent[0].fileno()).st_ino, os.fstat(lent[1].fileno()).st_ino)
+        self.assertFalse(connects(address))
+        lent[0].listen(answers[0]["listenBacklog"])
         self.assertTrue(connects(address))
 
 

@@ -136,24 +136,23 @@ class PrivateNamesTests(SynchronousTestCase):
         transport.abortConnection()
         self.assertTrue(internals.isAborting(transport))
 
-    def test_descriptorsQueueAndTravel(self) -> None:
+    def test_descriptorsQueueAndDataIsDelivered(self) -> None:
         """
-        A descriptor sent over a UNIX transport waits in its queue; AMP
-        numbers what it sends and claims what it received by number.
+        A descriptor sent over a UNIX transport waits in its queue; data
+        handed to L{internals.deliverReceivedData} reaches the protocol, and
+        an empty read ends the connection.
         """
         transport = self.instanceOf(unix.Server)
         assert isinstance(transport, unix.Server)
         self.addCleanup(transport.connectionLost, Failure(Exception("test over")))
-        protocol = transport.protocol
         transport.sendFileDescriptor(0)
-        self.assertEqual(internals.queuedDescriptors(transport), [0])
-        box = amp.BinaryBoxProtocol(amp.BoxDispatcher(amp.CommandLocator()))
-        box.makeConnection(transport)
-        self.assertEqual(internals.descriptorSender(box)(1), 0)
+        transport.sendFileDescriptor(1)
         self.assertEqual(internals.queuedDescriptors(transport), [0, 1])
-        box.fileDescriptorReceived(7)
-        self.assertEqual(internals.descriptorTaker(box)(0), 7)
-        self.assertIsNot(protocol, None)
+        received: list[bytes] = []
+        transport.protocol.dataReceived = received.append  # type: ignore[method-assign]
+        self.assertIsNone(internals.deliverReceivedData(transport, b"box"))
+        self.assertEqual(received, [b"box"])
+        self.assertIsNotNone(internals.deliverReceivedData(transport, b""))
 
     def test_proxyHeaderRead(self) -> None:
         """

@@ -124,8 +124,10 @@ class PrimaryCluster(EventEmitter):
         (C{sys.argv[1:]}), C{execArgv} (the interpreter's options), C{cwd},
         C{env}, C{uid}, C{gid}, C{silent} (relay the workers' output to the
         log instead of sharing stdout and stderr), C{shutdownTimeout}
-        (seconds a disconnecting worker has before it is killed).  Emits
-        C{'setup'}.
+        (seconds a disconnecting worker has before it is killed),
+        C{maxMessageSize} (the longest message, in bytes of JSON, a worker
+        may send the primary; L{None}: no bound; default
+        L{DEFAULT_MAX_MESSAGE_SIZE}, 16 MiB).  Emits C{'setup'}.
 
         @raise BadSetting: An unknown setting or a bad value.
         """
@@ -150,7 +152,9 @@ class PrimaryCluster(EventEmitter):
         self.setupPrimary()
         assert self._settings is not None
         command = workerCommand(self._settings, env)
-        worker = workerface.Worker(self._engine().spawn(command))
+        spawner = self._engine()
+        spawner.maxMessageSize = self._settings["maxMessageSize"]
+        worker = workerface.Worker(spawner.spawn(command))
         self.workers[worker.id] = worker
         worker.relayEventsTo(self._workerEvent)
         self._reactor.callLater(0, self._announceFork, worker)

@@ -29,6 +29,13 @@ _POLICIES = {
 }
 
 
+#: The longest message a worker may send the primary (C{worker.send}), in
+#: bytes of JSON, unless C{setupPrimary(maxMessageSize=...)} says otherwise
+#: (L{None}: no bound).  The primary drops a longer one chunk by chunk as it
+#: arrives, and the worker's send fails with L{MessageTooLarge}.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
 class BadSetting(ValueError):
     """
     A setting that cannot work; the message names it, in one line.
@@ -77,6 +84,7 @@ def defaultSettings(argv: Sequence[str]) -> dict[str, Any]:
         "gid": None,
         "silent": False,
         "shutdownTimeout": 30.0,
+        "maxMessageSize": DEFAULT_MAX_MESSAGE_SIZE,
     }
 
 
@@ -90,6 +98,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "gid": (int, type(None)),
     "silent": (bool,),
     "shutdownTimeout": (int, float),
+    "maxMessageSize": (int, type(None)),
 }
 
 

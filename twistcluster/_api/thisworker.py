@@ -106,11 +106,13 @@ class ThisWorker(EventEmitter):
 
     def send(self, message: Any, callback: Callable[[BaseException | None], object] | None = None) -> bool:
         """
-        Send C{message} (any JSON-serialisable value, of any size) to the
-        primary, where the worker and the cluster emit C{'message'}.
+        Send C{message} (any JSON-serialisable value) to the primary, where
+        the worker and the cluster emit C{'message'}.
 
         @param callback: Called with L{None} once the primary has it, or
-            with the error if it never will.
+            with the error if it never will (L{MessageTooLarge
+            <twistcluster._common.messages.MessageTooLarge>}: longer than
+            the primary's C{maxMessageSize}).
         @return: Whether it was sent (C{False} once disconnected).
         @raise TypeError: C{message} is not JSON-serialisable.
         """

@@ -35,14 +35,35 @@ def encodeMessage(value: Any) -> list[bytes]:
     return [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)] or [b""]
 
 
-class MessageAssembler:
+class MessageTooLarge(ValueError):
     """
-    Puts each message back together from its chunks.
+    A message longer than the receiver takes: its chunks are dropped as they
+    arrive, and every one of them is answered with this error.
     """
 
-    def __init__(self) -> None:
+
+class MessageAssembler:
+    """
+    Puts each message back together from its chunks, holding at most
+    C{maxSize} bytes of one.
+
+    Each kind of chunked payload has an assembler of its own, with its own
+    bound: user messages (L{twistcluster._common.protocol.Message}) get the
+    channel's C{maxMessageSize}; a reply the master asks a worker for (a
+    metrics scrape, say) is put together by an assembler with the bound that
+    reply needs, so that a worker cannot use one to send the other.
+
+    @ivar maxSize: The longest message taken, in bytes of JSON (L{None}: no
+        bound, for a side that trusts its peer).
+    """
+
+    def __init__(self, maxSize: int | None = None) -> None:
+        self.maxSize = maxSize
         self._id: int | None = None
         self._chunks: list[bytes] = []
+        self._size = 0
+        #: The message whose chunks are being dropped (too large).
+        self._dropping: int | None = None
 
     def chunkReceived(self, id: int, chunk: bytes, more: bool) -> tuple[bool, Any]:
         """
@@ -51,17 +72,34 @@ class MessageAssembler:
 
         @raise BadMessage: A chunk of another message came before this one
             was complete, or the whole is not JSON.
+        @raise MessageTooLarge: The message this chunk belongs to is longer
+            than L{maxSize}; it is dropped (and so are its later chunks).
         """
+        if self._dropping is not None:
+            if id == self._dropping:
+                if not more:
+                    self._dropping = None
+                raise MessageTooLarge(f"message {id} is longer than {self.maxSize} bytes")
+            self._dropping = None
         if self._id is not None and id != self._id:
-            self._id, self._chunks = None, []
+            self._reset()
             raise BadMessage(f"chunk of message {id} inside another message")
+        self._size += len(chunk)
+        if self.maxSize is not None and self._size > self.maxSize:
+            self._reset()
+            if more:
+                self._dropping = id
+            raise MessageTooLarge(f"message {id} is longer than {self.maxSize} bytes")
         self._id = id
         self._chunks.append(chunk)
         if more:
             return False, None
         data = b"".join(self._chunks)
-        self._id, self._chunks = None, []
+        self._reset()
         try:
             return True, json.loads(data)
         except ValueError as e:
             raise BadMessage(f"message {id} is not JSON: {e}") from e
+
+    def _reset(self) -> None:
+        self._id, self._chunks, self._size = None, [], 0

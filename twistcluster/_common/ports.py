@@ -411,6 +411,7 @@ def adoptListeningSocket(
     serving: IProtocolFactory | DatagramProtocol,
     maxPacketSize: int,
     balance: AcceptBalance | None = None,
+    listenBacklog: int | None = None,
 ) -> IListeningPort:
     """
     Serve on a listening socket the master sent: accept connections on it
@@ -419,8 +420,16 @@ def adoptListeningSocket(
 
     @param balance: For a TCP socket under C{none}: the other workers'
         loads, to accept with an eye on.
+    @param listenBacklog: The socket is bound but not listening yet
+        (C{reuseport}): listen on it, with this backlog, first.
     """
     setNonBlocking(fd)
+    if listenBacklog is not None and spec.socketType == socket.SOCK_STREAM:
+        bound = socket.socket(spec.family, socket.SOCK_STREAM, 0, fd)
+        try:
+            bound.listen(listenBacklog)
+        finally:
+            bound.detach()
     if spec.kind == "udp":
         return reactor.adoptDatagramPort(fd, spec.family, cast(DatagramProtocol, serving), maxPacketSize)
     # A reactor that adopts sockets runs descriptors.

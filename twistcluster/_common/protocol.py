@@ -5,40 +5,36 @@ mirror Node's internal cluster messages (C{online}, C{queryServer},
 C{listening}, C{newconn} and its ack, C{close}, C{disconnect},
 C{exitedAfterDisconnect}), and the users' own messages (L{Message}).
 
-The channel is an AF_UNIX socketpair, so accepted sockets travel as
-L{amp.Descriptor} (SCM_RIGHTS).
+The channel is an AF_UNIX socketpair, so accepted sockets travel with the
+boxes that name them (L{Descriptors}: SCM_RIGHTS, see
+L{twistcluster._common.descriptors}).
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import struct
-from errno import EAGAIN, ENOBUFS
-from typing import Any
+import os
+from typing import Any, cast
 
-from twisted.internet import error, main
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet, IUNIXTransport
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.protocols import amp
-from twisted.python import sendmsg
-from twisted.python.compat import lazyByteSlice
 from twisted.python.failure import Failure
-from twisted.python.util import untilConcludes
 
-from .messages import MessageAssembler, encodeMessage
-from .twistedinternals import (
-    UNIXServer,
-    adoptUNIXConnection,
-    descriptorSender,
-    descriptorTaker,
-    queuedDescriptors,
-    writeWithoutDescriptors,
-)
+from .descriptors import MAX_PER_BOX, DescriptorInbox, adoptReceivingEnd, adoptSendingEnd
+from .messages import BadMessage, MessageAssembler, MessageTooLarge, encodeMessage
+from .twistedinternals import UNIXServer
 
 #: The file descriptor number of the control channel in a worker.
 CONTROL_FD = 3
+
+#: Seconds a worker whose control channel was lost (the master did not ask
+#: it to leave) has to finish its connections and exit; the master kills it
+#: a little after that.
+CHANNEL_LOST_GRACE = 5.0
 
 
 class JSON(amp.Argument):
@@ -56,84 +52,51 @@ class JSON(amp.Argument):
 
 class Descriptors(amp.Argument):
     """
-    Several file descriptors in one AMP value: each travels as
-    L{amp.Descriptor} sends one (SCM_RIGHTS, matched up by a per-connection
-    ordinal), so one box can hand off a whole batch of sockets.
+    Several file descriptors in one AMP value, named by their ordinals on
+    the channel (see L{twistcluster._common.descriptors}), so one box can
+    hand off a whole batch of sockets.  A box has at most one such value.
+    On the receiving side each one that never arrived is L{None}.
     """
 
     def toStringProto(self, inObject: list[int], proto: Any) -> bytes:
-        send = descriptorSender(proto)
-        return b",".join(b"%d" % send(fd) for fd in inObject)
+        return b",".join(b"%d" % ordinal for ordinal in proto.sendDescriptors(inObject))
 
-    def fromStringProto(self, inString: bytes, proto: Any) -> list[int]:
+    def fromStringProto(self, inString: bytes, proto: Any) -> list[int | None]:
         if not inString:
             return []
-        take = descriptorTaker(proto)
-        return [take(int(ordinal)) for ordinal in inString.split(b",")]
-
-
-#: The most descriptors Linux takes in one SCM_RIGHTS message (SCM_MAX_FD).
-_MAX_FDS_PER_MESSAGE = 253
-
-
-class _BatchingUNIXServer(UNIXServer):
-    """
-    A UNIX transport that sends all its queued file descriptors in one
-    SCM_RIGHTS message riding on one byte.
-
-    Twisted's sends each descriptor in a sendmsg of its own, and the kernel
-    never merges messages that carry descriptors, so the receiver needs one
-    recvmsg (one turn of its reactor) per descriptor.  Here a batch of sockets
-    handed off together costs one sendmsg and one recvmsg; the receiver is any
-    Twisted UNIX transport, which takes several descriptors per message.
-    """
-
-    def writeSomeData(self, data: Any) -> Any:
-        queued = queuedDescriptors(self)
-        if not queued:
-            return writeWithoutDescriptors(self, data)
-        if not data:
-            return error.FileDescriptorOverrun()
-        sent = 0
-        while queued and sent < len(data):
-            batch = queued[:_MAX_FDS_PER_MESSAGE]
-            try:
-                untilConcludes(
-                    sendmsg.sendmsg,
-                    self.socket,
-                    data[sent : sent + 1],
-                    [(socket.SOL_SOCKET, sendmsg.SCM_RIGHTS, struct.pack(f"{len(batch)}i", *batch))],
-                )
-            except OSError as e:
-                return sent if e.errno in (EAGAIN, ENOBUFS) else main.CONNECTION_LOST
-            del queued[: len(batch)]
-            sent += 1
-        if queued:
-            return sent
-        result = writeWithoutDescriptors(self, lazyByteSlice(data, sent))
-        return sent + result if isinstance(result, int) else result
+        return proto.takeDescriptors([int(ordinal) for ordinal in inString.split(b",")])  # type: ignore[no-any-return]
 
 
 def adoptControlChannel(reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> UNIXServer | None:
     """
-    Adopt the master's end of a control channel, as
-    C{reactor.adoptStreamConnection(fd, AF_UNIX, factory)} would, with a
-    transport that sends a batch of descriptors in one message.  C{fd} is
+    Adopt the master's end of a control channel (see
+    L{twistcluster._common.descriptors.SendingChannelTransport}).  C{fd} is
     duplicated; the caller closes it.
     """
-    return adoptUNIXConnection(_BatchingUNIXServer, reactor, fd, factory)
+    return adoptSendingEnd(reactor, fd, factory)
+
+
+def adoptWorkerChannel(reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> UNIXServer | None:
+    """
+    Adopt a worker's end of its control channel (see
+    L{twistcluster._common.descriptors.ReceivingChannelTransport}).  C{fd} is
+    duplicated; the caller closes it.
+    """
+    return adoptReceivingEnd(reactor, fd, factory)
 
 
 class Message(amp.Command):
     """
     Both ways: one chunk of a user message (JSON, cut in chunks under AMP's
     64 KiB value limit).  The answer to the last chunk means the message was
-    delivered.
+    delivered; a message longer than the receiver takes, or chunks that do
+    not make one, are answered with an error (the channel stays up).
     """
 
     commandName = b"message"
     arguments = [(b"id", amp.Integer()), (b"chunk", amp.String()), (b"more", amp.Boolean())]
     response = []
+    errors = {MessageTooLarge: b"MESSAGE_TOO_LARGE", BadMessage: b"BAD_MESSAGE"}
 
 
 class ControlChannel(amp.AMP):
@@ -143,17 +106,81 @@ class ControlChannel(amp.AMP):
 
     Both ends send and receive user messages: L{sendMessage} and
     L{messageReceived}.
+
+    @ivar maxMessageSize: The longest user message taken from the other
+        side, in bytes of JSON (L{None}: no bound).
+    @ivar acceptsDescriptors: Whether descriptors from the other side are
+        kept for the boxes that name them; otherwise each is closed as it
+        arrives (and counted in L{unaskedDescriptors}).
     """
 
+    _log = Logger()
     _lastMessageId = 0
     _assembler: MessageAssembler | None = None
+    maxMessageSize: int | None = None
+    acceptsDescriptors = True
+    unaskedDescriptors = 0
+    _sentDescriptors = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.descriptors = DescriptorInbox()
+
+    # Descriptors
+
+    def sendDescriptors(self, fds: list[int]) -> list[int]:
+        """
+        Queue C{fds} to go with the box being made.
+
+        @return: Their ordinals, which name them in the box.
+        @raise ConnectionLost: The channel is closed.
+        @raise ValueError: More than one message holds.
+        """
+        if self.transport is None:
+            raise ConnectionLost("the control channel is closed")
+        if len(fds) > MAX_PER_BOX:
+            raise ValueError(f"{len(fds)} descriptors in one box (at most {MAX_PER_BOX})")
+        first = self._sentDescriptors
+        send = cast(IUNIXTransport, self.transport).sendFileDescriptor
+        for fd in fds:
+            send(fd)
+        self._sentDescriptors = first + len(fds)
+        return list(range(first, first + len(fds)))
+
+    def takeDescriptors(self, ordinals: list[int]) -> list[int | None]:
+        """
+        The descriptors a received box names (L{None} for each one that
+        never arrived, or that this side does not take).
+        """
+        if not self.acceptsDescriptors:
+            return [None] * len(ordinals)
+        return self.descriptors.take(ordinals)
+
+    def descriptorsReceived(self, fds: list[int], truncated: bool) -> None:
+        if self.acceptsDescriptors:
+            self.descriptors.received(fds, truncated)
+        else:
+            self._closeUnasked(fds)
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        # From a plain Twisted UNIX transport: one descriptor at a time, and
+        # no word of truncation.
+        self.descriptorsReceived([descriptor], False)
+
+    def _closeUnasked(self, fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+        self.unaskedDescriptors += len(fds)
+
+    # Messages
 
     def sendMessage(self, value: Any) -> Deferred[None]:
         """
         Send C{value} (any JSON-serialisable value, of any size).
 
         @return: Fires once the other side has received all of it; fails if
-            the channel is lost first.
+            the channel is lost first, or if the other side does not take a
+            message that long (L{MessageTooLarge}).
 
         @raise TypeError: C{value} is not JSON-serialisable.
         """
@@ -178,7 +205,7 @@ class ControlChannel(amp.AMP):
     @Message.responder
     def _messageChunk(self, id: int, chunk: bytes, more: bool) -> dict[str, Any]:
         if self._assembler is None:
-            self._assembler = MessageAssembler()
+            self._assembler = MessageAssembler(self.maxMessageSize)
         complete, value = self._assembler.chunkReceived(id, chunk, more)
         if complete:
             self.messageReceived(value)
@@ -193,8 +220,11 @@ class ControlChannel(amp.AMP):
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
-        self.transport = None
+        try:
+            amp.BinaryBoxProtocol.connectionLost(self, reason)
+        finally:
+            self.transport = None
+            self.descriptors.closeAll()
 
 
 class ListenRefused(Exception):
@@ -221,12 +251,15 @@ class QueryServer(amp.Command):
     the bound address.
 
     Where the worker accepts for itself (C{none}, C{reuseport}, UDP), the
-    answer carries the listening socket (C{fd}), which the worker adopts and
-    closes; otherwise the master hands it connections (C{NewConn}), and
+    answer carries the listening socket (first of C{fds}), which the worker
+    adopts and closes; under C{reuseport} it is bound but not listening yet,
+    and the worker listens on it with C{listenBacklog} itself, so no socket
+    joins the port's C{SO_REUSEPORT} group before a worker accepts on it.
+    Otherwise the master hands it connections (C{NewConn}), and
     C{reportClosed} asks it to tell when they end (C{ConnectionsClosed}).
-    Under C{none} (TCP) it also carries the socket's table of open
-    connections (C{balance}, see L{twistcluster._common.balance}) and the worker's
-    slot in it.
+    Under C{none} (TCP) C{fds} also carries the socket's table of open
+    connections (see L{twistcluster._common.balance}), and C{balanceSlot} is
+    the worker's slot in it.
     """
 
     commandName = b"queryServer"
@@ -234,9 +267,9 @@ class QueryServer(amp.Command):
     response = [
         (b"key", amp.Unicode()),
         (b"sockname", JSON()),
-        (b"fd", amp.Descriptor(optional=True)),
+        (b"fds", Descriptors(optional=True)),
+        (b"listenBacklog", amp.Integer(optional=True)),
         (b"reportClosed", amp.Boolean(optional=True)),
-        (b"balance", amp.Descriptor(optional=True)),
         (b"balanceSlot", amp.Integer(optional=True)),
     ]
     errors = {ListenRefused: b"LISTEN_REFUSED"}
@@ -259,11 +292,16 @@ class NewConn(amp.Command):
     so the cost of a box is shared).  The answer is the ack, one boolean per
     socket: the master keeps its copy of each socket until it arrives, then
     closes it (accepted) or gives it to another worker (refused).
+
+    C{outOfDescriptors}: the worker could not take some of them for want of
+    descriptors (the kernel dropped them on the way, or it could not adopt
+    them); those are refused, and the master gives them to another worker
+    and leaves this one be for a moment.
     """
 
     commandName = b"newconn"
     arguments = [(b"key", amp.Unicode()), (b"fds", Descriptors())]
-    response = [(b"accepted", amp.ListOf(amp.Boolean()))]
+    response = [(b"accepted", amp.ListOf(amp.Boolean())), (b"outOfDescriptors", amp.Boolean(optional=True))]
 
 
 class ConnectionsClosed(amp.Command):

@@ -6,7 +6,7 @@ in one place.
 Twisted's public API has no way to adopt a socket with a transport or port
 class of one's own (C{adoptStreamConnection} and C{adoptStreamPort} pick
 Twisted's), to send a batch of descriptors in one C{SCM_RIGHTS} message, or
-to read AMP's descriptor ordinals; the worker's lean TCP path and the
+to see that the kernel truncated the descriptors it received; the worker's lean TCP path and the
 master's accept loop subclass Twisted's C{tcp}/C{unix} classes and read a
 few of their private attributes.  Nothing else in twistcluster imports
 C{twisted.internet.tcp} or C{twisted.internet.unix}, or reads a Twisted name
@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from twisted.internet import abstract, tcp, unix
 from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
-from twisted.protocols import amp
 from twisted.protocols.haproxy import _wrapper as haproxyWrapper
 
 #: The classes twistcluster's transports and ports extend (their
@@ -56,6 +55,7 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (unix.Server, "_fromConnectedSocket"),
     (unix.Server, "_sendmsgQueue"),
     (unix.Server, "_writeSomeDataBase"),
+    (unix.Server, "_dataReceived"),
     (tcp.Port, "_fromListeningDescriptor"),
     (tcp.Port, "_preexistingSocket"),
     (tcp.Port, "_buildAddr"),
@@ -65,8 +65,6 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (unix.Port, "_preexistingSocket"),
     (unix.Port, "_logConnectionLostMsg"),
     (tcp, "_reservedFD"),
-    (amp.BinaryBoxProtocol, "_sendFileDescriptor"),
-    (amp.BinaryBoxProtocol, "_getDescriptor"),
     (socket.socket, "_accept"),
     (haproxyWrapper, "HAProxyProtocolWrapper"),
     (haproxyWrapper, "HAProxyWrappingFactory"),
@@ -168,6 +166,16 @@ def queuedDescriptors(transport: unix.Server) -> list[int]:
     return queue
 
 
+def deliverReceivedData(transport: unix.Server, data: bytes) -> Any:
+    """
+    Give C{data}, just read, to C{transport}'s protocol as C{doRead} does
+    (an empty read is the end of the stream).
+
+    @return: What C{doRead} returns: L{None}, or why the connection ends.
+    """
+    return transport._dataReceived(data)
+
+
 def writeWithoutDescriptors(transport: unix.Server, data: Any) -> Any:
     """
     C{writeSomeData} of the stream C{transport} is built on, bypassing its
@@ -195,24 +203,6 @@ class SharedSocketPort:
     """
 
     _shouldShutdown = False
-
-
-def descriptorSender(protocol: amp.BinaryBoxProtocol) -> Callable[[int], int]:
-    """
-    What L{amp.Descriptor} calls to send a descriptor over C{protocol}'s
-    transport: it returns the ordinal that names it in the box.
-    """
-    send: Callable[[int], int] = protocol._sendFileDescriptor
-    return send
-
-
-def descriptorTaker(protocol: amp.BinaryBoxProtocol) -> Callable[[int], int]:
-    """
-    What L{amp.Descriptor} calls to claim a received descriptor by its
-    ordinal (raises L{KeyError} for one that did not arrive).
-    """
-    take: Callable[[int], int] = protocol._getDescriptor
-    return take
 
 
 def rawAccept(skt: socket.socket) -> Callable[[], tuple[int, Any]]:

@@ -8,44 +8,22 @@ the listening socket itself (C{none}, C{reuseport}, UDP).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
-from .._common.events import Latch
 from .._common.policies import SchedulingPolicy
-from .._common.ports import listenForHandOff
-from .._common.protocol import ListenRefused, NewConn
-from .._common.sockets import acceptQueue, describeAddress, socknameOf
-from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
+from .._common.protocol import ListenRefused
+from .._common.sockets import describeAddress
+from .handoff import HandOffHandle, HandOffTarget
+from .scheduling import LeastConnections, PickStrategy, RoundRobin
 from .sharedhandles import ReusePortHandle, SharedHandle
 
-#: Seconds a hand-off may wait for room in the window of the worker
-#: least-conn would rather give it to (an ack takes well under a
-#: millisecond from a worker that is not blocked).
-HOLD_LIMIT = 0.05
-
-
-class HandOffTarget(Protocol):
-    """
-    What a handle needs of a worker: its id (for logs) and its control channel.
-    """
-
-    id: int
-    connectionsRefused: int
-
-    def __hash__(self) -> int: ...
-
-    def connectionTaken(self) -> None: ...
-
-    def callRemote(self, command: type, **kwargs: Any) -> Deferred[dict[str, Any]]: ...
+__all__ = ["Handle", "HandOffHandle", "HandOffTarget", "Handles"]
 
 
 class Handle(Protocol):
@@ -117,220 +95,22 @@ class Handle(Protocol):
         """
 
 
-class HandOffHandle:
-    """
-    A listening socket in the master that accepts connections and hands each
-    one to a worker, as its pick strategy chooses.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        key: str,
-        spec: ListenSpec,
-        strategy: PickStrategy[HandOffTarget] | None = None,
-        close: Callable[[int], object] = os.close,
-    ) -> None:
-        self.key = key
-        self.spec = spec
-        self._reactor = reactor
-        self._strategy: PickStrategy[HandOffTarget] = strategy if strategy is not None else RoundRobin()
-        self._leastConnections = isinstance(self._strategy, LeastConnections)
-        self.scheduling = "least-conn" if self._leastConnections else "rr"
-        self._idle: Latch[None] | None = None
-        self._outgoing: dict[HandOffTarget, list[int]] = {}
-        self._flushing: IDelayedCall | None = None
-        self._scheduler: HandOffScheduler[HandOffTarget] = HandOffScheduler(
-            self._handOff, close, self._strategy, holdStarted=self._holdStarted
-        )
-        self._holdTimer: IDelayedCall | None = None
-        # A reactor with a clock runs descriptors too.
-        self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted)
-        self.sockname = socknameOf(self._port.socket, spec)
-
-    @property
-    def scheduler(self) -> HandOffScheduler[HandOffTarget]:
-        return self._scheduler
-
-    def answer(self, worker: HandOffTarget) -> dict[str, Any]:
-        # Only least-conn needs to hear about connections that end.
-        return {"key": self.key, "sockname": self.sockname, "reportClosed": self._leastConnections}
-
-    def add(self, worker: HandOffTarget) -> None:
-        """
-        C{worker} is listening on this handle: hand it connections.
-        """
-        self._scheduler.addWorker(worker)
-
-    def retire(self, worker: HandOffTarget) -> None:
-        """
-        C{worker} closed its server for this handle.
-        """
-        self._scheduler.retireWorker(worker)
-
-    def remove(self, worker: HandOffTarget) -> None:
-        """
-        C{worker} is gone; its unacked connections go to other workers.
-        """
-        self._scheduler.removeWorker(worker)
-        self._afterChange()
-
-    def connectionsClosed(self, worker: HandOffTarget, count: int) -> None:
-        self._scheduler.connectionsClosed(worker, count)
-        if isinstance(self._strategy, LeastConnections):
-            self._log.debug(
-                "worker {workerId} closed {count} connections on {key}; {live} live",
-                workerId=worker.id,
-                count=count,
-                key=self.key,
-                live=self._strategy.live(worker),
-            )
-
-    def stopAccepting(self) -> Deferred[None]:
-        """
-        Accept what is already in the kernel backlog (so no client waiting
-        there is reset), then close the listening socket.
-        """
-        self._port.drainBacklog()
-        return self._port.stopListening() or succeed(None)
-
-    def closeNow(self) -> None:
-        """
-        Close the listening socket at once, without waiting for the reactor
-        (the master failed to start).
-        """
-        self._port.connectionLost(Failure(ConnectionDone()))
-
-    def whenIdle(self) -> Deferred[None]:
-        """
-        Fires once every accepted connection has been taken by a worker.
-        """
-        if self._scheduler.idle:
-            return succeed(None)
-        if self._idle is None:
-            self._idle = Latch()
-        return self._idle.wait()
-
-    def closeWaiting(self) -> None:
-        """
-        Close the connections no worker took (the master is stopping).
-        """
-        if self._holdTimer is not None and self._holdTimer.active():
-            self._holdTimer.cancel()
-        self._holdTimer = None
-        self._scheduler.closeAll()
-
-    def statistics(self) -> dict[str, Any]:
-        """
-        Connections accepted, the hand-off queue (accepted sockets waiting
-        for a worker) and its limit, how often a full queue paused
-        accepting, C{accept()} failures for lack of descriptors, and the
-        kernel's accept queue.
-        """
-        port: Any = self._port
-        return {
-            "accepted": port.accepted,
-            "handOffQueue": self._scheduler.waiting(),
-            "handOffQueueLimit": self._scheduler.queueLimit,
-            "backpressurePauses": port.pauses,
-            "emfileErrors": port.resourceErrors,
-            **_kernelQueue(port.socket),
-        }
-
-    def _holdStarted(self) -> None:
-        # least-conn waits for room in the emptier worker's window, briefly:
-        # a worker that does not answer in time is not waited for.
-        if self._holdTimer is None:
-            self._holdTimer = self._reactor.callLater(HOLD_LIMIT, self._holdExpired)
-
-    def _holdExpired(self) -> None:
-        self._holdTimer = None
-        self._scheduler.holdExpired()
-        self._afterChange()
-
-    def _connectionAccepted(self, fd: int, address: object) -> None:
-        self._scheduler.connectionAccepted(fd)
-        if self._scheduler.full:
-            self._port.pauseAccepting()
-
-    def _handOff(self, worker: HandOffTarget, fd: int) -> None:
-        # Everything handed to one worker in this turn of the reactor goes in
-        # one NewConn box: under load the box's cost is shared by many.
-        batch = self._outgoing.get(worker)
-        if batch is None:
-            batch = self._outgoing[worker] = []
-            if self._flushing is None:
-                self._flushing = self._reactor.callLater(0, self._flush)
-        batch.append(fd)
-
-    def _flush(self) -> None:
-        self._flushing = None
-        outgoing, self._outgoing = self._outgoing, {}
-        for worker, fds in outgoing.items():
-            try:
-                d = worker.callRemote(NewConn, key=self.key, fds=fds)
-            except Exception:
-                # Never into the reactor: the sockets go to another worker.
-                self._failed(Failure(), worker, fds)
-                continue
-            d.addCallbacks(
-                self._answered,
-                self._failed,
-                callbackArgs=(worker, fds),
-                errbackArgs=(worker, fds),
-            )
-
-    def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fds: list[int]) -> None:
-        answered = self._scheduler.answered
-        for fd, accepted in zip(fds, answer["accepted"]):
-            answered(worker, fd, accepted)
-            if accepted:
-                worker.connectionTaken()
-            else:
-                worker.connectionsRefused += 1
-        self._afterChange()
-
-    def _failed(self, reason: Failure, worker: HandOffTarget, fds: list[int]) -> None:
-        # Every callback on the control channel handles its own errors: one
-        # escaping here would make AMP drop a healthy worker's channel.
-        if not reason.check(ConnectionDone, ConnectionLost):
-            self._log.failure(
-                "hand-off to worker {workerId} failed; giving its connections to others",
-                reason,
-                workerId=worker.id,
-            )
-        for fd in fds:
-            self._scheduler.answered(worker, fd, False)
-        self._afterChange()
-
-    def _afterChange(self) -> None:
-        if not self._scheduler.full:
-            self._port.resumeAccepting()
-        if self._idle is not None and self._scheduler.idle:
-            idle, self._idle = self._idle, None
-            idle.fire(None)
-
-
-def _kernelQueue(sock: Any) -> dict[str, int | None]:
-    queue = acceptQueue(sock) if sock is not None else None
-    return (
-        {"acceptQueue": None, "acceptQueueLimit": None}
-        if queue is None
-        else {
-            "acceptQueue": queue[0],
-            "acceptQueueLimit": queue[1],
-        }
-    )
+#: The most listening sockets a master that grants any listen (the API's
+#: primary, or a clustered plugin whose endpoints it cannot tell) makes for
+#: its workers: Node's index semantics (the n-th listen on one address in
+#: each worker shares the n-th socket) up to this many, refused beyond.
+MAX_LISTENS = 128
 
 
 class Handles:
     """
     Every listening handle of the master, by key.
 
-    @ivar _granted: The listens this master was configured with; a worker's
-        query for anything else is refused.  L{None} grants any.
+    @ivar _granted: The listens this master was configured with, each at the
+        index it was configured with (the n-th listen on one address is
+        index n); a worker's query for anything else, another index of a
+        configured address included, is refused.  L{None} grants any, up to
+        L{maxListens} sockets.
     @ivar policy: The scheduling policy of the stream handles it makes.
     @ivar _closeUnusedHandles: Whether a handle bound for a worker's query
         is closed once the last worker listening on it closes it (the
@@ -346,11 +126,13 @@ class Handles:
         granted: list[ListenSpec] | None = None,
         policy: SchedulingPolicy = SchedulingPolicy.RR,
         closeUnused: bool = False,
+        maxListens: int = MAX_LISTENS,
     ) -> None:
         self._reactor = reactor
         self._granted = granted
         self.policy = policy
         self._closeUnusedHandles = closeUnused
+        self.maxListens = maxListens
         self._byKey: dict[str, Handle] = {}
         #: Keys bound for a worker's query (not configured): closed when
         #: their last worker closes them (if C{closeUnused}).
@@ -411,28 +193,54 @@ class Handles:
     def query(self, spec: ListenSpec, index: int) -> Handle:
         """
         Answer a worker's C{QueryServer}: the handle of the configured listen
-        that grants C{spec}.
+        that grants C{spec} at C{index}, or (granting any) the handle for it,
+        bound on first use.
 
         @raise ListenRefused: Not granted, or the bind failed.
         """
-        configured = self._configuredFor(spec, index)
+        if self._granted is not None:
+            return self._configuredHandle(spec, index)
+        key = spec.key(index)
+        if key not in self._byKey and len(self._byKey) >= self.maxListens:
+            raise ListenRefused(
+                f"the master already listens on {len(self._byKey)} sockets for its workers,"
+                f" the most it will ({self.maxListens})"
+            )
         try:
-            handle = self.listen(configured, index)
-        except CannotListenError as e:
+            handle = self.listen(spec, index)
+        except (CannotListenError, OSError, OverflowError, ValueError) as e:
             raise ListenRefused(str(e)) from e
-        if self._granted is None and self._closeUnusedHandles:
+        if self._closeUnusedHandles:
             self._onDemand.add(handle.key)
         return handle
 
-    def _configuredFor(self, spec: ListenSpec, index: int) -> ListenSpec:
-        if self._granted is None:
-            return spec
-        for configured in self._granted:
-            if spec.grantedBy(configured):
-                if configured.fd >= 0 and index > 0:
-                    raise ListenRefused(f"the inherited socket {spec.key(0)} serves one listen per worker")
-                return configured
-        raise ListenRefused(f"the master was not configured to listen on {spec.key(index)}")
+    def _configuredHandle(self, spec: ListenSpec, index: int) -> Handle:
+        assert self._granted is not None
+        configured = [c for c in self._granted if spec.grantedBy(c)]
+        if not configured:
+            raise ListenRefused(f"the master was not configured to listen on {spec.key(index)}")
+        handle = self._byKey.get(configured[0].key(index))
+        if handle is None:
+            first = self._byKey.get(configured[0].key(0))
+            where = describeAddress(configured[0], first.sockname) if first is not None else spec.key(0)
+            times = "once" if len(configured) == 1 else f"{len(configured)} times"
+            raise ListenRefused(
+                f"listen number {index + 1} on {where} is not granted:"
+                f" the master was configured to listen there {times}"
+            )
+        return handle
+
+    def oldestUnanswered(self, worker: HandOffTarget) -> float | None:
+        """
+        When the oldest hand-off C{worker} has not answered was sent, on any
+        handle (L{None}: none).
+        """
+        times = [
+            sentAt
+            for handle in self._byKey.values()
+            if isinstance(handle, HandOffHandle) and (sentAt := handle.oldestUnanswered(worker)) is not None
+        ]
+        return min(times, default=None)
 
     def workerListening(self, worker: HandOffTarget, key: str) -> bool:
         handle = self._byKey.get(key)

@@ -49,7 +49,8 @@ def residentBytes(pid: int) -> int | None:
 class WorkerMonitor:
     """
     Every C{interval} seconds: ping each ready worker and report one whose
-    last answer is older than C{workerTimeout}; report one not ready within
+    last answer is older than C{workerTimeout}, or whose oldest unanswered
+    hand-off of a connection is; report one not ready within
     C{bootTimeout}; report one whose resident memory exceeds C{maxMemory}.
 
     @ivar _hung: Called once for a worker that fails its heartbeat or its
@@ -72,6 +73,7 @@ class WorkerMonitor:
         bootTimeout: float,
         maxMemory: int | None = None,
         memoryOf: Callable[[int], int | None] = residentBytes,
+        unansweredSince: Callable[[Watched], float | None] = lambda worker: None,
     ) -> None:
         self._clock = clock
         self._workers = workers
@@ -81,6 +83,7 @@ class WorkerMonitor:
         self._bootTimeout = bootTimeout
         self._maxMemory = maxMemory
         self._memoryOf = memoryOf
+        self._unansweredSince = unansweredSince
         self._firstSeen: dict[int, float] = {}
         self._lastAnswer: dict[int, float] = {}
         self._pinging: set[int] = set()
@@ -121,6 +124,7 @@ class WorkerMonitor:
             self._checkBoot(worker, now)
         elif worker.isReady():
             self._checkHeartbeat(worker, now)
+            self._checkHandOffs(worker, now)
             self._checkMemory(worker)
 
     def _checkBoot(self, worker: Watched, now: float) -> None:
@@ -138,6 +142,20 @@ class WorkerMonitor:
             d.addCallbacks(self._answered, lambda reason: None, callbackArgs=(worker.id, now))
             workerId = worker.id
             d.addBoth(lambda _: self._pinging.discard(workerId))
+
+    def _checkHandOffs(self, worker: Watched, now: float) -> None:
+        # A worker that answers its heartbeat but sits on the sockets it was
+        # handed is as hung as one that answers nothing: the clients wait.
+        # (One that answers nothing since is the heartbeat's to report.)
+        if worker.id in self._reported:
+            return
+        sentAt = self._unansweredSince(worker)
+        if (
+            sentAt is not None
+            and now - sentAt > self._workerTimeout
+            and self._lastAnswer.get(worker.id, float("-inf")) > sentAt
+        ):
+            self._report(worker, self._hung, f"a hand-off unanswered for {self._workerTimeout:g}s")
 
     def _answered(self, answer: object, workerId: int, sent: float) -> None:
         self._lastAnswer[workerId] = now = self._clock.seconds()

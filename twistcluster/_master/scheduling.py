@@ -172,6 +172,7 @@ class HandOffScheduler(Generic[W]):
     _ready: deque[W] = field(factory=deque, init=False)
     _inFlight: dict[W, set[int]] = field(factory=dict, init=False)
     _retired: set[W] = field(factory=set, init=False)
+    _paused: set[W] = field(factory=set, init=False)
     _refusals: dict[int, int] = field(factory=dict, init=False)
     _dispatching: bool = field(default=False, init=False)
     holdStarted: Callable[[], object] = lambda: None
@@ -216,7 +217,7 @@ class HandOffScheduler(Generic[W]):
         if worker in self._retired:
             # It closed and listens again while answers are still due.
             self._retired.discard(worker)
-            if len(self._inFlight[worker]) < self.window:
+            if len(self._inFlight[worker]) < self.window and worker not in self._paused:
                 self._ready.append(worker)
         elif worker in self._inFlight:
             return
@@ -236,6 +237,27 @@ class HandOffScheduler(Generic[W]):
         self._dropFromReady(worker)
         self._forgetIfDone(worker)
 
+    def pauseWorker(self, worker: W) -> None:
+        """
+        Hand C{worker} nothing new until L{resumeWorker} (it is out of
+        descriptors); what it has in flight is still answered as usual.
+        """
+        if worker in self._inFlight:
+            self._paused.add(worker)
+            self._dropFromReady(worker)
+
+    def resumeWorker(self, worker: W) -> None:
+        """
+        C{worker} takes its turn again (if it still serves).
+        """
+        if worker not in self._paused:
+            return
+        self._paused.discard(worker)
+        unacked = self._inFlight.get(worker)
+        if unacked is not None and worker not in self._retired and len(unacked) < self.window:
+            self._ready.append(worker)
+        self.dispatch()
+
     def removeWorker(self, worker: W) -> None:
         """
         C{worker} is gone: the sockets it never acked go to other workers
@@ -244,6 +266,7 @@ class HandOffScheduler(Generic[W]):
         unacked = self._inFlight.pop(worker, set())
         self._retired.discard(worker)
         self._stalled.discard(worker)
+        self._paused.discard(worker)
         self._dropFromReady(worker)
         self.strategy.forget(worker)
         self._queue.extendleft(sorted(unacked, reverse=True))
@@ -255,10 +278,14 @@ class HandOffScheduler(Generic[W]):
         self._queue.append(fd)
         self.dispatch()
 
-    def answered(self, worker: W, fd: int, accepted: bool) -> None:
+    def answered(self, worker: W, fd: int, accepted: bool, retry: bool = False) -> None:
         """
         C{worker} answered the hand-off of C{fd}.  A stale answer (from a
         worker already removed, whose sockets went elsewhere) is ignored.
+
+        @param retry: A refusal that says nothing of the socket (the worker
+            could not take it for want of descriptors): it goes back to the
+            head of the queue without counting as a refusal.
         """
         unacked = self._inFlight.get(worker)
         if unacked is None or fd not in unacked:
@@ -271,10 +298,13 @@ class HandOffScheduler(Generic[W]):
             self._close(fd)
         else:
             self.strategy.refused(worker)
-            self._refused(fd)
+            if retry:
+                self._queue.appendleft(fd)
+            else:
+                self._refused(fd)
         if worker in self._retired:
             self._forgetIfDone(worker)
-        elif wasFull:
+        elif wasFull and not (self._paused and worker in self._paused):
             self._ready.append(worker)
         self.dispatch()
 
@@ -349,6 +379,7 @@ class HandOffScheduler(Generic[W]):
                 len(unacked) >= window
                 and other not in retired
                 and other not in stalled
+                and other not in self._paused
                 and wouldRather(other, worker)
             ):
                 self._holdingFor = other
@@ -376,4 +407,5 @@ class HandOffScheduler(Generic[W]):
         if not self._inFlight.get(worker):
             self._inFlight.pop(worker, None)
             self._retired.discard(worker)
+            self._paused.discard(worker)
             self.strategy.forget(worker)

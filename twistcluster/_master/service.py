@@ -21,6 +21,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from .._common.descriptors import raiseOpenFilesLimit
 from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.proctitle import setTitle
@@ -138,6 +139,7 @@ class Master(Service):
             workerTimeout=limits.workerTimeout,
             bootTimeout=limits.bootTimeout,
             maxMemory=limits.maxMemory,
+            unansweredSince=self.handles.oldestUnanswered,  # type: ignore[arg-type]
         )
         self._stopping = False
         self._draining: IDelayedCall | None = None
@@ -173,6 +175,12 @@ class Master(Service):
         @raise StartupError: An endpoint could not be bound (unless a
             C{startupFailed} handler was given, which is called instead).
         """
+        before, limit = raiseOpenFilesLimit()
+        self._log.info(
+            "open files limit {limit}{raised}",
+            limit=limit,
+            raised=f" (raised from {before})" if limit != before else "",
+        )
         try:
             self._bindAll()
         except StartupError as e:

@@ -94,12 +94,23 @@ class SharedHandle:
         except (OSError, CannotListenError) as e:
             raise ListenRefused(f"cannot listen on {self.key} for worker {worker.id}: {e}") from e
         lent = self._lent[worker] = [fd]
-        answer: dict[str, Any] = {"key": self.key, "sockname": self.sockname, "fd": fd, "reportClosed": False}
+        answer: dict[str, Any] = {
+            "key": self.key,
+            "sockname": self.sockname,
+            "fds": lent,
+            "reportClosed": False,
+        }
         balance = self._balance.lend(worker) if self._balance is not None else None
         if balance is not None:
-            answer["balanceSlot"], answer["balance"] = balance
-            lent.append(balance[1])
+            answer["balanceSlot"], balanceFD = balance
+            lent.append(balanceFD)
+        self._answered(answer)
         return answer
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        """
+        Add what the worker needs to know of the socket it is lent.
+        """
 
     def add(self, worker: HandOffTarget) -> None:
         self._release(worker)
@@ -167,7 +178,12 @@ class ReusePortHandle(SharedHandle):
 
     The master's own socket is bound but never listens: it holds the address
     and learns the port the kernel chose for port 0, and, not listening, the
-    kernel queues no connection on it.
+    kernel queues no connection on it.  Nor does the master listen on the
+    socket it lends a worker: the worker does, once it has adopted it and is
+    about to accept (C{listenBacklog}).  A socket joins the port's
+    C{SO_REUSEPORT} group (and gets a share of its connections) only then,
+    so none that a worker was lent but never served (it was refused, it
+    crashed before, it never confirmed) sits in the group unaccepted.
 
     After a privilege drop (C{--user}) the master can bind no more of them
     (a privileged port, or a C{SO_REUSEPORT} group that root's sockets
@@ -191,7 +207,12 @@ class ReusePortHandle(SharedHandle):
         self._holders: dict[int, dict[HandOffTarget, bool]] = {}
         if presized:
             port = self.sockname["port"]
-            self._presized = [bindSocket(spec, reusePort=True, port=port) for _ in range(presized)]
+            # Unlistened too: each listens once a worker serves it (and
+            # stays listening, its queue kept for the next worker it is lent
+            # to, after that worker has gone).
+            self._presized = [
+                bindSocket(spec, reusePort=True, port=port, listen=False) for _ in range(presized)
+            ]
             self._holders = {index: {} for index in range(presized)}
 
     def _bind(self) -> socket.socket:
@@ -208,7 +229,7 @@ class ReusePortHandle(SharedHandle):
 
     def _lend(self, worker: HandOffTarget) -> int:
         if self._presized is None:
-            sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"])
+            sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"], listen=False)
             return sock.detach()
         self._forget(worker)
 
@@ -239,3 +260,6 @@ class ReusePortHandle(SharedHandle):
             sock.close()
         self._presized = None if self._presized is None else []
         return super().stopAccepting()
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        answer["listenBacklog"] = self.spec.backlog

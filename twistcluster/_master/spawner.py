@@ -22,10 +22,11 @@ from twisted.logger import Logger
 
 from .._common.environment import WORKER_ID_VARIABLE, WORKER_SLOT_VARIABLE
 from .._common.protocol import CONTROL_FD, adoptControlChannel
+from .control import COMMAND_LINE_MAX_MESSAGE, MasterControl
 from .handles import Handles
 from .output import WorkerProcessProtocol
 from .signals import heldForChild
-from .worker import MasterControl, Worker
+from .worker import Worker
 
 #: The worker entry point of C{twist cluster}.
 WORKER_MODULE = "twistcluster._worker.main"
@@ -83,7 +84,11 @@ class Spawner:
         C{IReactorTime}).
     @ivar _handles: The listening handles the workers' queries reach.
     @ivar _shutdownTimeout: Seconds a leaving worker has before it is killed.
+    @ivar maxMessageSize: The longest user message a worker may send the
+        master, in bytes (L{None}: no bound).
     """
+
+    maxMessageSize: int | None = COMMAND_LINE_MAX_MESSAGE
 
     _log = Logger()
 
@@ -131,7 +136,7 @@ class Spawner:
             # spawnProcess leaves our copy open; without this close we would
             # never see the channel end when the worker dies.
             childEnd.close()
-        control = MasterControl(worker, self._handles)
+        control = MasterControl(worker, self._handles, self._reactor, self.maxMessageSize)
         adoptControlChannel(self._reactor, parentEnd.fileno(), Factory.forProtocol(lambda: control))
         parentEnd.close()
         worker.attach(process, control)

@@ -19,23 +19,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from .._common.endpoints import ListenSpec
 from .._common.events import Latch
 from .._common.protocol import (
-    Close,
-    ConnectionsClosed,
     ControlChannel,
     Disconnect,
-    ExitedAfterDisconnect,
-    Listening,
-    ListenRefused,
-    Online,
-    QueryServer,
 )
 from .._common.signals import toSignal
 from .handles import Handles
@@ -303,9 +294,11 @@ class Worker:
         self.kill("KILL")
 
     def lostControl(self) -> None:
-        # Before AMP fails the outstanding hand-offs: they must go to another
-        # worker, never back to this one.
-        self._handles.workerGone(self)
+        # Before AMP fails the outstanding hand-offs: nothing new for it.
+        # The sockets it never acknowledged stay its own until the process
+        # has exited (ended): the process may still be reading them, and no
+        # socket is given to a second process while the first one lives.
+        self._handles.workerLeaving(self)
         self._announce("disconnect")
 
     def ended(self, code: int | None, signal: _signal.Signals | None) -> None:
@@ -321,60 +314,10 @@ class Worker:
             pid=self.pid,
             status=f"signal {signal}" if signal is not None else f"code {code}",
         )
+        # Gone: what it never acknowledged goes to other workers now.
+        self._handles.workerGone(self)
         # Its Node face first: the primary's cluster.workers has let it go
         # by the time its owner hears.
         self._announce("exit", code, signal)
         self._exited.fire((code, signal))
 
-
-class MasterControl(ControlChannel):
-    """
-    The master's end of one worker's control channel.
-    """
-
-    def __init__(self, worker: Worker, handles: Handles) -> None:
-        super().__init__()
-        self._worker = worker
-        self._handles = handles
-
-    @Online.responder
-    def online(self, workerId: int, pid: int) -> dict[str, Any]:
-        self._worker.saidOnline()
-        return {}
-
-    @QueryServer.responder
-    def queryServer(self, spec: dict[str, Any], index: int) -> dict[str, Any]:
-        if not self._worker.acceptsListens():
-            raise ListenRefused(f"worker {self._worker.id} is {self._worker.state}")
-        try:
-            listenSpec = ListenSpec.fromJSON(spec)
-        except TypeError as e:
-            raise ListenRefused(f"malformed listen: {e}") from e
-        return self._handles.query(listenSpec, index).answer(self._worker)
-
-    @Listening.responder
-    def listening(self, key: str, address: Any) -> dict[str, Any]:
-        self._worker.listeningOn(key, address)
-        return {}
-
-    @ExitedAfterDisconnect.responder
-    def exitedAfterDisconnect(self) -> dict[str, Any]:
-        self._worker.exitedAfterDisconnect = True
-        return {}
-
-    def messageReceived(self, value: Any) -> None:
-        self._worker.messageReceived(value)
-
-    @ConnectionsClosed.responder
-    def connectionsClosed(self, key: str, count: int) -> dict[str, Any]:
-        self._handles.connectionsClosed(self._worker, key, count)
-        return {}
-
-    @Close.responder
-    def close(self, key: str) -> dict[str, Any]:
-        self._handles.workerClosed(self._worker, key)
-        return {}
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._worker.controlLost()
-        super().connectionLost(reason)

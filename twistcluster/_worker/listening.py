@@ -35,6 +35,7 @@ from .._common.balance import AcceptBalance
 from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
 from .._common.events import Latch
 from .._common.ports import adoptListeningSocket
+from .._common.protocol import ListenRefused
 from .._common.transport import serveConnection
 from .proxyheader import loggingRefusals
 from .routing import ROUTED_LISTENS, CommandLineListens, DirectReactor, listenError
@@ -55,6 +56,12 @@ class MasterChannel(Protocol):
         """
         C{port} made a connection, served by C{protocol}; the channel sees it
         end by wrapping its C{connectionLost}.
+        """
+
+    def connectionGone(self, port: ClusterPort) -> None:
+        """
+        C{port} was handed a connection that had already ended (its client
+        reset it, say): nothing was served.
         """
 
     def portRefused(self, port: ClusterPort, reason: Failure) -> None:
@@ -180,28 +187,38 @@ class ClusterPort:
         return self._listening.wait()
 
     def _granted(self, answer: dict[str, Any]) -> None:
-        fd = answer.get("fd")
-        balanceFD = answer.get("balance")
-        if self._closed:
-            for received in (fd, balanceFD):
-                if received is not None:
-                    os.close(received)
+        sent: list[int | None] = answer.get("fds") or []
+        fds = [fd for fd in sent if fd is not None]
+        if self._closed or len(fds) < len(sent):
+            for received in fds:
+                os.close(received)
+            if not self._closed:
+                # The kernel dropped it on the way: out of descriptors.
+                reason = ListenRefused("the listening socket did not arrive (out of descriptors)")
+                self._refused(Failure(reason))
             return
-        if fd is not None:
+        if fds:
+            fd, *rest = fds
+            balanceFD = rest[0] if rest else None
             try:
                 balance = None
                 if balanceFD is not None:
                     balance = AcceptBalance(balanceFD, answer["balanceSlot"])
                 self._adopted = adoptListeningSocket(
-                    self._reactor, fd, self.spec, self._serving, self._maxPacketSize, balance
+                    self._reactor,
+                    fd,
+                    self.spec,
+                    self._serving,
+                    self._maxPacketSize,
+                    balance,
+                    answer.get("listenBacklog"),
                 )
             except Exception:
                 self._refused(Failure())
                 return
             finally:
-                os.close(fd)
-                if balanceFD is not None:
-                    os.close(balanceFD)
+                for received in fds:
+                    os.close(received)
         self.key = answer["key"]
         self.sockname = answer["sockname"]
         self.reportClosed = bool(answer.get("reportClosed"))
@@ -241,8 +258,9 @@ class ClusterPort:
                 raise
             # Already over: reset while it waited, or served to its end by a
             # worker that died before its ack.  Nothing to serve, and no
-            # other worker could: taken, so it goes nowhere else.
+            # other worker could: taken, so it goes nowhere else; counted.
             self._log.debug("a connection handed over on {key} had already ended", key=self.key)
+            self._channel.connectionGone(self)
             return True
         return transport is not None
 

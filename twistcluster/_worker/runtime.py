@@ -13,21 +13,22 @@ closes (a master killed with SIGKILL leaves no orphans).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorSocket, IReactorTime
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from .._common.descriptors import raiseOpenFilesLimit
 from .._common.endpoints import ListenSpec, isDatagram
 from .._common.events import Latch
 from .._common.factory import loadDatagramProtocols, loadFactory
 from .._common.protocol import (
+    CHANNEL_LOST_GRACE,
     CONTROL_FD,
     Close,
     ControlChannel,
@@ -39,8 +40,10 @@ from .._common.protocol import (
     Online,
     Ping,
     QueryServer,
+    adoptWorkerChannel,
 )
 from .._common.statistics import CollectMetrics, WorkerStatistics
+from .intake import HandOffIntake
 from .listening import ClusterPort, ClusterReactor, listenOn
 from .metrics import encodedFamilies
 from .routing import CommandLineListens, specsOf
@@ -63,18 +66,8 @@ class WorkerControl(ControlChannel):
         self._runtime = runtime
 
     @NewConn.responder
-    def newConn(self, key: str, fds: list[int]) -> dict[str, list[bool]]:
-        port = self._runtime.ports.get(key)
-        accepted = []
-        for fd in fds:
-            try:
-                accepted.append(port is not None and port.connectionReceived(fd))
-            except Exception:
-                self._log.failure("could not serve a connection for {key}", key=key)
-                accepted.append(False)
-            finally:
-                os.close(fd)
-        return {"accepted": accepted}
+    def newConn(self, key: str, fds: list[int | None]) -> dict[str, Any]:
+        return self._runtime.intake.take(key, fds)
 
     @Disconnect.responder
     def disconnect(self) -> dict[str, Any]:
@@ -155,6 +148,7 @@ class WorkerRuntime:
         # A reactor that adopts sockets is a clock too.
         self._clock = cast(IReactorTime, reactor)
         self.openConnections = OpenConnections(ClosedConnectionReports(self._clock, self._send))
+        self.intake = HandOffIntake(self._clock, workerId, self.ports, self.openConnections.reports.closed)
         self._done: Latch[None] = Latch()
         # The command line's workers are ready once their start is over (an
         # application's worker hears of each listen, as in Node).
@@ -173,11 +167,18 @@ class WorkerRuntime:
         """
         if self._control is not None:
             return
+        before, limit = raiseOpenFilesLimit()
+        self._log.info(
+            "worker {workerId}: open files limit {limit}{raised}",
+            workerId=self.workerId,
+            limit=limit,
+            raised=f" (raised from {before})" if limit != before else "",
+        )
         control = self._control = WorkerControl(self)
         # IReactorSocket types the factory as the unparameterised ServerFactory.
         factory: ServerFactory = ServerFactory()
         factory.protocol = lambda: control
-        self._reactor.adoptStreamConnection(self._controlFD, socket.AF_UNIX, factory)
+        adoptWorkerChannel(cast(IReactorFDSet, self._reactor), self._controlFD, factory)
         os.close(self._controlFD)
         self._connected = True
         # Its channel closes as its reactor stops: not the master going away.
@@ -316,6 +317,9 @@ class WorkerRuntime:
         if self._failOnRefusal and self._factoryName is None:
             self.couldNotStart(reason)
 
+    def connectionGone(self, port: ClusterPort) -> None:
+        self.intake.clientGone(port)
+
     def connectionOpened(self, port: ClusterPort, protocol: Any) -> None:
         self.openConnections.opened(port, protocol)
 
@@ -366,7 +370,7 @@ class WorkerRuntime:
         d: Deferred[dict[str, Any]] = self._control.callRemote(ExitedAfterDisconnect)
         return d.addCallbacks(lambda answer: None, lambda reason: None)
 
-    def _leave(self, tellMaster: bool) -> None:
+    def _leave(self, tellMaster: bool, timeout: float | None = None) -> None:
         if self._disconnecting:
             return
         self._disconnecting = True
@@ -378,12 +382,15 @@ class WorkerRuntime:
             count=len(self.openConnections),
         )
         drained = self.openConnections.whenAllClosed()
-        drained.addTimeout(self._shutdownTimeout, self._clock, lambda *a: None)
+        drained.addTimeout(
+            self._shutdownTimeout if timeout is None else timeout, self._clock, lambda *a: None
+        )
         drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
 
     def _finishedConnections(self, tellMaster: bool) -> None:
         self._drainedAll = True
         self.openConnections.reports.flush()
+        self.intake.sayGone()
         if not self._connected:
             self._done.fire(None)
         elif tellMaster:
@@ -401,12 +408,17 @@ class WorkerRuntime:
         if self.listener is not None:
             self.listener.disconnected()
         if not self._disconnecting:
+            # Nothing more can reach it: it must not linger (the master, if
+            # it still runs, replaces it once it has exited).
+            grace = min(self._shutdownTimeout, CHANNEL_LOST_GRACE)
             if not self._ending:
                 self._log.warn(
-                    "worker {workerId}: the master went away; finishing open connections",
+                    "worker {workerId}: its control channel closed; finishing open connections"
+                    " for up to {grace}s, then exiting",
                     workerId=self.workerId,
+                    grace=grace,
                 )
-            self.disconnect()
+            self._leave(tellMaster=False, timeout=grace)
         elif self._drainedAll:
             self._done.fire(None)
 
