@@ -86,6 +86,8 @@ class WorkerMonitor:
         self._unansweredSince = unansweredSince
         self._firstSeen: dict[int, float] = {}
         self._lastAnswer: dict[int, float] = {}
+        #: When the last heartbeat a worker answered was sent.
+        self._lastAnsweredPing: dict[int, float] = {}
         self._pinging: set[int] = set()
         self._reported: set[int] = set()
         self.roundTrips: dict[int, float] = {}
@@ -146,19 +148,22 @@ class WorkerMonitor:
     def _checkHandOffs(self, worker: Watched, now: float) -> None:
         # A worker that answers its heartbeat but sits on the sockets it was
         # handed is as hung as one that answers nothing: the clients wait.
-        # (One that answers nothing since is the heartbeat's to report.)
+        # (One that answers nothing since is the heartbeat's to report: a
+        # ping sent after the hand-off reaches the worker after it, so its
+        # answer says the worker read the hand-off and sat on it.)
         if worker.id in self._reported:
             return
         sentAt = self._unansweredSince(worker)
         if (
             sentAt is not None
             and now - sentAt > self._workerTimeout
-            and self._lastAnswer.get(worker.id, float("-inf")) > sentAt
+            and self._lastAnsweredPing.get(worker.id, float("-inf")) > sentAt
         ):
             self._report(worker, self._hung, f"a hand-off unanswered for {self._workerTimeout:g}s")
 
     def _answered(self, answer: object, workerId: int, sent: float) -> None:
         self._lastAnswer[workerId] = now = self._clock.seconds()
+        self._lastAnsweredPing[workerId] = sent
         if workerId in self._firstSeen:
             self.roundTrips[workerId] = now - sent
 
@@ -174,7 +179,7 @@ class WorkerMonitor:
         to(worker, detail)
 
     def _forget(self, workerId: int) -> None:
-        for table in (self._firstSeen, self._lastAnswer, self.roundTrips):
+        for table in (self._firstSeen, self._lastAnswer, self._lastAnsweredPing, self.roundTrips):
             table.pop(workerId, None)
         self._pinging.discard(workerId)
         self._reported.discard(workerId)

@@ -320,4 +320,3 @@ class Worker:
         # by the time its owner hears.
         self._announce("exit", code, signal)
         self._exited.fire((code, signal))
-
