@@ -96,6 +96,9 @@ class LifecycleCore:
     def isConnected(self) -> bool:
         return self.state not in ("disconnected", "dead")
 
+    def isOnline(self) -> bool:
+        return self.state in ("online", "listening", "disconnecting")
+
     def isDead(self) -> bool:
         return self.state == "dead"
 

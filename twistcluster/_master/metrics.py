@@ -139,8 +139,8 @@ class ClusterScrape:
         @return: Fires with every family of the cluster, within the bound.
         """
         workers = self.bySlot()
-        connected = [w for w in workers.values() if w.state in ("online", "listening", "disconnecting")]
-        ready = [w for w in workers.values() if w.state == "listening"]
+        connected = [w for w in workers.values() if w.isOnline()]
+        ready = [w for w in workers.values() if w.isReady()]
         statistics = askEach(self._reactor, connected, WorkerStatistics, self.timeout)
         collected = askEach(self._reactor, ready, CollectMetrics, self.timeout, maxBytes=self._maxBytes)
         both: Deferred[Any] = gatherResults([statistics, collected])

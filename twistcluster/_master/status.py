@@ -94,7 +94,7 @@ class ClusterStatus:
         @return: Fires with the status document (within the bound).
         """
         workers = sorted(self._master.supervisor.workers.values(), key=lambda w: w.id)
-        connected = [w for w in workers if w.state in ("online", "listening", "disconnecting")]
+        connected = [w for w in workers if w.isOnline()]
         asking = askEach(self._reactor, connected, WorkerStatistics, self._timeout)
         return asking.addCallback(lambda answers: self.document(workers, dict(answers)))
 

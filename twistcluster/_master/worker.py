@@ -118,6 +118,13 @@ class Worker:
     def isConnected(self) -> bool:
         return self._core.isConnected()
 
+    def isOnline(self) -> bool:
+        """
+        Does it answer on its channel (it said it is online, and the channel
+        is still up)?
+        """
+        return self._core.isOnline()
+
     def isDead(self) -> bool:
         return self._core.isDead()
 
