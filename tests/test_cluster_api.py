@@ -201,7 +201,7 @@ class PrimaryTests(SynchronousTestCase):
 
     def test_schedulingPolicy(self) -> None:
         self.assertEqual(PrimaryCluster(self.reactor, environ={}).schedulingPolicy, 2)
-        none = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "none"})
+        none = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "none"}, argv=[SCRIPT])
         self.assertEqual(none.schedulingPolicy, none.SCHED_NONE)
         leastConn = PrimaryCluster(self.reactor, environ={"TWISTCLUSTER_SCHED_POLICY": "least-conn"})
         self.assertEqual(leastConn.schedulingPolicy, leastConn.SCHED_LEAST_CONN)
