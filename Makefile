@@ -31,8 +31,11 @@ lint: install-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# The suite runs in PYTEST_WORKERS processes side by side (pytest-xdist; its tests mostly wait on
+# the processes they start); 0 runs it in this one.  CONTRIBUTING.md says how to run one test.
+PYTEST_WORKERS ?= 3
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 $(BIN)/.installed-bench: $(BIN)/.installed-test
 	$(PIP_INSTALL) '.[test,bench]'
