@@ -178,6 +178,30 @@ def test_stop_over_the_socket(cluster):
     assert c.leftovers() == []
 
 
+def test_reopen_logs_over_the_socket(cluster, tmp_path):
+    """
+    `reopen-logs` does what USR1 does: after logrotate's rename, the master's
+    later lines (and the workers', which it passes USR1 on to) go to a new
+    file at the old path; the command answers once it is done.
+    """
+    log = tmp_path / "master.log"
+    c = cluster(
+        "--workers", "2", "--listen", LOCAL, APP, twistArgs=["--log-format", "text", "--log-file", str(log)]
+    )
+    waitUntil(lambda: log.exists() and len(re.findall(r"\) ready", log.read_text())) >= 2, 60, "ready")
+    log.rename(tmp_path / "master.log.1")
+    done = ctl(c, "reopen-logs")
+    assert done.returncode == 0, done.stderr
+    waitUntil(
+        lambda: log.exists() and "SIGUSR1: reopened 0 log files" in log.read_text(), 30, "workers' lines"
+    )
+    new = log.read_text()
+    assert "reopen-logs over the control socket: reopened the log file" in new
+    assert "reopen-logs over the control socket: passed on to 2 workers" in new
+    assert "reopened the log file" not in (tmp_path / "master.log.1").read_text()
+    assert ctl(c, "reopen-logs", "now").returncode != 0
+
+
 def test_second_master_on_the_same_path_fails(cluster, tmp_path):
     """
     A live socket at an explicit --control path: the second master stops

@@ -32,6 +32,8 @@ class Operated(Protocol):
 
     def requestStop(self, by: str) -> None: ...
 
+    def reopenLogs(self, by: str) -> None: ...
+
 
 #: One-line help for each command, in the order C{help} lists them.
 HELP = {
@@ -155,10 +157,9 @@ class Operations:
         return {"ok": True, "stopping": True}
 
     def reopenLogs(self, arguments: list[str]) -> dict[str, Any]:
-        reopen = getattr(self._master, "reopenLogs", None)
-        if reopen is None:
-            return _refused("reopen-logs is not supported yet")
-        reopen()
+        if arguments:
+            return _refused("reopen-logs takes no arguments")
+        self._master.reopenLogs("reopen-logs over the control socket")
         return {"ok": True}
 
     def upgrade(self, arguments: list[str]) -> dict[str, Any]:

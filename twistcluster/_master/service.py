@@ -238,7 +238,7 @@ class Master(Service):
         if signum in STOP:
             self._stopRequested(signalName(signum))
         elif signum == signal.SIGUSR1:
-            self._reopenLogs()
+            self.reopenLogs("SIGUSR1")
         elif signum == signal.SIGUSR2:
             self._log.warn("SIGUSR2: upgrading the master is not available yet; ignored")
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
@@ -259,22 +259,28 @@ class Master(Service):
         done.addErrback(lambda reason: self._log.failure("the rolling restart failed", reason))
         done.addBoth(lambda _: self.notifier.reloaded(self.statusText()))
 
-    def _reopenLogs(self) -> None:
+    def reopenLogs(self, by: str) -> None:
+        """
+        Reopen the log file at its path (after logrotate renamed it) and pass
+        C{USR1} on to every worker: what C{SIGUSR1} and C{twistcluster
+        reopen-logs} do; C{by} says which, in the log.
+        """
         if self._logFile is not None:
             try:
                 self._logFile.reopen()
             except OSError as e:
                 self._log.error(
-                    "SIGUSR1: cannot reopen the log file {path}: {error}; still logging to the old file",
+                    "{by}: cannot reopen the log file {path}: {error}; still logging to the old file",
+                    by=by,
                     path=self._logFile.path,
                     error=e.strerror,
                 )
             else:
-                self._log.info("SIGUSR1: reopened the log file {path}", path=self._logFile.path)
+                self._log.info("{by}: reopened the log file {path}", by=by, path=self._logFile.path)
         workers = list(self.supervisor.workers.values())
         for worker in workers:
             worker.kill("USR1")
-        self._log.info("SIGUSR1: passed on to {count} workers", count=len(workers))
+        self._log.info("{by}: passed on to {count} workers", by=by, count=len(workers))
 
     def statusText(self, doing: str = "") -> str:
         """
