@@ -17,7 +17,6 @@ import pytest
 from tests._cluster import Cluster
 from tests._haproxy import HAProxy, Server, exampleConfig, haproxyPath
 from tests._load import Load, request, shares
-from twistcluster._cli.tap import Options
 
 pytestmark = pytest.mark.skipif(
     haproxyPath() is None, reason="haproxy is not installed (Debian: apt-get install haproxy)"
@@ -132,33 +131,27 @@ def metricsPort(c: Cluster) -> int:
     return int(c.waitFor(r"metrics, health and liveness at \S*:(\d+)$")[0].group(1))
 
 
-#: Whether the hosts serve /healthz (--metrics, the cockpit's, issue 15) for
-#: HAProxy's health checks, as the example configuration has them.  Without
-#: it, the example's agent checks alone take hosts in and out (drain, down,
-#: up ready N%).  (Run with the cockpit's branch merged: the same tests pass
-#: with both checks.)
-HEALTH_CHECKS = "metrics" in [option[0] for option in Options.optParameters]
 #: A server HAProxy sends to, as C{show stat} says.
-UP = "UP" if HEALTH_CHECKS else "no check"
+UP = "UP"
 
 
 def hostsBehindHAProxy(cluster, haproxy, *options: str) -> tuple[dict[str, Cluster], HAProxy]:
     """
     Two hosts of 2 workers, a under rr and b under none, each with its agent
-    (and its metrics, for health checks) on loopback ports, behind HAProxy
+    and its metrics (/healthz, for health checks) on loopback ports, behind HAProxy
     with the example's checks; once HAProxy has both up at full weight.
     """
-    metrics = ("--metrics", LOOPBACK) if HEALTH_CHECKS else ()
     hosts = {
-        name: startHost(cluster, name, "--scheduling", policy, *metrics, "--agent", LOOPBACK, *options)
+        name: startHost(
+            cluster, name, "--scheduling", policy, "--metrics", LOOPBACK, "--agent", LOOPBACK, *options
+        )
         for name, policy in (("a", "rr"), ("b", "none"))
     }
     servers = []
     for name, host in hosts.items():
         host.waitReady(2)
         port = host.address("haproxy:tcp:0:interface=127.0.0.1")[1]
-        check = metricsPort(host) if HEALTH_CHECKS else None
-        servers.append(Server(name, port, checkPort=check, agentPort=agentPort(host)))
+        servers.append(Server(name, port, checkPort=metricsPort(host), agentPort=agentPort(host)))
     proxy = haproxy(exampleConfig(servers))
     proxy.waitServers(
         lambda s: all(row["status"] == UP and row["weight"] == "100" for row in s.values()),
@@ -175,7 +168,7 @@ def report(what: str, outcomes) -> None:
 def test_drain_stop(cluster, haproxy):
     """
     Under continuous load, host a is stopped with TERM and --drain-delay 2:
-    HAProxy takes it out (agent drain; health 503 with HEALTH_CHECKS) while
+    HAProxy takes it out (agent drain, and /healthz 503) while
     it still accepts, it stops gracefully (exit 0), and not one request
     fails.
     """
