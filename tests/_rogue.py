@@ -133,6 +133,12 @@ class RogueCluster:
             yield load
         finally:
             load.stop()
+            # The numbers of the misbehaviour table (seen with pytest -rA or -s).
+            held = len(load.failures) - len(load.failed())
+            print(
+                f"rogue {self.misbehaviour}: served {sorted(load.served.items())};"
+                f" failed {len(load.failures)}, {held} of them held by worker {ROGUE_ID}"
+            )
 
     def misbehave(self) -> None:
         self.trigger.touch()

@@ -40,6 +40,7 @@ def test_oversized_box(cluster, tmp_path):
         grown = rogue.masterResident() - before
         new = rogue.rogueReplaced()
         load.waitForMore(10, by=new)
+    print(f"the master's resident memory grew by {grown >> 10} KiB")
     assert load.failed() == []
     assert grown < 32 << 20, grown
 
@@ -74,6 +75,7 @@ def test_unasked_descriptors(cluster, tmp_path):
         rogue.c.waitFor(rf"worker {ROGUE_ID} sent descriptors the master did not ask for")
         load.waitForMore(10, by=ROGUE_ID)
         after = rogue.masterDescriptors()
+    print(f"the master's open descriptors: {before} before, {after} after")
     assert after <= before + 8, (before, after)
     assert not rogue.c.matches(r"broke the control protocol|exited with")
     assert load.failed(excusing=None) == []
@@ -94,6 +96,7 @@ def test_endless_message(cluster, tmp_path):
         grown = rogue.masterResident() - before
         load.waitForMore(10, by=ROGUE_ID)
     sent, refused = int(said.group(1)), int(said.group(2))
+    print(f"{sent} bytes sent, {refused} chunks refused; the master's memory grew by {grown >> 10} KiB")
     assert sent >= 96 << 20
     # All but the first 64 KiB (the command line's bound) were refused.
     assert refused >= sent // (60 * 1024) - 2
@@ -164,6 +167,8 @@ def test_listening_at_3000_new_indexes(cluster, tmp_path):
         f"listen number 2 on tcp:127.0.0.1:{rogue.address[1]} is not granted:"
         " the master was configured to listen there once"
     )
-    assert rogue.masterDescriptors() <= before + 4
+    after = rogue.masterDescriptors()
+    print(f"the master's open descriptors: {before} before, {after} after")
+    assert after <= before + 4
     assert not rogue.c.matches(r"Traceback|broke the control protocol|exited with")
     assert load.failed(excusing=None) == []
