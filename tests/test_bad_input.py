@@ -165,6 +165,28 @@ def test_a_plugin_whose_own_bind_fails_ends_the_master():
     assert "the master went away" not in result.stdout
 
 
+def test_a_factory_that_fails_to_import_in_the_workers_ends_the_master():
+    """
+    A FACTORY module that imports in the master but not in its workers: the
+    master gives up after a bounded number of workers with the import error
+    on one line, and no worker says the master went away (issue 13, 10: it
+    did, after its import failed).
+    """
+    result = run(
+        "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "tests.brokenimport.BrokenFactory"
+    )
+    assert result.returncode == 1, result.stdout
+    assert "went away" not in result.stdout, result.stdout
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"twist cluster: error: workers keep failing to boot \(5 in a row, none ever ready\); the last one "
+        r"said: worker \d+ could not start: BadFactory: cannot import 'tests\.brokenimport\.BrokenFactory': "
+        r"ImportError: deliberately broken in the workers",
+        line,
+    ), line
+    assert not re.search(r"worker \d+ \(pid \d+\) ready", result.stdout), result.stdout
+
+
 def test_bad_policy_in_the_environment():
     result = run("tests.clusterapps.whoAmI", env={"TWISTCLUSTER_SCHED_POLICY": "fastest"})
     assert result.returncode == 64
