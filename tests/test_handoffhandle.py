@@ -12,11 +12,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster._common.endpoints import ListenSpec
+from twistcluster._common.protocol import ControlChannel
 from twistcluster._master.handoff import OUT_OF_DESCRIPTORS_PAUSE, HandOffHandle
 
 
@@ -97,6 +99,25 @@ class HandOffHandleTests(SynchronousTestCase):
         self.handle.remove(self.one)
         self.reactor.advance(0)
         self.assertEqual([c[0] for c in self.two.calls], [fds])
+
+    def test_channelClosedAsTheHandOffIsSent(self) -> None:
+        """
+        A hand-off to a worker whose channel has just closed (the real
+        channel's C{callRemote} raises L{ConnectionLost} as it queues the
+        descriptors): no failure or warning is logged, and the socket stays
+        that worker's until it is gone, then goes to another (issue 13, 7: a
+        C{'NoneType' ... sendFileDescriptor} traceback).
+        """
+        self.one.callRemote = ControlChannel().callRemote  # type: ignore[method-assign]
+        with capturedLogs() as events:
+            self.accept()
+            self.assertEqual(self.two.calls, [])
+            self.handle.retire(self.one)
+            self.handle.remove(self.one)
+            self.reactor.advance(0)
+        self.assertEqual(len(self.two.calls), 1)
+        loud = (LogLevel.warn, LogLevel.error, LogLevel.critical)
+        self.assertEqual([e for e in events if e["log_level"] in loud or "log_failure" in e], [])
 
     def test_errorAnswerIsNoAnswer(self) -> None:
         self.accept()
