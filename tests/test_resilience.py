@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests._cluster import connect, readLine, stopped, waitUntil, whoServes
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -71,15 +73,20 @@ def test_crash_looping_factory_ends_the_master(cluster):
     assert c.leftovers() == []
 
 
-def test_rolling_restart_under_load_loads_new_code(cluster, tmp_path):
+@pytest.mark.parametrize("policy", ["rr", "reuseport"])
+def test_rolling_restart_under_load_loads_new_code(cluster, tmp_path, policy):
     """
     HUP: each worker is replaced by a new one, which is ready before the old
-    one leaves; a client hammering the port meanwhile sees no failure; the new
-    workers run the changed module.
+    one leaves; a client hammering the port meanwhile sees no failure (under
+    reuseport too: each replacement takes over its predecessor's socket,
+    and the connections queued on it); the new workers run the changed
+    module.
     """
     app = tmp_path / "versioned.py"
     app.write_text(_versioned("v1"))
-    c = cluster("--workers", "2", "--listen", LOCAL, "versioned.Factory", cwd=tmp_path)
+    c = cluster(
+        "--workers", "2", "--scheduling", policy, "--listen", LOCAL, "versioned.Factory", cwd=tmp_path
+    )
     c.waitReady(2)
     address = c.address()
     load = Load(address)

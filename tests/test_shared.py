@@ -27,8 +27,9 @@ def openDescriptors() -> int:
 
 
 class Worker:
-    def __init__(self, id: int) -> None:
+    def __init__(self, id: int, slot: int | None = None) -> None:
         self.id = id
+        self.slot = slot
 
 
 def connects(address: object, family: int = socket.AF_INET) -> bool:
@@ -120,6 +121,36 @@ class ReusePortHandleTests(SynchronousTestCase):
         self.assertFalse(connects(address))
         lent[0].listen(answers[0]["listenBacklog"])
         self.assertTrue(connects(address))
+
+    def test_aReplacementTakesOverItsSlotsSocket(self) -> None:
+        """
+        The worker that replaces another in its slot is lent the same socket
+        (its queue is served on, never reset), which the master keeps for as
+        long as a worker of the slot is there; a worker that leaves with no
+        replacement, or dies, takes its socket along.
+        """
+        handle = ReusePortHandle("k", ListenSpec.forTCP(0, interface="127.0.0.1"))
+        self.addCleanup(handle.closeWaiting)
+        self.addCleanup(handle.stopAccepting)
+
+        def inode(worker: Worker) -> int:
+            with socket.socket(fileno=os.dup(handle.answer(worker)["fds"][0])) as lent:
+                return os.fstat(lent.fileno()).st_ino
+
+        old, other = Worker(1, slot=0), Worker(2, slot=1)
+        sockets = {0: inode(old), 1: inode(other)}
+        self.assertNotEqual(sockets[0], sockets[1])
+        new = Worker(3, slot=0)
+        self.assertEqual(inode(new), sockets[0])
+        handle.retire(old)
+        kept = {k.slot: os.fstat(k.socket.fileno()).st_ino for k in handle.keptSockets()}
+        self.assertEqual(kept, sockets)
+        # Slot 1's worker leaves with no replacement: the master lets go.
+        handle.retire(other)
+        self.assertEqual([k.slot for k in handle.keptSockets()], [0])
+        handle.remove(new)
+        self.assertEqual(handle.keptSockets(), [])
+        self.assertNotEqual(inode(Worker(4, slot=0)), sockets[0])
 
 
 class StaleSocketFileTests(SynchronousTestCase):

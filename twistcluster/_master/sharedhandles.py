@@ -20,6 +20,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -185,16 +186,28 @@ class ReusePortHandle(SharedHandle):
     so none that a worker was lent but never served (it was refused, it
     crashed before, it never confirmed) sits in the group unaccepted.
 
-    After a privilege drop (C{--user}) the master can bind no more of them
-    (a privileged port, or a C{SO_REUSEPORT} group that root's sockets
-    hold): it binds C{presized} listening sockets up front, one per
-    configured worker, keeps them, and lends each worker one; a new worker
-    gets the socket no serving worker holds (a crashed or drained worker's),
-    else the one whose holders are oldest (the worker a rolling restart
-    replaces first).
+    The master keeps the sockets it lends (L{_kept}), so that a worker's
+    replacement is lent the same socket: once listening it never leaves the
+    C{SO_REUSEPORT} group, and the connections queued on it are served by
+    the replacement instead of reset (Linux resets a listening socket's
+    queue when its last descriptor closes, unless
+    C{net.ipv4.tcp_migrate_req=1}).
 
-    @ivar _presized: The sockets bound up front, or L{None}.
-    @ivar _holders: The workers each of them is lent to.
+        - By default, one socket per slot: the worker that replaces another
+          in its slot (a rolling restart, an upgrade) is lent its socket; a
+          worker that dies, or leaves with none to replace it (C{TTOU}, a
+          hung worker), takes its socket along.
+        - After a privilege drop (C{--user}) the master can bind no more of
+          them (a privileged port, or a C{SO_REUSEPORT} group that root's
+          sockets hold): it binds C{presized} sockets up front, one per
+          configured worker, and keeps them all; a new worker gets the socket
+          no serving worker holds (a crashed or drained worker's), else the
+          one whose holders are oldest (the worker a rolling restart
+          replaces first).
+
+    @ivar _presized: Whether the kept sockets were bound up front.
+    @ivar _kept: Each kept socket, its slot (L{None} for one bound up
+        front), and the workers it is lent to (whether each is leaving).
     """
 
     scheduling = "reuseport"
@@ -203,20 +216,19 @@ class ReusePortHandle(SharedHandle):
         self, key: str, spec: ListenSpec, close: Any = os.close, presized: int | None = None
     ) -> None:
         super().__init__(key, spec, close)
-        self._presized: list[socket.socket] | None = None
-        self._holders: dict[int, dict[HandOffTarget, bool]] = {}
+        self._presized = bool(presized)
+        self._kept: list[KeptSocket] = []
         if presized:
-            port = self.sockname["port"]
             # Unlistened too: each listens once a worker serves it (and
             # stays listening, its queue kept for the next worker it is lent
             # to, after that worker has gone).
-            self._presized = [
-                bindSocket(spec, reusePort=True, port=port, listen=False) for _ in range(presized)
-            ]
-            self._holders = {index: {} for index in range(presized)}
+            self._kept = [KeptSocket(self._unlistened()) for _ in range(presized)]
 
     def _bind(self) -> socket.socket:
         return bindSocket(self.spec, reusePort=True, listen=False)
+
+    def _unlistened(self) -> socket.socket:
+        return bindSocket(self.spec, reusePort=True, port=self.sockname["port"], listen=False)
 
     def _balanceTable(self) -> None:
         # Each worker has its own queue: one stepping aside would only
@@ -224,42 +236,89 @@ class ReusePortHandle(SharedHandle):
         return None
 
     def statistics(self) -> dict[str, Any]:
-        # Each worker's socket has its own queue, and the master keeps none.
+        # Each worker's socket has its own queue.
         return {"acceptQueue": None, "acceptQueueLimit": None}
 
-    def _lend(self, worker: HandOffTarget) -> int:
-        if self._presized is None:
-            sock = bindSocket(self.spec, reusePort=True, port=self.sockname["port"], listen=False)
-            return sock.detach()
-        self._forget(worker)
+    def keptSockets(self) -> list[KeptSocket]:
+        return list(self._kept)
 
-        def score(index: int) -> tuple[int, int]:
-            serving = [w for w, leaving in self._holders[index].items() if not leaving]
+    def _lend(self, worker: HandOffTarget) -> int:
+        self._forget(worker)
+        kept = self._presizedFor() if self._presized else self._slotsFor(worker)
+        if kept is None:
+            return self._unlistened().detach()
+        kept.holders[worker] = False
+        return os.dup(kept.socket.fileno())
+
+    def _presizedFor(self) -> KeptSocket:
+        def score(kept: KeptSocket) -> tuple[int, int]:
+            serving = kept.serving()
             return (len(serving), max((w.id for w in serving), default=0))
 
-        index = min(self._holders, key=score)
-        self._holders[index][worker] = False
-        return os.dup(self._presized[index].fileno())
+        return min(self._kept, key=score)
+
+    def _slotsFor(self, worker: HandOffTarget) -> KeptSocket | None:
+        slot: int | None = getattr(worker, "slot", None)
+        if slot is None:
+            # A worker of the API's primary: its socket is its own.
+            return None
+        for kept in self._kept:
+            if kept.slot == slot:
+                return kept
+        kept = KeptSocket(self._unlistened(), slot)
+        self._kept.append(kept)
+        return kept
 
     def _forget(self, worker: HandOffTarget) -> None:
-        for holders in self._holders.values():
-            holders.pop(worker, None)
+        for kept in self._kept:
+            kept.holders.pop(worker, None)
 
     def retire(self, worker: HandOffTarget) -> None:
         super().retire(worker)
-        for holders in self._holders.values():
-            if worker in holders:
-                holders[worker] = True
+        for kept in self._kept:
+            if worker in kept.holders:
+                kept.holders[worker] = True
+        self._letGo()
 
     def remove(self, worker: HandOffTarget) -> None:
         super().remove(worker)
         self._forget(worker)
+        self._letGo()
+
+    def _letGo(self) -> None:
+        """
+        Close each slot's socket that no serving worker holds (one bound up
+        front is kept: the master could not bind it again).
+        """
+        if self._presized:
+            return
+        for kept in list(self._kept):
+            if not kept.serving():
+                self._kept.remove(kept)
+                kept.socket.close()
 
     def stopAccepting(self) -> Deferred[None]:
-        for sock in self._presized or ():
-            sock.close()
-        self._presized = None if self._presized is None else []
+        for kept in self._kept:
+            kept.socket.close()
+        self._kept = []
         return super().stopAccepting()
 
     def _answered(self, answer: dict[str, Any]) -> None:
         answer["listenBacklog"] = self.spec.backlog
+
+
+@define
+class KeptSocket:
+    """
+    A C{SO_REUSEPORT} socket the master keeps and lends.
+
+    @ivar slot: The slot whose workers it is lent to (L{None}: any).
+    @ivar holders: The workers it is lent to, and whether each is leaving.
+    """
+
+    socket: socket.socket
+    slot: int | None = None
+    holders: dict[HandOffTarget, bool] = field(factory=dict)
+
+    def serving(self) -> list[HandOffTarget]:
+        return [worker for worker, leaving in self.holders.items() if not leaving]
