@@ -336,8 +336,11 @@ def test_command_line_errors(cluster, tmp_path):
 
     c = cluster("--workers", "1", "--listen", LOCAL, APP)
     c.waitReady(1)
-    upgrade = ctl(c, "upgrade")
-    assert (upgrade.returncode, upgrade.stderr) == (1, "twistcluster: error: upgrade is not supported yet\n")
+    refused = ctl(c, "remove")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "twistcluster: error: not shrinking below one worker\n",
+    )
     version = ctl(c, "--version")
     assert version.returncode == 0 and version.stdout.startswith("twistcluster ")
     module = subprocess.run(

@@ -83,16 +83,19 @@ class PrivilegedStart:
     kept: KeptFiles = field(factory=KeptFiles)
 
     @classmethod
-    def fromOptions(cls, options: Any) -> PrivilegedStart:
+    def fromOptions(cls, options: Any, pid: int | None = None) -> PrivilegedStart:
         """
         Apply C{--umask}; refuse a pid file another live master holds
         (exit 1), before anything is bound.
+
+        @param pid: The master's pid, if not this process's (the check of
+            an upgrade runs for it).
         """
         if options["umask"] is not None:
             os.umask(options["umask"])
         pidfile = None
         if options["pidfile"] is not None:
-            pidfile = PIDFile(options["pidfile"])
+            pidfile = PIDFile(options["pidfile"], pid)
             try:
                 pidfile.check()
             except PIDFileBusy as e:

@@ -8,6 +8,7 @@ C{twist cluster}: the command line, and the service it makes.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any, NoReturn
@@ -20,6 +21,7 @@ from twisted.python import usage
 from .._common.endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
 from .._common.factory import BadFactory, loadDatagramProtocols, loadFactory
 from .._common.policies import schedulingPolicy
+from .._master.carried import STATE_VARIABLE
 from .errors import EX_START, EX_USAGE, fail
 from .serviceoptions import PrivilegedStart, checkAs, checkFactoryAs, serviceOptions
 from .sharedstate import sharedStateWarning
@@ -109,6 +111,9 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        # As the master started, before anything takes from it: an upgrade
+        # runs the same command again in it.
+        self["environ"] = {k: v for k, v in os.environ.items() if k != KEEP_TLS}
 
     def opt_version(self) -> NoReturn:
         """
@@ -169,7 +174,12 @@ class Options(usage.Options):
         if self["factory"] is not None:
             # Before the factory is loaded as one kind or the other.
             _checkKinds(self["listen"])
-            if self["switchesUser"]:
+            if STATE_VARIABLE in os.environ:
+                # A master taking over after an upgrade: its check loaded
+                # FACTORY moments ago, and clients wait in the backlog.
+                if not any(needsTLS(d) for d in self["listen"]):
+                    leaveOutTLS()
+            elif self["switchesUser"]:
                 # Checked as that user: user code never runs as root.
                 checkFactoryAs(self, self["factory"], self["listen"], leaveOutTLS)
             else:
@@ -367,13 +377,24 @@ def makeService(options: Options) -> IService:
     from twisted.logger import Logger
 
     from .._common.proctitle import masterTitle
+    from .._master.carried import CHECK_VARIABLE, UnreadableState
     from .._master.cockpit import operate
     from .._master.logfile import ReopenableLogFile
+    from .._master.relaunch import resolved, thisLaunch, thisRunSpec
+    from .._master.resume import Resumption
     from .._master.sdnotify import ServiceNotifier, takeServiceManagerEnvironment
     from .._master.service import Limits, Master
+    from .._version import __version__
 
-    # The umask, and a pid file another master holds, before anything else.
-    privileged = PrivilegedStart.fromOptions(options)
+    try:
+        resumption = Resumption.fromEnvironment(os.environ)
+    except UnreadableState as e:
+        fail(str(e), EX_START)
+    checking = os.environ.pop(CHECK_VARIABLE, None)
+    checked = None if checking is None else json.loads(checking)
+    # The umask, and a pid file another master holds, before anything else
+    # (an upgrade's check: the master it checks for holds it).
+    privileged = PrivilegedStart.fromOptions(options, None if checked is None else checked.get("pid"))
     if options["subcommand"] is None:
         listens, workerArguments, grantAny = _factoryMode(options)
     else:
@@ -430,6 +451,10 @@ def makeService(options: Options) -> IService:
         logFile=ReopenableLogFile.fromTwistOptions(options),
         title=lambda workers: masterTitle(serving, descriptions, workers, policyName),
         passFDs=privileged.kept.childFDs,
+        version=__version__,
+        launch=thisLaunch(options["environ"]),
+        previous=resolved(thisRunSpec()),
+        resumption=resumption,
     )
     # A control socket made before the privilege drop belongs to the user dropped to.
     credentials = options["credentials"]
@@ -443,6 +468,11 @@ def makeService(options: Options) -> IService:
     # Last: every service that binds or reads as root (the master's endpoints,
     # the control socket, --metrics) starts before it.
     privileged.service(reactor, master, failedToStart).setServiceParent(service)
+    if checked is not None:
+        from .._master.upgradecheck import answerCheck
+
+        # An upgrade's check of this code: it got this far, and stops here.
+        answerCheck(checked, listens, __version__)
     return service
 
 
@@ -450,4 +480,6 @@ def _agentService(reactor: Any, description: str, master: Any, workers: int) -> 
     from .._master.agent import AgentFactory, AgentService
 
     factory = AgentFactory(lambda: master.phase, lambda: master.supervisor.readyCount, workers)
-    return AgentService(reactor, description, factory, failed=lambda message: fail(message, EX_START))
+    return AgentService(
+        reactor, description, factory, failed=lambda message: fail(message, EX_START), upgrade=master.upgrade
+    )

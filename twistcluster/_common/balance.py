@@ -78,6 +78,31 @@ class BalanceTable:
             self._table[2 * slot] = NOT_SERVING
         self._slots: dict[object, int] = {}
 
+    @classmethod
+    def adopt(cls, fd: int, slots: dict[object, int]) -> BalanceTable:
+        """
+        The table in C{fd} (duplicated) as an earlier image of the master
+        left it (an upgrade), its slots lent to C{slots}' workers.
+        """
+        self = cls.__new__(cls)
+        self._fd = os.dup(fd)
+        size = os.fstat(self._fd).st_size
+        self.capacity = size // (2 * _ITEM) - 1
+        self._mapping = mmap.mmap(self._fd, size)
+        self._table = _view(self._mapping)
+        self._slots = dict(slots)
+        return self
+
+    @property
+    def descriptor(self) -> int:
+        return self._fd
+
+    def slots(self) -> dict[object, int]:
+        """
+        Each worker's slot.
+        """
+        return dict(self._slots)
+
     def lend(self, worker: object) -> tuple[int, int] | None:
         """
         A slot for C{worker} (its own, if it has one) and a descriptor of

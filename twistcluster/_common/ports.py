@@ -14,6 +14,7 @@ sent.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, cast
@@ -202,8 +203,18 @@ class AdoptedUNIXPort(SharedSocketPort, UNIXPort):
         self.numberAccepts = 100
         self.startReading()
 
+    #: The socket file to remove when it stops: set when this process bound
+    #: it (in an earlier image, before an upgrade), never for a socket it
+    #: only shares or inherited.
+    ownedPath: str | None = None
+
     def connectionLost(self, reason: Failure) -> None:
         # tcp.Port's, not unix.Port's: the file belongs to whoever bound it.
+        if self.ownedPath is not None:
+            try:
+                os.unlink(self.ownedPath)
+            except FileNotFoundError:
+                pass
         TCPPort.connectionLost(self, reason)
 
 
@@ -377,22 +388,30 @@ HandOffPort = HandOffTCPPort | HandOffUNIXPort | AdoptedHandOffUNIXPort
 
 
 def listenForHandOff(
-    reactor: IReactorFDSet, spec: ListenSpec, connectionAccepted: Callable[[int, Any], object]
+    reactor: IReactorFDSet,
+    spec: ListenSpec,
+    connectionAccepted: Callable[[int, Any], object],
+    adopted: int | None = None,
 ) -> HandOffPort:
     """
     Bind and listen as C{spec} says (or adopt the inherited socket it names);
     each accepted connection's descriptor and peer address go to
     C{connectionAccepted}.
 
+    @param adopted: The listening socket to accept on (an earlier image of
+        the master made it), instead of binding; it is duplicated.
     @raise twisted.internet.error.CannotListenError: The bind failed.
     """
     port: HandOffPort
-    if spec.fd >= 0:
-        setNonBlocking(spec.fd)
-    if spec.fd >= 0 and spec.kind == "unix":
-        port = adoptUNIXPort(AdoptedHandOffUNIXPort, reactor, spec.fd, _SilentFactory())
-    elif spec.fd >= 0:
-        port = adoptTCPPort(HandOffTCPPort, reactor, spec.fd, spec.family, _SilentFactory())
+    fd = spec.fd if adopted is None else adopted
+    if fd >= 0:
+        setNonBlocking(fd)
+    if fd >= 0 and spec.kind == "unix":
+        port = adoptUNIXPort(AdoptedHandOffUNIXPort, reactor, fd, _SilentFactory())
+        if spec.fd < 0:
+            port.ownedPath = spec.address
+    elif fd >= 0:
+        port = adoptTCPPort(HandOffTCPPort, reactor, fd, spec.family, _SilentFactory())
     elif spec.kind == "unix":
         path = bindablePath(spec.address)
         removeStaleSocketFile(path)

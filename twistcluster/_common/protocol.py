@@ -147,6 +147,22 @@ class ControlChannel(amp.AMP):
         self._sentDescriptors = first + len(fds)
         return list(range(first, first + len(fds)))
 
+    @property
+    def descriptorsSent(self) -> int:
+        """
+        How many descriptors this side sent on the channel: the ordinal of
+        the next one.  The other side numbers them the same way, so a
+        protocol that takes the channel over (an upgrade of the master)
+        goes on from there (L{continueNumbering}).
+        """
+        return self._sentDescriptors
+
+    def continueNumbering(self, sent: int) -> None:
+        """
+        Number the next descriptor sent C{sent}.
+        """
+        self._sentDescriptors = sent
+
     def takeDescriptors(self, ordinals: list[int]) -> list[int | None]:
         """
         The descriptors a received box names (L{None} for each one that

@@ -114,12 +114,13 @@ def bindSocket(
     return sock
 
 
-def inheritedSocket(spec: ListenSpec) -> socket.socket:
+def inheritedSocket(spec: ListenSpec, fd: int | None = None) -> socket.socket:
     """
     A socket object of the master's own for an inherited listening socket
-    (a duplicate: the inherited descriptor stays as it is).
+    (a duplicate: the inherited descriptor stays as it is): the one C{spec}
+    names, or C{fd}.
     """
-    sock = socket.socket(spec.family, spec.socketType, fileno=os.dup(spec.fd))
+    sock = socket.socket(spec.family, spec.socketType, fileno=os.dup(spec.fd if fd is None else fd))
     sock.setblocking(False)
     return sock
 

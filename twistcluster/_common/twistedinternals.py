@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_twistedinternals -*-
+# -*- test-case-name: tests.test_twistedinternals, tests.test_handover -*-
 """
 Every private name of Twisted (and one of CPython's) that twistcluster uses,
 in one place.
@@ -21,11 +21,13 @@ with the Twisted releases that C{setup.cfg} allows (26.4 and 26.10).
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from twisted.internet import abstract, tcp, unix
-from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
+from twisted.internet import abstract, process, tcp, unix
+from twisted.internet.interfaces import IProcessProtocol, IProtocolFactory, IReactorFDSet
+from twisted.protocols import amp
 from twisted.protocols.haproxy import _wrapper as haproxyWrapper
 
 #: The classes twistcluster's transports and ports extend (their
@@ -69,6 +71,9 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (haproxyWrapper, "HAProxyProtocolWrapper"),
     (haproxyWrapper, "HAProxyWrappingFactory"),
     (haproxyWrapper.HAProxyProtocolWrapper, "_proxyInfo"),
+    (amp.BinaryBoxProtocol, "_unprocessed"),
+    (amp.BinaryBoxProtocol, "_currentBox"),
+    (amp.BinaryBoxProtocol, "_currentKey"),
 ]
 
 
@@ -221,3 +226,84 @@ def proxyHeaderRead(wrapper: haproxyWrapper.HAProxyProtocolWrapper) -> bool:
     wrapper has parsed it).
     """
     return wrapper._proxyInfo is not None
+
+
+# What a master carries across the exec of an upgrade (twistcluster._master.handover):
+# where AMP stands on a control channel, and the worker processes it spawned.
+
+
+def unparsedBytes(protocol: amp.BinaryBoxProtocol) -> bytes:
+    """
+    The bytes C{protocol} has received but not yet delivered as a box, as
+    they came: the keys and values already parsed of a box not yet complete,
+    then the rest of the buffer.  Fed to a new protocol on the same stream,
+    they give it what this one would have parsed next.
+    """
+    parts: list[bytes] = []
+    box = protocol._currentBox
+    if box is not None:
+        for key, value in box.items():
+            parts += [struct.pack("!H", len(key)), key, struct.pack("!H", len(value)), value]
+        if protocol.state == "value":
+            current = protocol._currentKey
+            assert current is not None
+            parts += [struct.pack("!H", len(current)), current]
+    parts.append(protocol._unprocessed)
+    return b"".join(parts)
+
+
+def outputDescriptors(transport: object) -> dict[int, int]:
+    """
+    The descriptors a spawned process's transport reads the child's output
+    pipes from, by the child's descriptor number.
+    """
+    pipes: dict[int, Any] = getattr(transport, "pipes", {})
+    return {
+        childFD: reader.fileno()
+        for childFD, reader in pipes.items()
+        if isinstance(reader, process.ProcessReader)
+    }
+
+
+def pauseOutput(transport: object, paused: bool) -> None:
+    """
+    Stop (or start again) reading a spawned process's output pipes.
+    """
+    for reader in getattr(transport, "pipes", {}).values():
+        if isinstance(reader, process.ProcessReader):
+            reader.stopReading() if paused else reader.startReading()
+
+
+class AdoptedProcess(process.Process):
+    """
+    A child process this process did not spawn itself (it was spawned before
+    an C{exec} that kept its pid), as C{reactor.spawnProcess} would have
+    given it: its output pipes are read, and it is reaped when it exits,
+    its protocol told as for any spawned process.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        pid: int,
+        protocol: IProcessProtocol,
+        outputs: Mapping[int, int],
+        status: int | None = None,
+    ) -> None:
+        """
+        @param outputs: The descriptors of its output pipes, by the child's
+            descriptor number; each is read from now on, and closed at its
+            end.
+        @param status: Its wait status, if it was already reaped.
+        """
+        process.BaseProcess.__init__(self, protocol)
+        self._reactor = reactor
+        self.pid = pid
+        self.pipes = {
+            childFD: self.processReaderFactory(reactor, self, childFD, fd) for childFD, fd in outputs.items()
+        }
+        protocol.makeConnection(self)
+        if status is not None:
+            self.processEnded(status)
+        else:
+            process.registerReapProcessHandler(pid, self)

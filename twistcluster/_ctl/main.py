@@ -127,6 +127,12 @@ def _stop(connection: Connection, arguments: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _upgrade(connection: Connection, arguments: argparse.Namespace) -> int:
+    outcome = _checked(connection.ask("upgrade", timeout=None))["upgrade"]
+    print(f"upgraded: twistcluster {outcome['from']} -> {outcome['to']} ({outcome['reason']})")
+    return EX_OK
+
+
 def _simple(command: str, done: str) -> Callable[[Connection, argparse.Namespace], int]:
     def run(connection: Connection, arguments: argparse.Namespace) -> int:
         _checked(connection.ask(command, timeout=None))
@@ -145,7 +151,7 @@ _COMMANDS: dict[str, Callable[[Connection, argparse.Namespace], int]] = {
     "remove": _scaled("remove"),
     "stop": _stop,
     "reopen-logs": _simple("reopen-logs", "logs reopened"),
-    "upgrade": _simple("upgrade", "upgraded"),
+    "upgrade": _upgrade,
 }
 
 

@@ -34,6 +34,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .carried import carriable
+
 
 def agentReply(phase: str, ready: int, workers: int) -> bytes:
     """
@@ -114,19 +116,33 @@ class AgentService(Service):
         description: str,
         factory: AgentFactory,
         failed: Callable[[str], object],
+        upgrade: Any = None,
     ) -> None:
         """
         @param description: A Twisted server endpoint string.
         @param failed: Called with a one-line reason if it cannot listen.
+        @param upgrade: The master's upgrade
+            (L{twistcluster._master.upgrade.MasterUpgrade}): a plain TCP or
+            UNIX endpoint's socket is carried across it.
         """
         self._reactor = reactor
         self._description = description
         self._factory = factory
         self._failed = failed
         self._port: IListeningPort | None = None
+        self._upgrade = upgrade
+        if upgrade is not None and carriable(description):
+            upgrade.carryListener(self.name, lambda: None if self._port is None else self._port.fileno())
 
     def startService(self) -> None:
         super().startService()
+        adopted = None if self._upgrade is None else self._upgrade.adoptedListener(self.name)
+        if adopted is not None:
+            from .resume import adoptListeningPort
+
+            self._port = adoptListeningPort(self._reactor, adopted, self._factory)
+            self._log.info("agent checks on {description} (adopted)", description=self._description)
+            return
         try:
             endpoint = serverFromString(self._reactor, self._description)
         except Exception as e:

@@ -108,18 +108,27 @@ def operate(
     extra: dict[str, Any] = {"controlSocket": None}
 
     def where() -> dict[str, Any]:
-        return {**extra, "metrics": None if server is None else server.address}
+        return {
+            **extra,
+            "metrics": None if server is None else server.address,
+            "upgrade": master.upgrade.describe(),
+        }
 
     status = ClusterStatus(reactor, master, journal, extra=where)
     if control != "none":
         path = control or defaultControlPath()
         extra["controlSocket"] = path
         commands = Operations(master, status, journal).commands()
-        operators.append(ControlSocket(reactor, path, commands, explicit=control is not None, owner=owner))
+        operators.append(
+            ControlSocket(
+                reactor, path, commands, explicit=control is not None, owner=owner, upgrade=master.upgrade
+            )
+        )
     if metrics is not None:
         from .metrics import ClusterScrape
         from .metricsweb import MetricsServer, metricsSite
 
-        server = MetricsServer(reactor, metrics, metricsSite(ClusterScrape(reactor, master), master))
+        site = metricsSite(ClusterScrape(reactor, master), master)
+        server = MetricsServer(reactor, metrics, site, upgrade=master.upgrade)
         operators.append(server)
     return OperatedMaster(master, operators, failed)

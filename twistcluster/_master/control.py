@@ -50,6 +50,7 @@ from .._common.protocol import (
     Online,
     QueryServer,
 )
+from .._common.twistedinternals import hasUnsentData, queuedDescriptors
 from .handles import Handles
 from .worker import Worker
 
@@ -93,6 +94,8 @@ class MasterControl(ControlChannel):
         self._sinceBox = 0
         self._unknownCommands = 0
         self._killIfStill: IDelayedCall | None = None
+        #: The master's calls not answered yet (an upgrade waits for none).
+        self._unanswered = 0
 
     # Guarding the channel
 
@@ -166,6 +169,29 @@ class MasterControl(ControlChannel):
                 workerId=self._worker.id,
             )
         super()._closeUnasked(fds)
+
+    # Quiet (an upgrade hands the channel over only then)
+
+    def callRemote(self, commandType: type[amp.Command], *a: Any, **kw: Any) -> Deferred[Any] | None:
+        answer: Deferred[Any] | None = super().callRemote(commandType, *a, **kw)
+        if answer is not None:
+            self._unanswered += 1
+            answer.addBoth(self._answered)
+        return answer
+
+    def _answered(self, result: object) -> object:
+        self._unanswered -= 1
+        return result
+
+    def isQuiet(self) -> bool:
+        """
+        Has every call of the master's been answered, and everything it wrote
+        been sent?
+        """
+        transport: Any = self.transport
+        if transport is None:
+            return True
+        return not self._unanswered and not hasUnsentData(transport) and not queuedDescriptors(transport)
 
     # Responders
 

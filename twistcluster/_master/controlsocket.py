@@ -125,6 +125,8 @@ class ControlProtocol(LineReceiver):
         self._allowed = allowed
         self._clients = clients
         self._answered: Deferred[Any] = succeed(None)
+        #: The command being run, if any.
+        self.running: str | None = None
 
     def connectionMade(self) -> None:
         self._clients.add(self)
@@ -175,16 +177,26 @@ class ControlProtocol(LineReceiver):
             known = ", ".join(sorted(self._commands))
             self._answer({"ok": False, "error": f"unknown command {name!r} (commands: {known})"})
             return succeed(None)
+        self.running = name
         answer: Deferred[Any] = maybeDeferred(command, arguments)
         answer.addErrback(self._failed, name)
         answer.addCallback(self._answer)
         return answer
+
+    def awaitAnswer(self, answer: Deferred[dict[str, Any]]) -> None:
+        """
+        Answer a command that an earlier image of the master was asked (an
+        upgrade, carried across it) once C{answer} fires.
+        """
+        self.running = "upgrade"
+        self._answered = answer.addCallback(self._answer)
 
     def _failed(self, reason: Failure, name: str) -> dict[str, Any]:
         self._log.failure("control socket: {command} failed", reason, command=name)
         return {"ok": False, "error": f"{name} failed: {reason.getErrorMessage()}"}
 
     def _answer(self, answer: dict[str, Any]) -> None:
+        self.running = None
         if self.transport is not None and self.connected:
             self.transport.write(json.dumps(answer, separators=(",", ":")).encode("utf-8") + b"\n")
 
@@ -212,7 +224,14 @@ class ControlSocket(Service):
         commands: Mapping[str, Command],
         explicit: bool = True,
         owner: tuple[int, int] | None = None,
+        upgrade: Any = None,
     ) -> None:
+        """
+        @param upgrade: The master's upgrade
+            (L{twistcluster._master.upgrade.MasterUpgrade}): the socket, and
+            the connections waiting for the upgrade's outcome, are carried
+            across it.
+        """
         self._reactor = reactor
         self.path = path
         self._commands = commands
@@ -220,6 +239,10 @@ class ControlSocket(Service):
         self._owner = owner
         self._port: Any = None
         self._clients: set[ControlProtocol] = set()
+        self._upgrade = upgrade
+        if upgrade is not None:
+            upgrade.carryListener(self.name, lambda: None if self._port is None else self._port.fileno())
+            upgrade.carryRequesters(self._requesters)
 
     def allowed(self, uid: int) -> bool:
         """
@@ -228,10 +251,40 @@ class ControlSocket(Service):
         """
         return uid in (os.geteuid(), 0)
 
+    def _requesters(self) -> list[int]:
+        """
+        The connections waiting for an upgrade's outcome, no longer read
+        (they are carried across the upgrade, whose new image answers them).
+        """
+        waiting = [c.transport for c in self._clients if c.running == "upgrade" and c.transport is not None]
+        for transport in waiting:
+            transport.stopReading()  # type: ignore[attr-defined]
+        return [transport.fileno() for transport in waiting]  # type: ignore[attr-defined]
+
+    def _resume(self, fd: int) -> None:
+        """
+        Serve the socket an earlier image of the master bound (an upgrade),
+        and answer the connections that asked for it when it is done.
+        """
+        from .resume import adoptListeningPort
+
+        factory = Factory.forProtocol(self._buildProtocol)
+        factory.noisy = False
+        self._port = adoptListeningPort(self._reactor, fd, factory)
+        for requester in self._upgrade.adoptedRequesters():
+            client = self._reactor.adoptStreamConnection(requester, socket.AF_UNIX, factory)
+            client.protocol.awaitAnswer(self._upgrade.outcome().addCallback(upgradeAnswer))
+        super().startService()
+        self._log.info("control socket at {path} (adopted)", path=self.path)
+
     def startService(self) -> None:
         """
         Bind the socket, or raise L{ControlSocketError}.
         """
+        adopted = None if self._upgrade is None else self._upgrade.adoptedListener(self.name)
+        if adopted is not None:
+            self._resume(adopted)
+            return
         if not self._explicit:
             prepareDefaultDirectory()
         elif not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
@@ -291,3 +344,12 @@ class ControlSocket(Service):
         if self._port is not None:
             self._port, port = None, self._port
             port.connectionLost(Failure(ConnectionDone()))
+
+
+def upgradeAnswer(outcome: dict[str, Any]) -> dict[str, Any]:
+    """
+    The control socket's answer to C{upgrade}, from its outcome.
+    """
+    if outcome["result"] == "done":
+        return {"ok": True, "upgrade": outcome}
+    return {"ok": False, "error": f"upgrade {outcome['result']}: {outcome['reason']}", "upgrade": outcome}

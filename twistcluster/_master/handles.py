@@ -167,20 +167,43 @@ class Handles:
             )
         return handle
 
-    def _makeHandle(self, key: str, spec: ListenSpec) -> Handle:
+    def _makeHandle(self, key: str, spec: ListenSpec, adopted: int | None = None) -> Handle:
         if spec.kind == "udp":
             # Each datagram reaches one reader: the kernel already spreads them.
-            return SharedHandle(key, spec)
+            return SharedHandle(key, spec, adopted=adopted)
         if self.policy.handsOff:
             strategy: PickStrategy[HandOffTarget] = (
                 LeastConnections() if self.policy is SchedulingPolicy.LEAST_CONN else RoundRobin()
             )
-            return HandOffHandle(self._reactor, key, spec, strategy)
+            return HandOffHandle(self._reactor, key, spec, strategy, adopted=adopted)
         if self.policy is SchedulingPolicy.REUSEPORT and spec.kind == "tcp" and spec.fd < 0:
-            return ReusePortHandle(key, spec, presized=self.reusePortSockets)
+            return ReusePortHandle(key, spec, presized=self.reusePortSockets, adopted=adopted)
         # none; and reuseport where the kernel has no SO_REUSEPORT group to
         # offer (UNIX sockets) or the socket is not ours to multiply (systemd).
-        return SharedHandle(key, spec)
+        return SharedHandle(key, spec, adopted=adopted)
+
+    def adopt(
+        self, key: str, spec: ListenSpec, fd: int, listening: list[HandOffTarget], onDemand: bool
+    ) -> Handle:
+        """
+        Serve the listening socket C{fd} that an earlier image of the master
+        bound for C{key} (an upgrade), with the workers C{listening} on it.
+        """
+        handle = self._byKey[key] = self._makeHandle(key, spec, adopted=fd)
+        if listening:
+            self._listening[key] = set(listening)
+        if onDemand:
+            self._onDemand.add(key)
+        return handle
+
+    def listeningOn(self, key: str) -> set[HandOffTarget]:
+        """
+        The workers listening on C{key} (leaving ones included).
+        """
+        return set(self._listening.get(key, ()))
+
+    def isOnDemand(self, key: str) -> bool:
+        return key in self._onDemand
 
     def discard(self, handle: Handle) -> None:
         """

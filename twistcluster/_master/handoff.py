@@ -76,7 +76,12 @@ class HandOffHandle:
         spec: ListenSpec,
         strategy: PickStrategy[HandOffTarget] | None = None,
         close: Callable[[int], object] = os.close,
+        adopted: int | None = None,
     ) -> None:
+        """
+        @param adopted: A listening socket to serve (an earlier image of the
+            master bound it), instead of binding one; it is duplicated.
+        """
         self.key = key
         self.spec = spec
         self._reactor = reactor
@@ -98,9 +103,31 @@ class HandOffHandle:
             self._handOff, close, self._strategy, holdStarted=self._holdStarted
         )
         self._holdTimer: IDelayedCall | None = None
+        #: New connections are left in the backlog (an upgrade): nothing
+        #: resumes accepting but L{releaseBacklog}.
+        self._backlogHeld = False
         # A reactor with a clock runs descriptors too.
-        self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted)
+        self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted, adopted)
         self.sockname = socknameOf(self._port.socket, spec)
+
+    def fileno(self) -> int:
+        """
+        The listening socket's descriptor.
+        """
+        fd: int = self._port.fileno()
+        return fd
+
+    def holdBacklog(self) -> None:
+        """
+        Leave new connections in the kernel backlog until L{releaseBacklog},
+        while those accepted already still go to workers (an upgrade).
+        """
+        self._backlogHeld = True
+        self._port.pauseAccepting()
+
+    def releaseBacklog(self) -> None:
+        self._backlogHeld = False
+        self._afterChange()
 
     @property
     def scheduler(self) -> HandOffScheduler[HandOffTarget]:
@@ -319,7 +346,7 @@ class HandOffHandle:
         )
 
     def _afterChange(self) -> None:
-        if not self._scheduler.full:
+        if not self._scheduler.full and not self._backlogHeld:
             self._port.resumeAccepting()
         if self._idle is not None and self._scheduler.idle:
             idle, self._idle = self._idle, None

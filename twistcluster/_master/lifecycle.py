@@ -49,6 +49,17 @@ class Lifecycle(Protocol):
         The process ended.
         """
 
+    # A worker an earlier image of the master spawned (an upgrade): it comes
+    # into this one where it was.
+
+    def adoptOnline(self) -> None: ...
+
+    def adoptListening(self) -> None: ...
+
+    def adoptDisconnecting(self) -> None: ...
+
+    def adoptDisconnected(self) -> None: ...
+
 
 class LifecycleHooks(Protocol):
     """
@@ -65,6 +76,8 @@ class LifecycleHooks(Protocol):
     def lostControl(self) -> None: ...
 
     def ended(self, code: int | None, signal: _signal.Signals | None) -> None: ...
+
+    def adopted(self) -> None: ...
 
 
 @dataclass
@@ -101,6 +114,14 @@ class LifecycleCore:
 
     def isDead(self) -> bool:
         return self.state == "dead"
+
+
+def _adopter(state: str) -> Callable[[Lifecycle, LifecycleCore], None]:
+    def adopted(lifecycle: Lifecycle, core: LifecycleCore) -> None:
+        core.state = state
+        core.hooks.adopted()
+
+    return adopted
 
 
 def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
@@ -158,6 +179,14 @@ def _makeLifecycle() -> Callable[[LifecycleCore], Lifecycle]:
     ) -> None:
         core.state = "dead"
         core.hooks.ended(code, signal)
+
+    for adopt, target, name in (
+        (Lifecycle.adoptOnline, Online, "online"),
+        (Lifecycle.adoptListening, Listening, "listening"),
+        (Lifecycle.adoptDisconnecting, Disconnecting, "disconnecting"),
+        (Lifecycle.adoptDisconnected, Disconnected, "disconnected"),
+    ):
+        Spawning.upon(adopt).to(target)(_adopter(name))
 
     # Late or repeated news changes nothing.
     Online.upon(Lifecycle.online).loop().returns(None)

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .carried import carriable
 from .families import Exposed
 from .metrics import ClusterScrape, isReady
 from .service import StartupError
@@ -144,17 +145,40 @@ class MetricsServer(Service):
     _log = Logger()
     name = "metrics"
 
-    def __init__(self, reactor: Any, description: str, site: Site) -> None:
+    def __init__(self, reactor: Any, description: str, site: Site, upgrade: Any = None) -> None:
+        """
+        @param upgrade: The master's upgrade
+            (L{twistcluster._master.upgrade.MasterUpgrade}): a plain TCP or
+            UNIX endpoint's socket is carried across it.
+        """
         self._reactor = reactor
         self._description = description
         self._site = site
         self._port: Any = None
         self.address: str | None = None
+        self._upgrade = upgrade
+        if upgrade is not None and carriable(description):
+            upgrade.carryListener(self.name, lambda: None if self._port is None else self._port.fileno())
 
     def startService(self) -> None:
         """
         @raise StartupError: The endpoint cannot be listened on.
         """
+        adopted = None if self._upgrade is None else self._upgrade.adoptedListener(self.name)
+        result: Any
+        if adopted is not None:
+            from .resume import adoptListeningPort
+
+            result = adoptListeningPort(self._reactor, adopted, self._site)
+        else:
+            result = self._listen()
+        self._port = result
+        host = result.getHost()
+        self.address = f"unix:{host.name}" if hasattr(host, "name") else _tcpAddress(host.host, host.port)
+        super().startService()
+        self._log.info("metrics, health and liveness at {address}", address=self.address)
+
+    def _listen(self) -> Any:
         listened: list[Any] = []
         try:
             endpoint = serverFromString(self._reactor, self._description)
@@ -164,11 +188,7 @@ class MetricsServer(Service):
         [result] = listened
         if isinstance(result, Failure):
             raise StartupError(f"--metrics {self._description!r}: {result.getErrorMessage()}")
-        self._port = result
-        host = result.getHost()
-        self.address = f"unix:{host.name}" if hasattr(host, "name") else _tcpAddress(host.host, host.port)
-        super().startService()
-        self._log.info("metrics, health and liveness at {address}", address=self.address)
+        return result
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

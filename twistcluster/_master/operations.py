@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.logger import Logger
 
-from .controlsocket import Command
+from .controlsocket import Command, upgradeAnswer
 from .journal import Journal
 from .status import ClusterStatus
 
@@ -29,6 +29,7 @@ class Operated(Protocol):
 
     phase: str
     supervisor: Any
+    upgrade: Any
 
     def requestStop(self, by: str) -> None: ...
 
@@ -162,5 +163,10 @@ class Operations:
         self._master.reopenLogs("reopen-logs over the control socket")
         return {"ok": True}
 
-    def upgrade(self, arguments: list[str]) -> dict[str, Any]:
-        return _refused("upgrade is not supported yet")
+    def upgrade(self, arguments: list[str]) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        if arguments:
+            return _refused("upgrade takes no arguments")
+        self._log.info("upgrade asked over the control socket")
+        # A successful one is answered by the new image of the master.
+        answer: Deferred[dict[str, Any]] = self._master.upgrade.start()
+        return answer.addCallback(upgradeAnswer)

@@ -65,6 +65,16 @@ class LineSplitter:
         """
         return [self._take(ended=True)] if self._size or self._parts else []
 
+    def pending(self) -> tuple[bytes, int]:
+        """
+        The unfinished line read so far, and how many pieces of it were given
+        out already (carried across an upgrade; L{restore} takes it back).
+        """
+        return b"".join(self._pieces), self._parts
+
+    def restore(self, data: bytes, parts: int) -> None:
+        self._pieces, self._size, self._parts = ([data] if data else []), len(data), parts
+
     def _add(self, data: bytes, found: list[tuple[bytes, int, bool]]) -> None:
         if not data:
             return
@@ -96,6 +106,13 @@ class WorkerProcessProtocol(ProcessProtocol):
         self._worker = worker
         self._lines = {1: LineSplitter(), 2: LineSplitter()}
         self._fault = FaultReport()
+
+    @property
+    def lines(self) -> dict[int, LineSplitter]:
+        """
+        The line splitter of the worker's stdout (1) and stderr (2).
+        """
+        return self._lines
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = self._lines.get(childFD)

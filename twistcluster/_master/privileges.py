@@ -105,6 +105,10 @@ class Credentials:
 
         @raise BadCredentials: The kernel refused, or root could be regained.
         """
+        # What the workers (and user code) read of who they are; set by a
+        # master that already runs as them too (one upgraded after its drop
+        # started from the environment root started with).
+        os.environ.update(HOME=self.home, USER=self.name, LOGNAME=self.name)
         if not self.switches:
             return
         try:
@@ -113,8 +117,6 @@ class Credentials:
             os.setresuid(self.uid, self.uid, self.uid)
         except OSError as e:
             raise BadCredentials(f"--user {self.name}: cannot switch to uid {self.uid}: {e.strerror}") from e
-        # What the workers (and user code) read of who they are.
-        os.environ.update(HOME=self.home, USER=self.name, LOGNAME=self.name)
         if self.uid != 0:
             try:
                 os.setuid(0)

@@ -137,6 +137,14 @@ class LeastConnections(Generic[W]):
     def forget(self, worker: W) -> None:
         self._live.pop(worker, None)
 
+    def adopt(self, worker: W, live: int) -> None:
+        """
+        C{worker} has C{live} connections already (an earlier image of the
+        master handed them over, before an upgrade).
+        """
+        if live:
+            self._live[worker] = live
+
 
 @define
 class HandOffScheduler(Generic[W]):

@@ -17,8 +17,7 @@ protocol (sd_notify(3)), spoken the way HAProxy's C{-Ws} master speaks it.
     WATCHDOG=1               every WATCHDOG_USEC / 2, sent by the reactor
                              itself (no helper thread), so WatchdogSec=
                              catches a master whose event loop is stuck
-    MAINPID=...              when the master's pid changes (the master
-                             upgrade)
+    MAINPID=...              never: the master upgrade keeps the pid
 
 Written here rather than taken from a library: the protocol is one datagram
 per message, the libraries on PyPI (sdnotify, systemd-watchdog) send on a
@@ -251,6 +250,15 @@ class ServiceNotifier:
         self._status = status
         self._extend(True)
         self._send("RELOADING=1", f"MONOTONIC_USEC={self._monotonic()}", f"STATUS={status}")
+
+    def resumedReload(self) -> None:
+        """
+        This image of the master goes on with a reload an earlier one began
+        (the master upgrade, the pid the same): RELOADING=1 went out from it.
+        """
+        self._reloads += 1
+        self.ready = False
+        self._extend(True)
 
     def reloaded(self, status: str) -> None:
         """

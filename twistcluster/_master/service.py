@@ -26,14 +26,18 @@ from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.proctitle import setTitle
 from .._common.sockets import describeAddress
+from .carried import Launch, RunSpec
 from .handles import Handle, Handles
 from .logfile import ReopenableLogFile
 from .monitor import WorkerMonitor
+from .relaunch import HELD_SIGNALS
+from .resume import Resumption
 from .sdnotify import ServiceNotifier
 from .shutdown import shutDown
 from .signals import STOP, installMasterHandlers, signalName
 from .spawner import Spawner, entryPointCommand
 from .supervisor import RestartCause, Supervisor
+from .upgrade import MasterUpgrade
 
 
 class StartupError(Exception):
@@ -104,7 +108,18 @@ class Master(Service):
         logFile: ReopenableLogFile | None = None,
         title: Callable[[int], str] | None = None,
         passFDs: Mapping[int, int] | None = None,
+        version: str = "",
+        launch: Launch | None = None,
+        previous: RunSpec | None = None,
+        resumption: Resumption | None = None,
     ) -> None:
+        """
+        @param launch: How the operator started this master (to check an
+            upgrade's new code with).
+        @param previous: How to run this image's code again (real paths).
+        @param resumption: What an earlier image of this master handed over
+            (an upgrade): adopted instead of binding.
+        """
         self._reactor = reactor
         self.notifier = notifier if notifier is not None else ServiceNotifier(reactor)
         self._logFile = logFile
@@ -118,8 +133,9 @@ class Master(Service):
         self.exitStatus = 0
         granted = None if grantAny else [spec for _, spec in self._listens]
         self.handles = Handles(reactor, granted, policy, closeUnused=grantAny)
+        self.spawner = Spawner(reactor, self.handles, limits.shutdownTimeout)
         self.supervisor = Supervisor(
-            Spawner(reactor, self.handles, limits.shutdownTimeout),
+            self.spawner,
             reactor,
             entryPointCommand(workerArguments, passFDs or {}),
             workers,
@@ -144,6 +160,9 @@ class Master(Service):
         self._stopping = False
         self._draining: IDelayedCall | None = None
         self.phase = "running"
+        self.upgrade = MasterUpgrade(reactor, self, version, launch, previous, resumption)
+        #: Signals received and not yet handled (carried across an upgrade).
+        self._unhandled: list[int] = []
 
     @property
     def policy(self) -> str:
@@ -181,6 +200,14 @@ class Master(Service):
             limit=limit,
             raised=f" (raised from {before})" if limit != before else "",
         )
+        if self.upgrade.resumption is not None:
+            # An upgrade: a failure here runs the old code again.
+            self._log.info("resuming: adopting the sockets and workers of the old master")
+            for (description, spec), handle in zip(self._listens, self.upgrade.adopt(self._listens)):
+                self._logBound(description, spec, handle, "adopted")
+            super().startService()
+            self._reactor.callWhenRunning(self._running)
+            return
         try:
             self._bindAll()
         except StartupError as e:
@@ -208,17 +235,32 @@ class Master(Service):
                 text = getattr(reason, "strerror", None) or str(reason)
                 raise StartupError(f"cannot listen on {description!r}: {text}") from e
             bound.append(handle)
-            self.addresses.append(describeAddress(spec, handle.sockname))
-            self._log.info(
-                "listening on {description} at {address} (scheduling {scheduling})",
-                description=description,
-                address=describeAddress(spec, handle.sockname),
-                scheduling=handle.scheduling,
-                sockname=handle.sockname,
-                clusterEvent="bound",
-            )
+            self._logBound(description, spec, handle, "listening")
         if self._grantAny:
             self._log.info("workers may listen on any endpoint they ask for")
+
+    def _logBound(self, description: str, spec: ListenSpec, handle: Handle, how: str) -> None:
+        self.addresses.append(describeAddress(spec, handle.sockname))
+        self._log.info(
+            "{how} on {description} at {address} (scheduling {scheduling})",
+            how=how,
+            description=description,
+            address=describeAddress(spec, handle.sockname),
+            scheduling=handle.scheduling,
+            sockname=handle.sockname,
+            clusterEvent="bound",
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def inheritedDescriptors(self) -> list[int]:
+        """
+        The listening sockets this master inherited (systemd's), under the
+        numbers they came with.
+        """
+        return [spec.fd for _, spec in self._listens if spec.fd >= 0]
 
     def _running(self) -> None:
         installMasterHandlers(self._signalled)
@@ -227,12 +269,35 @@ class Master(Service):
         faulthandler.enable(2)  # fd 2: twist replaces sys.stderr with a logging file
         self._showTitle()
         self.notifier.starting()
+        resumption = self.upgrade.resumption
+        if resumption is not None:
+            # Held across the exec; what arrived meanwhile comes now.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+            for pending in resumption.state.signals:
+                self._signalled(pending, None)
+            resumption.commit()
+            # RELOADING=1 went out from the old image: READY=1 once it is over.
+            self.notifier.resumedReload()
         self._workersChanged()
         self.supervisor.start()
         self._monitor.start()
+        if resumption is not None:
+            self.upgrade.resumed()
 
     def _signalled(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self._onSignal, signum)
+        self._unhandled.append(signum)
+        self._reactor.callFromThread(self._nextSignal)
+
+    def _nextSignal(self) -> None:
+        if self._unhandled:
+            self._onSignal(self._unhandled.pop(0))
+
+    def unhandledSignals(self) -> list[int]:
+        """
+        The signals received and not handled yet (they wait for the next
+        image of the master, across an upgrade).
+        """
+        return list(self._unhandled)
 
     def _onSignal(self, signum: int) -> None:
         if signum in STOP:
@@ -240,10 +305,12 @@ class Master(Service):
         elif signum == signal.SIGUSR1:
             self.reopenLogs("SIGUSR1")
         elif signum == signal.SIGUSR2:
-            self._log.warn("SIGUSR2: upgrading the master is not available yet; ignored")
+            self.upgrade.start()
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             if self.phase != "running":
                 self._log.info("{signal} ignored: {phase}", signal=signalName(signum), phase=self.phase)
+            elif self.upgrade.phase in ("checking", "handing over"):
+                self._log.info("{signal} ignored: an upgrade is under way", signal=signalName(signum))
             elif signum == signal.SIGHUP:
                 self._reload()
             else:
@@ -305,6 +372,8 @@ class Master(Service):
             setTitle(self._title(self.supervisor.size))
 
     def _stopRequested(self, signame: str) -> None:
+        # An upgrade not yet handed over is dropped.
+        self.upgrade.stopRequested()
         if self.phase == "running":
             # A graceful stop begins (the drain delay included).
             self.notifier.stopping(self.statusText("stopping: "))
@@ -358,6 +427,7 @@ class Master(Service):
         self.notifier.stopping(self.statusText("stopping: "))
         self._stopping = True
         self.phase = "stopping"
+        self.upgrade.stopRequested()
         if self._draining is not None and self._draining.active():
             self._draining.cancel()
         super().stopService()

@@ -53,15 +53,35 @@ class SharedHandle:
     scheduling = "none"
     _log = Logger()
 
-    def __init__(self, key: str, spec: ListenSpec, close: Any = os.close) -> None:
+    def __init__(self, key: str, spec: ListenSpec, close: Any = os.close, adopted: int | None = None) -> None:
+        """
+        @param adopted: The socket to serve (an earlier image of the master
+            bound it), instead of binding one; it is duplicated.
+        """
         self.key = key
         self.spec = spec
         self._close = close
-        self._socket: socket.socket | None = self._bind()
+        self._socket: socket.socket | None = (
+            self._bind() if adopted is None else inheritedSocket(spec, adopted)
+        )
         self.sockname = socknameOf(self._socket, spec)
         self._lent: dict[HandOffTarget, list[int]] = {}
         self._removeFile = spec.kind == "unix" and spec.fd < 0
-        self._balance = self._balanceTable()
+        self._balance = self._balanceTable() if adopted is None else None
+
+    def fileno(self) -> int:
+        assert self._socket is not None
+        return self._socket.fileno()
+
+    @property
+    def balance(self) -> BalanceTable | None:
+        """
+        The table of the workers' open connections (C{none}, TCP).
+        """
+        return self._balance
+
+    def adoptBalance(self, table: BalanceTable) -> None:
+        self._balance = table
 
     def _balanceTable(self) -> BalanceTable | None:
         if self.spec.kind != "tcp":
@@ -213,16 +233,37 @@ class ReusePortHandle(SharedHandle):
     scheduling = "reuseport"
 
     def __init__(
-        self, key: str, spec: ListenSpec, close: Any = os.close, presized: int | None = None
+        self,
+        key: str,
+        spec: ListenSpec,
+        close: Any = os.close,
+        presized: int | None = None,
+        adopted: int | None = None,
     ) -> None:
-        super().__init__(key, spec, close)
+        super().__init__(key, spec, close, adopted)
         self._presized = bool(presized)
         self._kept: list[KeptSocket] = []
-        if presized:
+        if presized and adopted is None:
             # Unlistened too: each listens once a worker serves it (and
             # stays listening, its queue kept for the next worker it is lent
             # to, after that worker has gone).
             self._kept = [KeptSocket(self._unlistened()) for _ in range(presized)]
+
+    def adoptKept(
+        self, kept: list[tuple[int, int | None, dict[HandOffTarget, bool]]], presized: bool
+    ) -> None:
+        """
+        Keep the sockets (duplicated) an earlier image of the master kept
+        (an upgrade), lent to the same workers.
+        """
+        self._presized = presized
+        self._kept = [
+            KeptSocket(inheritedSocket(self.spec, fd), slot, dict(holders)) for fd, slot, holders in kept
+        ]
+
+    @property
+    def presized(self) -> bool:
+        return self._presized
 
     def _bind(self) -> socket.socket:
         return bindSocket(self.spec, reusePort=True, listen=False)

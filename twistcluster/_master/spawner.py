@@ -96,7 +96,9 @@ class Spawner:
         self._reactor = reactor
         self._handles = handles
         self._shutdownTimeout = shutdownTimeout
-        self._lastId = 0
+        #: The last worker id given out (ids are never reused, upgrades
+        #: included).
+        self.lastId = 0
         self.live: dict[int, Worker] = {}
 
     def spawn(self, command: WorkerCommand, slot: int | None = None, generation: int = 0) -> Worker:
@@ -108,8 +110,8 @@ class Spawner:
         @raise OSError: The process could not be started (C{EMFILE}, ...);
             nothing is left open.
         """
-        self._lastId += 1
-        worker = Worker(self._lastId, self._reactor, self._handles, self._shutdownTimeout)
+        self.lastId += 1
+        worker = Worker(self.lastId, self._reactor, self._handles, self._shutdownTimeout)
         worker.slot, worker.generation = slot, generation
         env = dict(os.environ, **command.env)
         env[WORKER_ID_VARIABLE] = str(worker.id)

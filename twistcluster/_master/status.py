@@ -34,14 +34,13 @@ ASK_TIMEOUT = 1.0
 
 
 def twistclusterVersion() -> str:
-    # Imported when asked: importlib.metadata brings email, zipfile and csv
-    # with it, which a master nobody asks need not hold.
-    from importlib.metadata import PackageNotFoundError, version
+    """
+    The version of the code this master runs (after an upgrade, the new
+    release's, whatever the installed package's metadata says).
+    """
+    from .._version import __version__
 
-    try:
-        return version("twistcluster")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def twistedVersion() -> str:

@@ -203,12 +203,40 @@ class Supervisor(Generic[W]):
             self.spawnFailures = 0
         if self._maxConnections:
             worker.connectionLimit = self._maxConnections + self._jitter(self._maxConnections // 10)
-        self.workers[worker.id] = worker
+        self._watch(worker)
         self.journal("fork", worker, f"pid {worker.pid}, generation {worker.generation}")
+        return worker
+
+    def _watch(self, worker: W) -> None:
+        self.workers[worker.id] = worker
         worker.whenReady().addCallback(self._readiness, worker)
         worker.whenWornOut().addCallback(lambda why: self.retire(worker, RestartCause.CONNECTION_LIMIT, why))
         worker.whenExited().addCallback(lambda status: self._exited(worker, *status))
-        return worker
+
+    def adopt(self, workers: list[W], wornOut: list[int], dismissed: list[int], hung: list[int]) -> None:
+        """
+        Take over the workers an earlier image of the master started (an
+        upgrade), with those of them that are on their way out.
+        """
+        for worker in workers:
+            self._watch(worker)
+        self._wornOut = {i: self.workers[i] for i in wornOut if i in self.workers}
+        self._dismissed = {i for i in dismissed if i in self.workers}
+        self._hung = {i for i in hung if i in self.workers}
+
+    def leaving(self) -> tuple[list[int], list[int], list[int]]:
+        """
+        The workers on their way out, by id: worn out (still serving until
+        their replacement is ready), dismissed, hung.
+        """
+        return sorted(self._wornOut), sorted(self._dismissed), sorted(self._hung)
+
+    @property
+    def restarting(self) -> bool:
+        """
+        Is a rolling restart under way?
+        """
+        return self._restart is not None
 
     def _spawnFailed(self, slot: int, error: Exception) -> None:
         self.spawnFailures += 1

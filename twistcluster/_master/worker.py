@@ -164,6 +164,45 @@ class Worker:
         self.pid = process.pid
         self._control = control
 
+    @property
+    def control(self) -> ControlChannel | None:
+        """
+        The master's end of its control channel (L{None} before it is
+        attached).
+        """
+        return self._control
+
+    def killIn(self) -> float | None:
+        """
+        Seconds until it is killed (it was told to leave, or is hung), or
+        L{None} if that is not planned.
+        """
+        timer = self._killTimer
+        if timer is None or not timer.active():
+            return None
+        return max(0.0, timer.getTime() - self._reactor.seconds())
+
+    def adopt(self, state: str, everReady: bool, killIn: float | None) -> None:
+        """
+        Take over a worker that an earlier image of this master spawned (an
+        upgrade): it is in C{state} already, and its process and channel
+        are attached next.
+        """
+        self._core.everReady = everReady
+        adopt = {
+            "online": self._lifecycle.adoptOnline,
+            "listening": self._lifecycle.adoptListening,
+            "disconnecting": self._lifecycle.adoptDisconnecting,
+            "disconnected": self._lifecycle.adoptDisconnected,
+        }.get(state)
+        if adopt is not None:
+            adopt()
+        if killIn is not None:
+            leaving = state in ("disconnecting", "disconnected")
+            self._killTimer = self._reactor.callLater(
+                killIn, self._outOfTime if leaving else self.kill, *(() if leaving else ("KILL",))
+            )
+
     def callRemote(self, command: type[amp.Command], **arguments: Any) -> Deferred[Any]:
         assert self._control is not None
         answer: Deferred[Any] = self._control.callRemote(command, **arguments)
@@ -307,6 +346,12 @@ class Worker:
         # socket is given to a second process while the first one lives.
         self._handles.workerLeaving(self)
         self._announce("disconnect")
+
+    def adopted(self) -> None:
+        if self._core.isReady():
+            self._ready.fire(True)
+        elif not self._core.isServing():
+            self._ready.fire(False)
 
     def ended(self, code: int | None, signal: _signal.Signals | None) -> None:
         if self._killTimer is not None and self._killTimer.active():
