@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -312,7 +313,32 @@ class MasterUpgrade:
             reason = f"{kept} workers still run the old code: their replacements failed to boot"
             self._outcome("done, old workers kept", reason, source=previous)
         else:
-            self._outcome("done", f"{result} workers replaced", source=previous)
+            # Done once no old worker accepts any more (under none and
+            # reuseport one does until it has closed its listens).
+            self._oldWorkersGone().addBoth(
+                lambda _: self._outcome("done", f"{result} workers replaced", source=previous)
+            )
+
+    def _oldWorkersGone(self) -> Deferred[None]:
+        """
+        Fires once no worker of an older generation listens any more (or
+        after the shutdown timeout).
+        """
+        master = self._master
+        started = self._reactor.seconds()
+
+        def listening() -> bool:
+            generation = master.supervisor.generation
+            old = {w for w in master.supervisor.workers.values() if w.generation < generation}
+            return any(old & master.handles.listeningOn(handle.key) for handle in master.handles)
+
+        def look() -> None:
+            if not listening() or self._reactor.seconds() - started > master.limits.shutdownTimeout:
+                poll.stop()
+
+        poll = LoopingCall(look)
+        poll.clock = self._reactor
+        return poll.start(0.02, now=True).addCallback(lambda _: None)
 
     # Outcomes
 
