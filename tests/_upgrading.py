@@ -116,14 +116,17 @@ class Releases:
         env: dict[str, str] | None = None,
         launcher: Sequence[str] = (),
         passFDs: Sequence[int] = (),
+        python: str = sys.executable,
+        pythonPath: Sequence[str] = (),
     ) -> Cluster:
         """
         A master run from C{current}, as an operator would run it there:
         C{python -m twisted cluster ARGS app.factory} (through C{launcher},
-        which execs it).
+        which execs it), C{current} first on its C{PYTHONPATH}.
         """
-        environ = {"PYTHONPATH": str(self.current), "PWD": str(self.current), **(env or {})}
-        command = [sys.executable, "-m", "twisted", "--log-format", "json", "cluster", *args, "app.factory"]
+        path = os.pathsep.join([str(self.current), *pythonPath])
+        environ = {"PYTHONPATH": path, "PWD": str(self.current), **(env or {})}
+        command = [python, "-m", "twisted", "--log-format", "json", "cluster", *args, "app.factory"]
         return cluster(*args, cwd=self.current, env=environ, command=[*launcher, *command], passFDs=passFDs)
 
 

@@ -251,11 +251,25 @@ def test_scaled_down_under_load(cluster, haproxy):
     assertClientAddresses(outcomes)
 
 
-@pytest.mark.skip(reason="waits for the master upgrade (issue 17): one host upgraded under load, 0 failed")
 def test_host_upgraded(cluster, haproxy):
     """
     One host's master upgraded (USR2) under continuous load: not one request
-    fails.  To write once issue 17 has landed: hostsBehindHAProxy(), Load,
-    USR2 to host a, wait for its upgrade to finish, assert no failure and
-    that a served requests before and after.
+    fails, and the host serves before and after (its agent and health
+    endpoints were carried across the exec with its listening socket).
     """
+    hosts, proxy = hostsBehindHAProxy(cluster, haproxy)
+    load = Load(proxy.frontend, clients=4, source=CLIENT)
+    try:
+        load.waitFor(60)
+        hosts["a"].signal(signal.SIGUSR2)
+        hosts["a"].waitFor(r"upgrade done: every process runs", timeout=120)
+        done = time.monotonic()
+        proxy.waitServers(lambda s: s["a"]["status"] == UP and s["a"]["weight"] == "100", "a up again")
+        load.waitFor(120)
+    finally:
+        outcomes = load.stop()
+    report("USR2 (the master upgrade)", outcomes)
+    assert [o.error for o in outcomes if not o.ok] == []
+    assert {o.host for o in outcomes if o.ended < done} >= {"a"}
+    assert "a" in {o.host for o in outcomes if o.started > done}
+    assertClientAddresses(outcomes)

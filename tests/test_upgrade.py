@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import Cluster, listeningSockets, waitUntil
+from tests._nobody import privilegedPort
 from tests._upgrading import (
     ContinuousLoad,
     Releases,
@@ -28,6 +29,8 @@ from tests._upgrading import (
     socketInode,
 )
 from tests.test_ctl import ctl, status
+from tests.test_privileges import app, assertNobody  # noqa: F401 (a fixture)
+from tests.test_sdnotify import ServiceManager
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -47,6 +50,15 @@ def releases(tmp_path: Path) -> Releases:
 
 def upgradeEvents(c: Cluster) -> list[dict]:
     return [e for e in c._master.running.events if e.get("clusterEvent") == "upgrade"]
+
+
+def outcomes(c: Cluster, count: int, timeout: float = 30.0) -> list[dict]:
+    """
+    The outcomes of the master's upgrades, once there are C{count}.
+    """
+    return c._waitUntil(
+        lambda running: upgradeEvents(c) if len(upgradeEvents(c)) >= count else None, timeout, "upgrades"
+    )
 
 
 def upgrade(c: Cluster, timeout: float = 90.0) -> dict:
@@ -98,7 +110,8 @@ def test_upgrade_under_load(cluster, releases: Releases, tmp_path: Path, policy:
     assert {o.release for o in outcomes if o.ended < started} == {("v1", "0.1.0+v1")}
     # The same process (its pid), now running the new code, on the same sockets.
     assert c.process.poll() is None and masterPid == c.process.pid
-    assert b"twistcluster._master.relaunch" in Path(f"/proc/{masterPid}/cmdline").read_bytes()
+    # (Its environment as exec'd it names the state it took over.)
+    assert b"TWISTCLUSTER_UPGRADE_STATE=" in Path(f"/proc/{masterPid}/environ").read_bytes()
     assert boundAddresses(c)[-2:] == before
     print(f"{policy}: longest gap between accepted connections {longestGap(outcomes, started, done):.3f}s")
 
@@ -346,3 +359,79 @@ def test_upgrade_over_the_control_socket(cluster, releases: Releases) -> None:
         "twistcluster: error: upgrade failed: the new code does not start: no, not today\n"
     ), c.output
     assert status(c)["master"]["upgrade"]["last"]["result"] == "failed"
+
+
+def test_service_manager_and_pid_file(cluster, releases: Releases, tmp_path: Path) -> None:
+    """
+    Under systemd (NOTIFY_SOCKET): RELOADING=1 with MONOTONIC_USEC when the
+    upgrade begins, READY=1 once it is over (from the new image), the
+    watchdog kept, never MAINPID= (the pid is the same, and so is the pid
+    file's); a failed upgrade says READY=1 again at once.
+    """
+    manager = ServiceManager(tmp_path)
+    pidfile = tmp_path / "master.pid"
+    try:
+        env = manager.environment(WATCHDOG_USEC="2000000")
+        c = releases.start(cluster, "--workers", "1", "--listen", "tcp:0", "--pidfile", str(pidfile), env=env)
+        index, _ = manager.waitFor("READY")
+        releases.switch("v2")
+        signalled = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        c.signal(signal.SIGUSR2)
+        reloading, fields = manager.waitFor("RELOADING", after=index + 1)
+        assert int(fields["MONOTONIC_USEC"]) >= signalled and fields["STATUS"].startswith("upgrading: ")
+        ready, fields = manager.waitFor("READY", after=reloading + 1, timeout=120)
+        assert outcomes(c, 1)[-1]["upgradeResult"] == "done"
+        manager.waitFor("WATCHDOG", after=ready + 1)
+        releases.make("broken", edits={"app.py": lambda text: "raise RuntimeError('no')\n" + text})
+        releases.switch("broken")
+        c.signal(signal.SIGUSR2)
+        reloading, _ = manager.waitFor("RELOADING", after=ready + 1)
+        manager.waitFor("READY", after=reloading + 1, timeout=120)
+        assert outcomes(c, 2)[-1]["upgradeResult"] == "failed"
+        assert not [fields for _, fields in manager.messages if "MAINPID" in fields]
+        assert pidfile.read_text() == f"{c.process.pid}\n"
+        c.signal(signal.SIGTERM)
+        assert c.wait() == 0
+        assert not pidfile.exists()
+    finally:
+        manager.close()
+
+
+def test_upgrade_as_nobody(cluster, app) -> None:  # noqa: F811 (the fixture)
+    """
+    A master started as root that serves as nobody, under reuseport on a
+    port below 1024: the new image runs as nobody, which could bind
+    nothing, and binds nothing (it takes over the sockets root bound), its
+    new workers are lent the sockets the old ones had, and every request is
+    served.
+    """
+    releases = Releases(app.directory / "deploy")
+    releases.make("v1", version="0.1.0+v1")
+    releases.make("v2", version="0.1.0+v2")
+    releases.switch("v1")
+    port = privilegedPort()
+    pidfile = app.run / "master.pid"
+    c = releases.start(
+        cluster,
+        *("--user", "nobody", "--scheduling", "reuseport", "--workers", "2"),
+        *("--listen", f"tcp:{port}:interface=127.0.0.1", "--pidfile", str(pidfile)),
+        python=app.python,
+        pythonPath=app.env["PYTHONPATH"].split(os.pathsep),
+    )
+    c.waitReady(2)
+    address = ("127.0.0.1", port)
+    load = ContinuousLoad([address], short=2, keepAlive=1)
+    try:
+        load.waitFor(50)
+        releases.switch("v2")
+        outcome = upgrade(c)
+        done = time.monotonic()
+        load.waitFor(100)
+    finally:
+        outcomes = load.stop()
+    assert outcome["upgradeResult"] == "done", c.output
+    assert [o for o in outcomes if not o.ok] == []
+    assert {o.release for o in outcomes if o.opened > done} == {("v2", "0.1.0+v2")}
+    for pid in [c.process.pid, *childrenOf(c.process.pid)]:
+        assertNobody(app, pid)
+    assert pidfile.read_text() == f"{c.process.pid}\n"

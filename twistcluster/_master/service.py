@@ -201,7 +201,9 @@ class Master(Service):
             raised=f" (raised from {before})" if limit != before else "",
         )
         if self.upgrade.resumption is not None:
-            # An upgrade: a failure here runs the old code again.
+            # An upgrade: a failure here runs the old code again.  RELOADING=1
+            # went out from the old image: READY=1 once the upgrade is over.
+            self.notifier.resumedReload()
             self._log.info("resuming: adopting the sockets and workers of the old master")
             for (description, spec), handle in zip(self._listens, self.upgrade.adopt(self._listens)):
                 self._logBound(description, spec, handle, "adopted")
@@ -276,8 +278,6 @@ class Master(Service):
             for pending in resumption.state.signals:
                 self._signalled(pending, None)
             resumption.commit()
-            # RELOADING=1 went out from the old image: READY=1 once it is over.
-            self.notifier.resumedReload()
         self._workersChanged()
         self.supervisor.start()
         self._monitor.start()
