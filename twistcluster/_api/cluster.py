@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._common.environment import WORKER_ID_VARIABLE
 
 if TYPE_CHECKING:
+    from .._common.reactors import IClusterReactor
     from .primary import PrimaryCluster
     from .thisworker import WorkerCluster
 
 
 def makeCluster(
-    environ: Mapping[str, str] | None = None, reactor: Any = None
+    environ: Mapping[str, str] | None = None, reactor: IClusterReactor | None = None
 ) -> PrimaryCluster | WorkerCluster:
     """
     The cluster object for a process with C{environ}.  Each face imports

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from .._common.events import EventEmitter, Latch
 from .._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
+from .._common.reactors import IMasterReactor, narrowed
 from .._master.handles import Handles
 from .._master.shutdown import shutDown
 from .._master.spawner import Spawner
@@ -64,7 +65,7 @@ class PrimaryCluster(EventEmitter):
 
     def __init__(
         self,
-        reactor: Any = None,
+        reactor: IMasterReactor | None = None,
         environ: Mapping[str, str] | None = None,
         argv: Sequence[str] | None = None,
     ) -> None:
@@ -82,11 +83,11 @@ class PrimaryCluster(EventEmitter):
         self._shutdownTrigger: Any = None
 
     @property
-    def _reactor(self) -> Any:
+    def _reactor(self) -> IMasterReactor:
         if self._givenReactor is None:
             from twisted.internet import reactor
 
-            self._givenReactor = reactor
+            self._givenReactor = narrowed(reactor, IMasterReactor)
         return self._givenReactor
 
     # Settings

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
-from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorSocket
+from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 
 from .._common.environment import WORKER_ID_VARIABLE
 from .._common.events import EventEmitter, Latch
 from .._common.messages import encodeMessage
 from .._common.policies import SCHED_LEAST_CONN, SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .._common.protocol import CONTROL_FD
+from .._common.reactors import IWorkerReactor, narrowed
 from .._common.signals import toSignal
 from .workerface import Worker
 
@@ -185,7 +186,7 @@ class WorkerCluster(EventEmitter):
     SCHED_REUSEPORT = SCHED_REUSEPORT
 
     def __init__(
-        self, workerId: str, reactor: IReactorCore | None = None, controlFD: int = CONTROL_FD
+        self, workerId: str, reactor: IWorkerReactor | None = None, controlFD: int = CONTROL_FD
     ) -> None:
         self._workerId = workerId
         self._givenReactor = reactor
@@ -250,10 +251,9 @@ class WorkerCluster(EventEmitter):
         original = main.installReactor
 
         def installReactor(reactor: IReactorCore) -> None:
+            # Installed: what _activate imports as the reactor from now on.
             original(reactor)
             self._manual()
-            if self._givenReactor is None:
-                self._givenReactor = reactor
             self._activateIfWorker()
 
         def restore() -> None:
@@ -303,14 +303,12 @@ class WorkerCluster(EventEmitter):
         if self._givenReactor is None:
             from twisted.internet import reactor as installed
 
-            self._givenReactor = installed
+            self._givenReactor = narrowed(installed, IWorkerReactor)
         reactor = self._givenReactor
         from .._worker.main import handleSignals
         from .._worker.runtime import WorkerRuntime
 
-        runtime = WorkerRuntime(
-            IReactorSocket(reactor), workerId, controlFD=self._controlFD, failOnRefusal=False
-        )
+        runtime = WorkerRuntime(reactor, workerId, controlFD=self._controlFD, failOnRefusal=False)
         handleSignals(reactor, runtime)
         runtime.connect()
         runtime.routeListens()

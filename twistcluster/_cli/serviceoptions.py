@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.interfaces import IReactorCore
 
 from .._common.endpoints import isDatagram, needsTLS
 from .._common.policies import SchedulingPolicy
@@ -114,7 +115,7 @@ class PrivilegedStart:
         return [self.kept.rewrite(argument) for argument in arguments]
 
     def service(
-        self, reactor: Any, master: Any, failed: Callable[[str], object] | None = None
+        self, reactor: IReactorCore, master: Any, failed: Callable[[str], object] | None = None
     ) -> PrivilegeDrop:
         """
         Fit C{master} for serving as the target user, and the service that

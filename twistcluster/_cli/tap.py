@@ -21,6 +21,7 @@ from twisted.python import usage
 from .._common.endpoints import ListenSpec, isDatagram, needsTLS, specFromDescription, workerDescription
 from .._common.factory import BadFactory, loadDatagramProtocols, loadFactory
 from .._common.policies import schedulingPolicy
+from .._common.reactors import ICommandLineReactor, IEndpointReactor, narrowed
 from .._master.carried import STATE_VARIABLE
 from .errors import EX_START, EX_USAGE, fail
 from .serviceoptions import PrivilegedStart, checkAs, checkFactoryAs, serviceOptions
@@ -363,7 +364,7 @@ def _subcommandMode(options: Options) -> tuple[list[tuple[str, ListenSpec]], lis
     return listens, ["--subcommand", name], descriptions is None
 
 
-def _checkEndpoint(reactor: Any, option: str, description: str) -> None:
+def _checkEndpoint(reactor: IEndpointReactor, option: str, description: str) -> None:
     from twisted.internet.endpoints import serverFromString
 
     try:
@@ -373,7 +374,7 @@ def _checkEndpoint(reactor: Any, option: str, description: str) -> None:
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
     from twisted.logger import Logger
 
     from .._common.proctitle import masterTitle
@@ -386,6 +387,7 @@ def makeService(options: Options) -> IService:
     from .._master.service import Limits, Master
     from .._version import __version__
 
+    reactor = narrowed(installed, ICommandLineReactor)
     try:
         resumption = Resumption.fromEnvironment(os.environ)
     except UnreadableState as e:
@@ -476,7 +478,7 @@ def makeService(options: Options) -> IService:
     return service
 
 
-def _agentService(reactor: Any, description: str, master: Any, workers: int) -> IService:
+def _agentService(reactor: IEndpointReactor, description: str, master: Any, workers: int) -> IService:
     from .._master.agent import AgentFactory, AgentService
 
     factory = AgentFactory(lambda: master.phase, lambda: master.supervisor.readyCount, workers)

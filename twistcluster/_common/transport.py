@@ -40,10 +40,10 @@ import fcntl
 import os
 import socket
 import sys
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet, IReactorSocket, ITransport
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -232,7 +232,7 @@ def _nonBlocking(skt: socket.socket) -> bool:
 
 
 def serveConnection(
-    reactor: IReactorSocket, fd: int, family: int, factory: IProtocolFactory
+    reactor: IReactorFDSet, fd: int, family: int, factory: IProtocolFactory
 ) -> ITransport | None:
     """
     Serve a connected stream socket with C{factory}, as
@@ -244,10 +244,9 @@ def serveConnection(
     """
     # What reactor.adoptStreamConnection does, whose answer (the transport,
     # or None when the factory refused) is not part of its interface.
-    descriptors = cast(IReactorFDSet, reactor)
     if family == socket.AF_UNIX:
-        return adoptUNIXConnection(UNIXServer, descriptors, fd, factory)
-    transport = adoptTCPConnection(PromptCloseServer, descriptors, fd, family, factory)
+        return adoptUNIXConnection(UNIXServer, reactor, fd, factory)
+    transport = adoptTCPConnection(PromptCloseServer, reactor, fd, family, factory)
     if transport is not None:
         transport.opened()
     return transport

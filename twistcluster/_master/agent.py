@@ -29,11 +29,12 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._common.reactors import IEndpointReactor
 from .carried import carriable
 
 
@@ -112,7 +113,7 @@ class AgentService(Service):
 
     def __init__(
         self,
-        reactor: IReactorCore,
+        reactor: IEndpointReactor,
         description: str,
         factory: AgentFactory,
         failed: Callable[[str], object],

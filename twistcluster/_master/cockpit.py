@@ -21,6 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from .._common.controlpaths import defaultControlPath
+from .._common.reactors import IOperatorReactor
 from .controlsocket import ControlSocket
 from .journal import Journal
 from .operations import Operations
@@ -80,7 +81,7 @@ class OperatedMaster(MultiService):
 
 
 def operate(
-    reactor: Any,
+    reactor: IOperatorReactor,
     master: Master,
     control: str | None,
     metrics: str | None,

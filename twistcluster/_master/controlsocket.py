@@ -35,6 +35,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from .._common.controlpaths import ROOT_RUNDIR, SOCKET_DIRECTORY, perUserDirectory, runtimeDirectory
+from .._common.reactors import IEndpointReactor
 from .._common.sockets import removeStaleSocketFile
 from .service import StartupError
 
@@ -219,7 +220,7 @@ class ControlSocket(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IEndpointReactor,
         path: str,
         commands: Mapping[str, Command],
         explicit: bool = True,
@@ -271,8 +272,10 @@ class ControlSocket(Service):
         factory = Factory.forProtocol(self._buildProtocol)
         factory.noisy = False
         self._port = adoptListeningPort(self._reactor, fd, factory)
+        # Its answer, the transport, is not part of IReactorSocket.
+        adoptConnection: Callable[..., Any] = self._reactor.adoptStreamConnection
         for requester in self._upgrade.adoptedRequesters():
-            client = self._reactor.adoptStreamConnection(requester, socket.AF_UNIX, factory)
+            client = adoptConnection(requester, socket.AF_UNIX, factory)
             client.protocol.awaitAnswer(self._upgrade.outcome().addCallback(upgradeAnswer))
         super().startService()
         self._log.info("control socket at {path} (adopted)", path=self.path)

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -106,7 +107,7 @@ class ClusterScrape:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         master: StatusSource,
         registry: Any = None,
         sampler: ProcessSampler | None = None,

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .._common.reactors import IEndpointReactor
 from .carried import carriable
 from .families import Exposed
 from .metrics import ClusterScrape, isReady
@@ -145,7 +146,7 @@ class MetricsServer(Service):
     _log = Logger()
     name = "metrics"
 
-    def __init__(self, reactor: Any, description: str, site: Site, upgrade: Any = None) -> None:
+    def __init__(self, reactor: IEndpointReactor, description: str, site: Site, upgrade: Any = None) -> None:
         """
         @param upgrade: The master's upgrade
             (L{twistcluster._master.upgrade.MasterUpgrade}): a plain TCP or

@@ -17,10 +17,10 @@ import grp
 import os
 import pwd
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from attrs import frozen
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from .pidfile import PIDFile
@@ -155,7 +155,7 @@ class PrivilegeDrop(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorCore,
         credentials: Credentials | None,
         pidfile: PIDFile | None,
         ownedPaths: Callable[[], Iterable[str]],

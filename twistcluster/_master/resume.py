@@ -23,10 +23,9 @@ import os
 import socket
 from collections import Counter
 from collections.abc import MutableMapping, Sequence
-from typing import Any
 
 from twisted.internet.fdesc import setNonBlocking
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -34,6 +33,7 @@ from .._common.balance import BalanceTable
 from .._common.endpoints import ListenSpec
 from .._common.ports import AdoptedUNIXPort
 from .._common.protocol import adoptControlChannel
+from .._common.reactors import IAdoptingReactor, ISpawningReactor
 from .._common.twistedinternals import AdoptedProcess, adoptUNIXPort
 from .carried import FAILED_VARIABLE, STATE_VARIABLE, CarriedHandle, CarriedState, decodeBytes, readState
 from .control import MasterControl
@@ -104,7 +104,9 @@ class Resumption:
         """
         return self.state.listeners.get(name)
 
-    def adoptWorkers(self, reactor: Any, handles: Handles, shutdownTimeout: float) -> dict[int, Worker]:
+    def adoptWorkers(
+        self, reactor: IReactorTime, handles: Handles, shutdownTimeout: float
+    ) -> dict[int, Worker]:
         """
         A L{Worker} for each carried worker, in its state (its process and
         channel are attached by L{attach}).
@@ -172,7 +174,11 @@ class Resumption:
         return handle
 
     def attach(
-        self, reactor: Any, handles: Handles, workers: dict[int, Worker], maxMessageSize: int | None
+        self,
+        reactor: ISpawningReactor,
+        handles: Handles,
+        workers: dict[int, Worker],
+        maxMessageSize: int | None,
     ) -> None:
         """
         Adopt each worker's control channel and process (whose output pipes
@@ -232,7 +238,7 @@ class Resumption:
             bootstrap.rollback(reason)
 
 
-def adoptListeningPort(reactor: Any, fd: int, factory: IProtocolFactory) -> IListeningPort:
+def adoptListeningPort(reactor: IAdoptingReactor, fd: int, factory: IProtocolFactory) -> IListeningPort:
     """
     Serve C{factory} on the listening socket C{fd} (duplicated) that an
     earlier image of the master had (its control socket, metrics or agent
@@ -243,7 +249,8 @@ def adoptListeningPort(reactor: Any, fd: int, factory: IProtocolFactory) -> ILis
         family, name = probe.family, probe.getsockname()
     setNonBlocking(fd)
     if family != socket.AF_UNIX:
-        port: IListeningPort = reactor.adoptStreamPort(fd, family, factory)
+        # IReactorSocket types the factory as a ServerFactory; any serves.
+        port: IListeningPort = reactor.adoptStreamPort(fd, family, factory)  # type: ignore[arg-type]
         return port
     unixPort = adoptUNIXPort(AdoptedUNIXPort, reactor, fd, factory)
     unixPort.ownedPath = os.fsdecode(name)

@@ -25,6 +25,7 @@ from .._common.descriptors import raiseOpenFilesLimit
 from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.proctitle import setTitle
+from .._common.reactors import IMasterReactor
 from .._common.sockets import describeAddress
 from .carried import Launch, RunSpec
 from .handles import Handle, Handles
@@ -96,7 +97,7 @@ class Master(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IMasterReactor,
         listens: Sequence[tuple[str, ListenSpec]],
         workerArguments: Sequence[str],
         workers: int,

@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from attrs import field, frozen
 from twisted.internet.protocol import Factory
@@ -22,6 +21,7 @@ from twisted.logger import Logger
 
 from .._common.environment import WORKER_ID_VARIABLE, WORKER_SLOT_VARIABLE
 from .._common.protocol import CONTROL_FD, adoptControlChannel
+from .._common.reactors import ISpawningReactor
 from .control import COMMAND_LINE_MAX_MESSAGE, MasterControl
 from .handles import Handles
 from .output import WorkerProcessProtocol
@@ -92,7 +92,7 @@ class Spawner:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, handles: Handles, shutdownTimeout: float) -> None:
+    def __init__(self, reactor: ISpawningReactor, handles: Handles, shutdownTimeout: float) -> None:
         self._reactor = reactor
         self._handles = handles
         self._shutdownTimeout = shutdownTimeout

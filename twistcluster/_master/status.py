@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from .._common.sockets import describeAddress
@@ -74,7 +75,7 @@ class ClusterStatus:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         master: StatusSource,
         journal: Journal,
         sampler: ProcessSampler | None = None,

@@ -34,6 +34,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
+from .._common.reactors import ISpawningReactor
 from .carried import STATE_VARIABLE, CarriedState, Launch, RunSpec, writeState
 from .handover import Handover, HandoverFailed, execute, holdSignals, releaseSignals
 from .relaunch import bootstrapCommand
@@ -63,7 +64,7 @@ class MasterUpgrade:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISpawningReactor,
         master: Any,
         version: str,
         launch: Launch | None,

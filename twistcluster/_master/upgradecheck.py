@@ -30,6 +30,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
+from .._common.reactors import ISpawningReactor
 from .carried import CHECK_VARIABLE, FORMAT, Launch, RunSpec
 from .relaunch import thisRunSpec
 
@@ -75,7 +76,7 @@ class UpgradeCheck(ProcessProtocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISpawningReactor,
         launch: Launch,
         request: dict[str, Any],
         timeout: float,

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory, IReactorSocket
+from twisted.internet.interfaces import IListeningPort, ILoggingContext, IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +36,7 @@ from .._common.endpoints import ListenSpec, isDatagram, parseDatagram
 from .._common.events import Latch
 from .._common.ports import adoptListeningSocket
 from .._common.protocol import ListenRefused
+from .._common.reactors import IWorkerReactor
 from .._common.transport import serveConnection
 from .proxyheader import loggingRefusals
 from .routing import ROUTED_LISTENS, CommandLineListens, DirectReactor, listenError
@@ -150,7 +151,7 @@ class ClusterPort:
 
     def __init__(
         self,
-        reactor: IReactorSocket,
+        reactor: IWorkerReactor,
         channel: MasterChannel,
         indexes: _Indexes,
         spec: ListenSpec,
@@ -308,7 +309,7 @@ class ClusterReactor:
         worker's); L{None}: every one (Node's, for the cluster API).
     """
 
-    def __init__(self, reactor: IReactorSocket, channel: MasterChannel) -> None:
+    def __init__(self, reactor: IWorkerReactor, channel: MasterChannel) -> None:
         self._reactor = reactor
         self._channel = channel
         self._indexes = _Indexes()

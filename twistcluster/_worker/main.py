@@ -11,12 +11,12 @@ import faulthandler
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from .._common.proctitle import setTitle, workerTitle
+from .._common.reactors import IWorkerReactor, narrowed
 from .runtime import WorkerRuntime, publish
 from .signals import handleSignals, ignoreGroupSignals
 from .subcommand import startSubcommand
@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     workerId = int(os.environ["TWISTCLUSTER_WORKER_ID"])
     setTitle(workerTitle(workerId, arguments.factory or arguments.subcommand))
 
-    def run(reactor: Any) -> Deferred[None]:
+    def run(installed: object) -> Deferred[None]:
+        reactor = narrowed(installed, IWorkerReactor)
         runtime = WorkerRuntime(
             reactor,
             workerId,

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorSocket, IReactorTime
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -42,6 +41,7 @@ from .._common.protocol import (
     QueryServer,
     adoptWorkerChannel,
 )
+from .._common.reactors import IWorkerReactor
 from .._common.statistics import CollectMetrics, WorkerStatistics
 from .intake import HandOffIntake
 from .listening import ClusterPort, ClusterReactor, listenOn
@@ -123,7 +123,7 @@ class WorkerRuntime:
 
     def __init__(
         self,
-        reactor: IReactorSocket,
+        reactor: IWorkerReactor,
         workerId: int,
         factoryName: str | None = None,
         descriptions: Sequence[str] = (),
@@ -145,10 +145,8 @@ class WorkerRuntime:
         self.ports: dict[str, ClusterPort] = {}
         self.clusterReactor = ClusterReactor(reactor, self)
         self.listener: RuntimeListener | None = None
-        # A reactor that adopts sockets is a clock too.
-        self._clock = cast(IReactorTime, reactor)
-        self.openConnections = OpenConnections(ClosedConnectionReports(self._clock, self._send))
-        self.intake = HandOffIntake(self._clock, workerId, self.ports, self.openConnections.reports.closed)
+        self.openConnections = OpenConnections(ClosedConnectionReports(reactor, self._send))
+        self.intake = HandOffIntake(reactor, workerId, self.ports, self.openConnections.reports.closed)
         self._done: Latch[None] = Latch()
         # The command line's workers are ready once their start is over (an
         # application's worker hears of each listen, as in Node).
@@ -178,11 +176,11 @@ class WorkerRuntime:
         # IReactorSocket types the factory as the unparameterised ServerFactory.
         factory: ServerFactory = ServerFactory()
         factory.protocol = lambda: control
-        adoptWorkerChannel(cast(IReactorFDSet, self._reactor), self._controlFD, factory)
+        adoptWorkerChannel(self._reactor, self._controlFD, factory)
         os.close(self._controlFD)
         self._connected = True
         # Its channel closes as its reactor stops: not the master going away.
-        cast(IReactorCore, self._reactor).addSystemEventTrigger("before", "shutdown", self._endingNow)
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._endingNow)
         self._send(Online, workerId=self.workerId, pid=os.getpid())
 
     def routeListens(self) -> None:
@@ -383,7 +381,7 @@ class WorkerRuntime:
         )
         drained = self.openConnections.whenAllClosed()
         drained.addTimeout(
-            self._shutdownTimeout if timeout is None else timeout, self._clock, lambda *a: None
+            self._shutdownTimeout if timeout is None else timeout, self._reactor, lambda *a: None
         )
         drained.addBoth(lambda _: closed).addBoth(lambda _: self._finishedConnections(tellMaster))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from .._common.reactors import IWorkerReactor
 from .runtime import WorkerRuntime
 
 GROUP_SIGNALS = (
@@ -46,7 +47,7 @@ def ignoreGroupSignals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (*GROUP_SIGNALS, signal.SIGUSR1))
 
 
-def handleSignals(reactor: Any, runtime: WorkerRuntime) -> None:
+def handleSignals(reactor: IWorkerReactor, runtime: WorkerRuntime) -> None:
     """
     Ignore the master's signals now (again, for a worker the cluster API
     started); once running (replacing the reactor's own handlers), TERM
