@@ -225,8 +225,9 @@ def test_handoffs_in_flight_to_a_dying_worker_go_to_another(cluster):
         )
         assert 0 < len(greeted) < len(clients)
     finally:
+        # A stopped process dies of SIGKILL too; no SIGCONT after it, which
+        # fails once the master has reaped it.
         os.kill(pids[1], signal.SIGKILL)
-        os.kill(pids[1], signal.SIGCONT)
     c.waitFor(r"\d+ hand-offs in flight to a lost worker go to others")
     for i, sock in enumerate(clients):
         greeting = readLine(sock)
