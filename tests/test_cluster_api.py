@@ -24,7 +24,8 @@ from twistcluster._api.workerface import WorkerGone
 from twistcluster._common.endpoints import ListenSpec
 from twistcluster._common.protocol import ListenRefused
 from twistcluster._common.signals import toSignal
-from twistcluster._worker.listening import ClusterReactor, listenError
+from twistcluster._worker.listening import ClusterReactor
+from twistcluster._worker.routing import listenError
 
 SCRIPT = os.path.abspath(__file__)
 

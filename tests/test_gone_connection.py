@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster._common.endpoints import ListenSpec
-from twistcluster._worker.listening import ClusterPort, _Indexes
+from twistcluster._worker.clusterport import ClusterPort, ListenIndexes
 
 
 class NoChannel:
@@ -54,7 +54,9 @@ class GoneConnectionTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         channel = NoChannel()
-        port = ClusterPort(reactor, channel, _Indexes(), ListenSpec.forTCP(0), Factory.forProtocol(Protocol))
+        port = ClusterPort(
+            reactor, channel, ListenIndexes(), ListenSpec.forTCP(0), Factory.forProtocol(Protocol)
+        )
         server = self.resetConnection()
         self.assertTrue(port.connectionReceived(server.fileno()))
         self.assertEqual([e for e in events if e.get("log_level") and e["log_level"].name != "debug"], [])

@@ -3,11 +3,12 @@
 A worker's runtime (the process's entry point is L{twistcluster._worker.main};
 an application's script runs it through L{twistcluster.cluster}).
 
-It adopts its end of the control channel (fd 3), tells the master it is
-online, listens through the master on every endpoint it was given, and
-serves the connections the master hands it.  It exits when the master tells
-it to (after finishing its open connections) or when the control channel
-closes (a master killed with SIGKILL leaves no orphans).
+It adopts its end of the control channel (fd 3, whose AMP responders are
+L{twistcluster._worker.control}'s), tells the master it is online, listens
+through the master on every endpoint it was given, and serves the
+connections the master hands it.  It exits when the master tells it to
+(after finishing its open connections) or when the control channel closes
+(a master killed with SIGKILL leaves no orphans).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
-from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -30,69 +31,23 @@ from .._common.protocol import (
     CHANNEL_LOST_GRACE,
     CONTROL_FD,
     Close,
-    ControlChannel,
-    Disconnect,
     ExitedAfterDisconnect,
     Listening,
     ListenRefused,
-    NewConn,
     Online,
-    Ping,
     QueryServer,
     adoptWorkerChannel,
 )
 from .._common.reactors import IWorkerReactor
-from .._common.statistics import CollectMetrics, WorkerStatistics
+from .control import WorkerControl
 from .intake import HandOffIntake
 from .listening import ClusterPort, ClusterReactor, listenOn
-from .metrics import encodedFamilies
 from .routing import CommandLineListens, specsOf
 from .startup import Startup
 from .tracking import ClosedConnectionReports, OpenConnections
 
 #: A worker's exit status when it could not start serving.
 BOOT_FAILED = 3
-
-
-class WorkerControl(ControlChannel):
-    """
-    The worker's end of the control channel.
-    """
-
-    _log = Logger()
-
-    def __init__(self, runtime: WorkerRuntime) -> None:
-        super().__init__()
-        self._runtime = runtime
-
-    @NewConn.responder
-    def newConn(self, key: str, fds: list[int | None]) -> dict[str, Any]:
-        return self._runtime.intake.take(key, fds)
-
-    @Disconnect.responder
-    def disconnect(self) -> dict[str, Any]:
-        self._runtime.disconnect()
-        return {}
-
-    @Ping.responder
-    def ping(self) -> dict[str, Any]:
-        return {}
-
-    @WorkerStatistics.responder
-    def statistics(self) -> dict[str, Any]:
-        connections = self._runtime.openConnections
-        return {"connectionsOpen": len(connections), "connectionsTotal": connections.total}
-
-    @CollectMetrics.responder
-    def collectMetrics(self, maxBytes: int) -> dict[str, Any]:
-        return {"families": encodedFamilies(maxBytes)}
-
-    def messageReceived(self, value: Any) -> None:
-        self._runtime.messageReceived(value)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._runtime.controlLost()
-        super().connectionLost(reason)
 
 
 class RuntimeListener(Protocol):
