@@ -192,6 +192,7 @@ class WorkerCluster(EventEmitter):
         self._givenReactor = reactor
         self._controlFD = controlFD
         self._worker: ThisWorker | None = None
+        self._runtime: WorkerRuntime | None = None
         self._restoreInstallReactor: Callable[[], None] | None = None
 
     # The first use of cluster in a worker connects it (Node does it before
@@ -229,8 +230,8 @@ class WorkerCluster(EventEmitter):
             fails with L{twisted.internet.error.CannotListenError}.
         """
         self._activate()
-        assert self._worker is not None
-        reactor = self._worker._runtime.clusterReactor
+        assert self._runtime is not None
+        reactor = self._runtime.clusterReactor
         endpoint = serverFromString(reactor.direct if exclusive else reactor, description)
         listening: Deferred[Any] = endpoint.listen(factory)
         if not exclusive:
@@ -288,6 +289,7 @@ class WorkerCluster(EventEmitter):
         entryPoint = published()
         if entryPoint is not None:
             # twist cluster's worker, whose entry point runs it.
+            self._runtime = entryPoint
             self._worker = ThisWorker(entryPoint)
             return
         try:
@@ -312,6 +314,7 @@ class WorkerCluster(EventEmitter):
         handleSignals(reactor, runtime)
         runtime.connect()
         runtime.routeListens()
+        self._runtime = runtime
         self._worker = ThisWorker(runtime)
         runtime.whenDone().addBoth(lambda _: _stop(reactor))
 

@@ -233,9 +233,13 @@ class Worker(EventEmitter):
         @return: Whether it was sent (C{False} once disconnected).
         @raise TypeError: C{message} is not JSON-serialisable.
         """
-        return self._sendChunks(encodeMessage(message), callback)
+        return self.sendEncoded(encodeMessage(message), callback)
 
-    def _sendChunks(self, chunks: list[bytes], callback: Callable[..., object] | None) -> bool:
+    def sendEncoded(self, chunks: list[bytes], callback: Callable[..., object] | None = None) -> bool:
+        """
+        As L{send}, for a message already cut by L{encodeMessage} (a
+        broadcast encodes it once for every worker).
+        """
         delivered = self._worker.sendMessage(chunks)
         if delivered is None:
             return False
@@ -280,4 +284,4 @@ def broadcast(workers: Iterable[Worker], message: Any) -> int:
     @raise TypeError: C{message} is not JSON-serialisable.
     """
     chunks = encodeMessage(message)
-    return sum(worker._sendChunks(chunks, None) for worker in list(workers))
+    return sum(worker.sendEncoded(chunks) for worker in list(workers))

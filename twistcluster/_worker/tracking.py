@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_handoff -*-
+# -*- test-case-name: tests.test_tracking, tests.test_handoff -*-
 """
 The connections a worker serves, counted open from the protocol its port
 builds until that protocol's C{connectionLost}: what a graceful stop waits
@@ -7,12 +7,14 @@ for, and (under C{least-conn}) what the master hears has ended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from .._common.events import Latch
 from .._common.protocol import ConnectionsClosed
 
 
@@ -23,7 +25,7 @@ class ClosedConnectionReports:
     C{interval} seconds, so a connection's end costs a counter increment.
     """
 
-    def __init__(self, clock: IReactorTime, send: Any, interval: float = 0.05) -> None:
+    def __init__(self, clock: IReactorTime, send: Callable[..., object], interval: float = 0.05) -> None:
         self._clock = clock
         self._send = send
         self.interval = interval
@@ -55,7 +57,7 @@ class OpenConnections:
         self.protocols: set[Any] = set()
         self.total = 0
         self.reports = reports
-        self._allClosed: Deferred[None] | None = None
+        self._allClosed: Latch[None] | None = None
 
     def __len__(self) -> int:
         return len(self.protocols)
@@ -86,7 +88,7 @@ class OpenConnections:
                     self.reports.closed(port.key)
                 if self._allClosed is not None and not self.protocols:
                     allClosed, self._allClosed = self._allClosed, None
-                    allClosed.callback(None)
+                    allClosed.fire(None)
 
         protocol.connectionLost = connectionLost
 
@@ -97,5 +99,5 @@ class OpenConnections:
         if not self.protocols:
             return succeed(None)
         if self._allClosed is None:
-            self._allClosed = Deferred()
-        return self._allClosed
+            self._allClosed = Latch()
+        return self._allClosed.wait()
