@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # compat mode keeps twisted/plugins/ visible to `twist` (a plain editable install hides it).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e
 
-.PHONY: run test lint bench install install-test install-bench clean
+.PHONY: run test lint bench micro install install-test install-bench clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ install-bench: $(BIN)/.installed-bench
 # Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS='--quick --only twistcluster-rr-2,node-rr-2'.
 bench: install-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The master's hand-off path alone (fake workers, a local client): its CPU per connection, and
+# with MICRO_ARGS=--micro-callgrind its instructions per connection (needs valgrind; a few minutes).
+micro: install-bench
+	$(BIN)/python -m benchmarks --micro $(MICRO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache

@@ -63,6 +63,21 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
     add("--profiler", choices=("py-spy", "cprofile"), default="py-spy", help="py-spy (cprofile if it fails)")
     add("--profile-process", choices=("master", "worker"), default="master", help="what to profile [master]")
+    add("--micro", action="store_true", help="the master's hand-off path alone: its CPU per connection")
+    add("--micro-connections", type=int, default=20000, help="connections measured by --micro [20000]")
+    add(
+        "--micro-concurrency",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 16, 64],
+        help="client connections at a time, comma-separated [1,16,64]",
+    )
+    add("--micro-workers", type=int, default=2, help="fake workers [2]")
+    add("--micro-policy", choices=("rr", "least-conn"), default="rr", help="[rr]")
+    add(
+        "--micro-callgrind",
+        action="store_true",
+        help="instead: the master's instructions per connection under valgrind (concurrency 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -209,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     installCleanup()
     arguments = parseArguments(sys.argv[1:] if argv is None else argv)
     options = optionsFrom(arguments)
+    if arguments.micro:
+        from ._micro import micro
+
+        return micro(arguments)
     if arguments.list:
         print("\n".join(c.name for c in allConfigs()))
         return 0
