@@ -210,14 +210,13 @@ def test_connections_accepted_together_travel_in_one_box():
     handle, worker, ready, runtime, done = startPair(reactor)
     yield ready.addTimeout(TIMEOUT, reactor)
     boxes = []
-    callRemote = worker.callRemote
+    sendNewConn = worker.sendNewConn
 
-    def counting(command, **arguments):
-        if command is NewConn:
-            boxes.append(arguments["fds"])
-        return callRemote(command, **arguments)
+    def counting(key, fds, *arguments):
+        boxes.append(list(fds))
+        return sendNewConn(key, fds, *arguments)
 
-    worker.callRemote = counting
+    worker.sendNewConn = counting
     allTaken: Deferred[None] = Deferred()
     connectionTaken = worker.connectionTaken
 

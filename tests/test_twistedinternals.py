@@ -45,6 +45,8 @@ class PrivateNamesTests(SynchronousTestCase):
             return unix.Port(self.mktemp(), Factory(), reactor=reactor)
         if owner is abstract.FileDescriptor:
             return abstract.FileDescriptor(reactor)
+        if owner is amp.AMP:
+            return amp.AMP()
         if owner is amp.BinaryBoxProtocol:
             return amp.BinaryBoxProtocol(amp.BoxDispatcher(amp.CommandLocator()))
         if owner is internals.HAProxyProtocolWrapper:

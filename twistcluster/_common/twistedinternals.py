@@ -6,7 +6,8 @@ in one place.
 Twisted's public API has no way to adopt a socket with a transport or port
 class of one's own (C{adoptStreamConnection} and C{adoptStreamPort} pick
 Twisted's), to send a batch of descriptors in one C{SCM_RIGHTS} message, or
-to see that the kernel truncated the descriptors it received; the worker's lean TCP path and the
+to see that the kernel truncated the descriptors it received, or to answer
+AMP's boxes without its Deferreds; the worker's lean TCP path and the
 master's accept loop subclass Twisted's C{tcp}/C{unix} classes and read a
 few of their private attributes.  Nothing else in twistcluster imports
 C{twisted.internet.tcp} or C{twisted.internet.unix}, or reads a Twisted name
@@ -67,6 +68,9 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (unix.Port, "_preexistingSocket"),
     (unix.Port, "_logConnectionLostMsg"),
     (tcp, "_reservedFD"),
+    (amp.AMP, "_nextTag"),
+    (amp.AMP, "_failAllReason"),
+    (amp.AMP, "_outstandingRequests"),
     (socket.socket, "_accept"),
     (haproxyWrapper, "HAProxyProtocolWrapper"),
     (haproxyWrapper, "HAProxyWrappingFactory"),
@@ -208,6 +212,31 @@ class SharedSocketPort:
     """
 
     _shouldShutdown = False
+
+
+def nextAMPTag(protocol: amp.AMP) -> bytes:
+    """
+    The C{_ask} tag of the next command C{protocol} sends (its counter moves
+    on), as C{callRemote} makes it.
+    """
+    tag: bytes = protocol._nextTag()
+    return tag
+
+
+def failedAMPReason(protocol: amp.AMP) -> Any:
+    """
+    Why C{protocol} fails every command now (its connection was lost): a
+    L{Failure}, or L{None} while it still sends.
+    """
+    return protocol._failAllReason
+
+
+def awaitAMPAnswer(protocol: amp.AMP, tag: bytes, answer: Any) -> None:
+    """
+    Let C{answer} (a L{Deferred}) fire with the box that answers (or fails)
+    the command sent with C{tag}, as C{callRemote}'s Deferred does.
+    """
+    protocol._outstandingRequests[tag] = answer
 
 
 def rawAccept(skt: socket.socket) -> Callable[[], tuple[int, Any]]:

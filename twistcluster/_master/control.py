@@ -43,7 +43,6 @@ from .._common.protocol import (
     CHANNEL_LOST_GRACE,
     Close,
     ConnectionsClosed,
-    ControlChannel,
     ExitedAfterDisconnect,
     Listening,
     ListenRefused,
@@ -52,6 +51,7 @@ from .._common.protocol import (
 )
 from .._common.twistedinternals import hasUnsentData, queuedDescriptors
 from .handles import Handles
+from .handoffchannel import HandOffChannel
 from .worker import Worker
 
 #: The longest box a worker may send, in bytes: a message chunk (60 KiB)
@@ -64,7 +64,7 @@ MAX_BOX_BYTES = 128 * 1024
 COMMAND_LINE_MAX_MESSAGE = 64 * 1024
 
 
-class MasterControl(ControlChannel):
+class MasterControl(HandOffChannel):
     """
     The master's end of one worker's control channel.
 
@@ -110,9 +110,8 @@ class MasterControl(ControlChannel):
         except Exception as e:
             self._violated(f"{type(e).__name__}: {e}")
 
-    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+    def wholeBoxReceived(self) -> None:
         self._sinceBox = 0
-        super().ampBoxReceived(box)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._violated(f"a key of {length} bytes")

@@ -31,8 +31,8 @@ from twisted.python.failure import Failure
 from .._common.endpoints import ListenSpec
 from .._common.events import Latch
 from .._common.ports import listenForHandOff
-from .._common.protocol import NewConn
 from .._common.sockets import acceptQueue, socknameOf
+from .handoffchannel import sendThroughCallRemote
 from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
 
 #: Seconds a worker that refused sockets for want of descriptors is handed
@@ -106,6 +106,7 @@ class HandOffHandle:
         #: New connections are left in the backlog (an upgrade): nothing
         #: resumes accepting but L{releaseBacklog}.
         self._backlogHeld = False
+        self._keyBytes = key.encode("utf-8")
         # A reactor with a clock runs descriptors too.
         self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted, adopted)
         self.sockname = socknameOf(self._port.socket, spec)
@@ -269,17 +270,24 @@ class HandOffHandle:
                 unanswered = self._unanswered[worker] = {}
             unanswered[batch] = now
             try:
-                d = worker.callRemote(NewConn, key=self.key, fds=fds)
+                # The worker's short path; else (a target without one) AMP's.
+                send = getattr(worker, "sendNewConn", None)
+                if send is not None:
+                    send(self._keyBytes, fds, self._answered, self._failed, worker, fds, batch)
+                else:
+                    sendThroughCallRemote(
+                        worker.callRemote,
+                        self._keyBytes,
+                        fds,
+                        self._answered,
+                        self._failed,
+                        worker,
+                        fds,
+                        batch,
+                    )
             except Exception:
                 # Never into the reactor (the channel just closed, say).
                 self._failed(Failure(), worker, fds, batch)
-                continue
-            d.addCallbacks(
-                self._answered,
-                self._failed,
-                callbackArgs=(worker, fds, batch),
-                errbackArgs=(worker, fds, batch),
-            )
 
     def _answered(self, answer: dict[str, Any], worker: HandOffTarget, fds: list[int], batch: int) -> None:
         unanswered = self._unanswered.get(worker)

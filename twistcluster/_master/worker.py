@@ -30,6 +30,7 @@ from .._common.protocol import (
 )
 from .._common.signals import toSignal
 from .handles import Handles
+from .handoffchannel import Answered, Failed, HandOffChannel, sendThroughCallRemote
 from .lifecycle import LifecycleCore, makeLifecycle
 
 #: How a worker ended: its exit code, or the signal that killed it.
@@ -207,6 +208,17 @@ class Worker:
         assert self._control is not None
         answer: Deferred[Any] = self._control.callRemote(command, **arguments)
         return answer
+
+    def sendNewConn(self, key: bytes, fds: list[int], answered: Answered, failed: Failed, *args: Any) -> None:
+        """
+        Hand C{fds} over for C{key} (see L{HandOffChannel.sendNewConn}).
+        """
+        control = self._control
+        assert control is not None
+        if isinstance(control, HandOffChannel):
+            control.sendNewConn(key, fds, answered, failed, *args)
+        else:
+            sendThroughCallRemote(control.callRemote, key, fds, answered, failed, *args)
 
     def sendMessage(self, chunks: list[bytes]) -> Deferred[None] | None:
         """

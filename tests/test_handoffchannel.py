@@ -1,0 +1,213 @@
+"""
+The master's short path for C{NewConn} (L{HandOffChannel}): the same bytes
+as C{callRemote(NewConn)} on the wire, the same answers and failures to the
+hand-off's callbacks, and AMP's own way for every other box; and the
+transport that sends a write at once (L{EagerWrites}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistcluster._common.protocol import ControlChannel, Listening, NewConn
+from twistcluster._master.handoffchannel import HandOffChannel
+
+
+class FakeTransport:
+    """
+    Enough of a UNIX transport for a channel: what it writes, the
+    descriptors it queues.
+    """
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.descriptors: list[int] = []
+        self.lost = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def sendFileDescriptor(self, fd: int) -> None:
+        self.descriptors.append(fd)
+
+    def loseConnection(self) -> None:
+        self.lost = True
+
+
+class Recorder(HandOffChannel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening: list[str] = []
+
+    @Listening.responder
+    def listeningOn(self, key: str, address: Any) -> dict[str, Any]:
+        self.listening.append(key)
+        return {}
+
+
+def connected(channel: amp.AMP) -> FakeTransport:
+    transport = FakeTransport()
+    channel.makeConnection(transport)  # type: ignore[arg-type]
+    return transport
+
+
+def answerBox(tag: bytes, **values: Any) -> bytes:
+    strings = NewConn.makeResponse(values, None)
+    strings[b"_answer"] = tag
+    return strings.serialize()
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.answers: list[tuple[Any, ...]] = []
+        self.failures: list[tuple[Failure, tuple[Any, ...]]] = []
+
+    def answered(self, answer: dict[str, Any], *args: Any) -> None:
+        self.answers.append((answer, *args))
+
+    def failed(self, reason: Failure, *args: Any) -> None:
+        self.failures.append((reason, args))
+
+
+ODD_ANSWERS = [
+    # An error answer: AMP's, as callRemote would raise it.
+    (
+        amp.AmpBox({b"_error": b"1", b"_error_code": b"WHAT", b"_error_description": b"no"}).serialize(),
+        amp.UnknownRemoteError,
+    ),
+    # A malformed list of booleans.
+    (amp.AmpBox({b"_answer": b"1", b"accepted": b"\x00\x03Yes"}).serialize(), TypeError),
+    # No accepted at all.
+    (amp.AmpBox({b"_answer": b"1"}).serialize(), KeyError),
+]
+
+
+class HandOffChannelTests(SynchronousTestCase):
+    def test_theSameBytesAsCallRemote(self) -> None:
+        """
+        A hand-off box is the box C{callRemote(NewConn)} sends, and its
+        descriptors are queued the same way.
+        """
+        ours, theirs = Recorder(), ControlChannel()
+        ourTransport, theirTransport = connected(ours), connected(theirs)
+        ours.sendNewConn("tcp:80:é".encode(), [7, 8, 9], Outcomes().answered, Outcomes().failed)
+        theirs.callRemote(NewConn, key="tcp:80:é", fds=[7, 8, 9])
+        assert ourTransport.written == theirTransport.written
+        assert ourTransport.descriptors == theirTransport.descriptors == [7, 8, 9]
+
+    def test_anAckGoesStraightToTheCallback(self) -> None:
+        """
+        The usual answer, in pieces of any size and several in one read, calls
+        the hand-off's callback with the answer callRemote would give, and its
+        arguments.
+        """
+        for size in (1, 3, 1000):
+            channel = Recorder()
+            connected(channel)
+            outcomes = Outcomes()
+            channel.sendNewConn(b"k", [1, 2, 3], outcomes.answered, outcomes.failed, "worker", [1, 2, 3])
+            channel.sendNewConn(b"k", [4], outcomes.answered, outcomes.failed, "worker", [4])
+            assert channel.handOffsInFlight() == 2
+            data = answerBox(b"1", accepted=[True, False, True]) + answerBox(b"2", accepted=[True])
+            for at in range(0, len(data), size):
+                channel.dataReceived(data[at : at + size])
+            absent = {name.decode(): None for name, _ in NewConn.response if name != b"accepted"}
+            assert outcomes.answers == [
+                ({"accepted": [True, False, True], **absent}, "worker", [1, 2, 3]),
+                ({"accepted": [True], **absent}, "worker", [4]),
+            ]
+            assert outcomes.failures == []
+            assert channel.handOffsInFlight() == 0
+
+    def test_optionalFlagsInTheAck(self) -> None:
+        """
+        NewConn's optional flags come as callRemote gives them: L{None} when
+        absent, a boolean when present.
+        """
+        flags = [name.decode() for name, argument in NewConn.response if name != b"accepted"]
+        channel = Recorder()
+        connected(channel)
+        outcomes = Outcomes()
+        channel.sendNewConn(b"k", [1], outcomes.answered, outcomes.failed)
+        channel.dataReceived(answerBox(b"1", accepted=[False], **{name: True for name in flags}))
+        assert outcomes.answers == [({"accepted": [False], **{name: True for name in flags}},)]
+        outcomes.answers.clear()
+        channel.sendNewConn(b"k", [1], outcomes.answered, outcomes.failed)
+        channel.dataReceived(answerBox(b"2", accepted=[True]))
+        assert outcomes.answers == [({"accepted": [True], **{name: None for name in flags}},)]
+
+    def test_anOddAnswerTakesAmpsWay(self) -> None:
+        """
+        An answer to a hand-off that is not of the usual shape fails the
+        hand-off as callRemote(NewConn) would fail, and the channel stays up.
+        """
+        for box, error in ODD_ANSWERS:
+            channel = Recorder()
+            transport = connected(channel)
+            outcomes = Outcomes()
+            channel.sendNewConn(b"k", [1], outcomes.answered, outcomes.failed, "w")
+            channel.dataReceived(box)
+            assert outcomes.answers == []
+            [(reason, args)] = outcomes.failures
+            assert reason.check(error), reason
+            assert args == ("w",)
+            assert not transport.lost
+
+    def test_otherBoxesTakeAmpsWay(self) -> None:
+        """
+        Commands from the worker are dispatched to their responders, and their
+        answers sent, as AMP does; an answer to a command that is not a
+        hand-off fires its Deferred.
+        """
+        channel, worker = Recorder(), ControlChannel()
+        channelTransport, workerTransport = connected(channel), connected(worker)
+        worker.callRemote(Listening, key="tcp:80", address={"port": 80})
+        channel.dataReceived(b"".join(workerTransport.written))
+        assert channel.listening == ["tcp:80"]
+        worker.dataReceived(b"".join(channelTransport.written))
+        # A command sent through callRemote (tag 1): its answer fires its Deferred.
+        answers: list[dict[str, Any]] = []
+        channel.callRemote(NewConn, key="k", fds=[]).addCallback(answers.append)
+        channel.dataReceived(answerBox(b"1", accepted=[]))
+        assert [answer["accepted"] for answer in answers] == [[]]
+
+    def test_aLostChannelFailsEveryHandOff(self) -> None:
+        """
+        Hand-offs in flight fail with the reason the channel was lost; one sent
+        afterwards fails at once.
+        """
+        channel = Recorder()
+        connected(channel)
+        outcomes = Outcomes()
+        channel.sendNewConn(b"k", [1], outcomes.answered, outcomes.failed, "a")
+        channel.sendNewConn(b"k", [2], outcomes.answered, outcomes.failed, "b")
+        channel.connectionLost(Failure(ConnectionDone()))
+        assert [(reason.check(ConnectionDone), args) for reason, args in outcomes.failures] == [
+            (ConnectionDone, ("a",)),
+            (ConnectionDone, ("b",)),
+        ]
+        outcomes.failures.clear()
+        channel.sendNewConn(b"k", [3], outcomes.answered, outcomes.failed, "c")
+        assert [(reason.check(ConnectionDone), args) for reason, args in outcomes.failures] == [
+            (ConnectionDone, ("c",))
+        ]
+        assert outcomes.answers == []
+
+    def test_sendingWithoutATransportRaises(self) -> None:
+        channel = Recorder()
+        with self.assertRaises(ConnectionLost):
+            channel.sendNewConn(b"k", [1], Outcomes().answered, Outcomes().failed)
+
+    def test_aKeyTooLongClosesTheChannel(self) -> None:
+        """
+        As AMP's parser: a key longer than 255 bytes closes the connection.
+        """
+        channel = Recorder()
+        transport = connected(channel)
+        channel.dataReceived(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
+        assert transport.lost

@@ -1,0 +1,276 @@
+# -*- test-case-name: tests.test_handoffchannel, tests.test_handoff -*-
+"""
+The master's end of a control channel, with a short path for the hottest
+exchange of all: a C{NewConn} box and its ack.
+
+The bytes on the wire are AMP's, the same as C{callRemote(NewConn)} and its
+answer make; only the master's handling is shorter.  A hand-off is sent as
+one C{write()} of a box built from its parts (no L{amp.Command}, no
+L{amp.AmpBox}, no L{Deferred}), and the channel parses the boxes it receives
+in one pass over each read (AMP's parser calls a method per key and per
+value).  An answer to a hand-off that has the usual shape (C{_answer} and
+C{accepted}, every value C{True} or C{False}) goes straight to the
+hand-off's callback; any other box, including an odd answer to a hand-off
+(an error, another key, a malformed list), takes AMP's own way, through a
+L{Deferred} made for it then, so it is handled exactly as
+C{callRemote(NewConn)}'s answer would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.logger import Logger
+from twisted.protocols.amp import AmpBox, Boolean, RemoteAmpError, UnknownRemoteError
+from twisted.python.failure import Failure
+
+from .._common.protocol import ControlChannel, Descriptors, NewConn
+from .._common.twistedinternals import awaitAMPAnswer, failedAMPReason, nextAMPTag
+
+#: Called with the answer (C{{"accepted": [bool, ...]}}) and the hand-off's
+#: arguments.
+Answered = Callable[..., object]
+#: Called with the L{Failure} and the hand-off's arguments.
+Failed = Callable[..., object]
+
+_FDS = Descriptors()
+#: The longest key AMP takes.
+_MAX_KEY = 255
+_ACK_TRUE = b"\x00\x04True"
+_ACK_FALSE = b"\x00\x05False"
+
+
+def _length(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big")
+
+
+class HandOffChannel(ControlChannel):
+    """
+    A control channel that sends C{NewConn} boxes and takes their acks on a
+    short path (L{sendNewConn}).
+    """
+
+    _log = Logger()
+    _unparsed = b""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The hand-offs sent and not answered yet, by tag.
+        self._handOffs: dict[bytes, tuple[Answered, Failed, tuple[Any, ...]]] = {}
+
+    def sendNewConn(self, key: bytes, fds: list[int], answered: Answered, failed: Failed, *args: Any) -> None:
+        """
+        Send C{fds} for C{key} (UTF-8) in one C{NewConn} box.  Once the worker
+        answers, C{answered(answer, *args)} is called with the answer as
+        C{callRemote(NewConn)} would give it, or C{failed(reason, *args)} if
+        it answers with an error or the channel is lost first (at once, if
+        it is lost already).
+
+        @raise ConnectionLost: The channel is closed.
+        """
+        reason = failedAMPReason(self)
+        if reason is not None:
+            failed(reason, *args)
+            return
+        if self.transport is None:
+            raise ConnectionLost("the control channel is closed")
+        ordinals = _FDS.toStringProto(fds, self)
+        tag = nextAMPTag(self)
+        self.transport.write(
+            b"".join(
+                (
+                    b"\x00\x04_ask",
+                    _length(tag),
+                    tag,
+                    b"\x00\x08_command\x00\x07newconn\x00\x03fds",
+                    _length(ordinals),
+                    ordinals,
+                    b"\x00\x03key",
+                    _length(key),
+                    key,
+                    b"\x00\x00",
+                )
+            )
+        )
+        self._handOffs[tag] = (answered, failed, args)
+
+    def handOffsInFlight(self) -> int:
+        """
+        How many hand-off boxes wait for their answer.
+        """
+        return len(self._handOffs)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.innerProtocol is not None:
+            # Never here (no protocol switch on a control channel), but AMP's.
+            super().dataReceived(data)
+            return
+        buffer = self._unparsed + data if self._unparsed else data
+        end = len(buffer)
+        at = 0
+        while self.transport is not None:
+            box: dict[bytes, bytes] = {}
+            start, at = at, at
+            while True:
+                if at + 2 > end:
+                    self._unparsed = buffer[start:]
+                    return
+                size = (buffer[at] << 8) | buffer[at + 1]
+                if size == 0:
+                    at += 2
+                    break
+                if size > _MAX_KEY:
+                    # As AMP's parser: the connection ends.
+                    self._unparsed = b""
+                    self.lengthLimitExceeded(size)
+                    return
+                keyEnd = at + 2 + size
+                if keyEnd + 2 > end:
+                    self._unparsed = buffer[start:]
+                    return
+                valueEnd = keyEnd + 2 + ((buffer[keyEnd] << 8) | buffer[keyEnd + 1])
+                if valueEnd > end:
+                    self._unparsed = buffer[start:]
+                    return
+                box[buffer[at + 2 : keyEnd]] = buffer[keyEnd + 2 : valueEnd]
+                at = valueEnd
+            self._boxReceived(box)
+        self._unparsed = b""
+
+    def wholeBoxReceived(self) -> None:
+        """
+        A whole box arrived (each one, whichever way it then takes).
+        """
+
+    def _boxReceived(self, box: dict[bytes, bytes]) -> None:
+        self.wholeBoxReceived()
+        tag = box.get(b"_answer")
+        if tag is None:
+            tag = box.get(b"_error")
+        handOff = None if tag is None else self._handOffs.pop(tag, None)
+        if handOff is not None:
+            answer = _answer(box)
+            if answer is not None:
+                answered, failed, args = handOff
+                try:
+                    answered(answer, *args)
+                except Exception:
+                    # As a Deferred's unhandled error would be: logged.
+                    self._log.failure("handling a hand-off's answer", Failure())
+                return
+            awaitAMPAnswer(self, tag, _answerFor(self, handOff))  # type: ignore[arg-type]
+        self.ampBoxReceived(AmpBox(box))
+
+    def failAllOutgoing(self, reason: Failure) -> None:
+        super().failAllOutgoing(reason)
+        handOffs, self._handOffs = self._handOffs, {}
+        for _, failed, args in handOffs.values():
+            try:
+                failed(reason, *args)
+            except Exception:
+                self._log.failure("handling a lost hand-off", Failure())
+
+
+def _flags() -> dict[bytes, str] | None:
+    """
+    C{NewConn}'s optional booleans in its answer, by wire name (L{None} if its
+    answer has anything else beside C{accepted}: no short path then).
+    """
+    flags = {}
+    for name, argument in NewConn.response:
+        if name == b"accepted":
+            continue
+        if not (isinstance(argument, Boolean) and argument.optional):
+            return None
+        flags[name] = name.decode("ascii")
+    return flags
+
+
+_FLAGS = _flags()
+
+
+def _answer(box: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """
+    The answer to a hand-off as C{callRemote(NewConn)} gives it (C{accepted},
+    and each optional flag or L{None}), or L{None} if the box is not of the
+    usual shape.
+    """
+    if _FLAGS is None or b"_answer" not in box:
+        return None
+    value = box.get(b"accepted")
+    accepted = None if value is None else _acks(value)
+    if accepted is None:
+        return None
+    answer: dict[str, Any] = {"accepted": accepted}
+    for identifier in _FLAGS.values():
+        answer[identifier] = None
+    if len(box) > 2:
+        for name, flag in box.items():
+            if name == b"_answer" or name == b"accepted":
+                continue
+            flagName = _FLAGS.get(name)
+            if flagName is None or flag not in (b"True", b"False"):
+                return None
+            answer[flagName] = flag == b"True"
+    return answer
+
+
+def _acks(value: bytes) -> list[bool] | None:
+    """
+    The booleans of an answer's C{accepted} (AMP's C{ListOf(Boolean())}), or
+    L{None} if it is not that.
+    """
+    count = len(value) // 6
+    if value == _ACK_TRUE * count:
+        return [True] * count
+    accepted = []
+    at, end = 0, len(value)
+    while at < end:
+        if value.startswith(_ACK_TRUE, at):
+            accepted.append(True)
+            at += 6
+        elif value.startswith(_ACK_FALSE, at):
+            accepted.append(False)
+            at += 7
+        else:
+            return None
+    return accepted
+
+
+def _answerFor(channel: HandOffChannel, handOff: tuple[Answered, Failed, tuple[Any, ...]]) -> Deferred[Any]:
+    """
+    The L{Deferred} C{callRemote(NewConn)} would have made for a hand-off,
+    with its callbacks: AMP's parsing of the answer and of the errors.
+    """
+    answered, failed, args = handOff
+
+    def massageError(error: Failure) -> Failure:
+        error.trap(RemoteAmpError)
+        remote: Any = error.value
+        reverseErrors: dict[bytes, type[Exception]] = getattr(NewConn, "reverseErrors", {})
+        return Failure(reverseErrors.get(remote.errorCode, UnknownRemoteError)(remote.description))
+
+    answer: Deferred[Any] = Deferred()
+    answer.addCallback(NewConn.parseResponse, channel)
+    answer.addErrback(massageError)
+    answer.addCallbacks(answered, failed, callbackArgs=args, errbackArgs=args)
+    return answer
+
+
+def sendThroughCallRemote(
+    callRemote: Callable[..., Deferred[Any]],
+    key: bytes,
+    fds: list[int],
+    answered: Answered,
+    failed: Failed,
+    *args: Any,
+) -> None:
+    """
+    L{HandOffChannel.sendNewConn}'s contract, through C{callRemote(NewConn)}
+    (for a target whose channel is a plain L{ControlChannel}).
+    """
+    sent = callRemote(NewConn, key=key.decode("utf-8"), fds=fds)
+    sent.addCallbacks(answered, failed, callbackArgs=args, errbackArgs=args)
