@@ -11,8 +11,9 @@ import resource
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
@@ -26,6 +27,7 @@ from twistcluster._common.protocol import (
     adoptControlChannel,
     adoptWorkerChannel,
 )
+from twistcluster._master.handoffchannel import HandOffChannel
 
 
 class InboxTests(SynchronousTestCase):
@@ -125,7 +127,7 @@ class ChannelTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         ours, theirs = socket.socketpair()
-        self.master, self.worker = ControlChannel(), Worker()
+        self.master, self.worker = self.masterChannel(), Worker()
         self.masterEnd = adoptControlChannel(
             MemoryReactorClock(), ours.fileno(), Factory.forProtocol(lambda: self.master)
         )
@@ -139,6 +141,9 @@ class ChannelTests(SynchronousTestCase):
         self.pipes: list[tuple[int, int]] = []
         self.addCleanup(self.closePipes)
 
+    def masterChannel(self) -> ControlChannel:
+        return ControlChannel()
+
     def closePipes(self) -> None:
         for r, w in self.pipes:
             for fd in (r, w):
@@ -147,9 +152,9 @@ class ChannelTests(SynchronousTestCase):
                 except OSError:
                     pass
 
-    def handOff(self, *names: bytes) -> Any:
+    def pipesHolding(self, names: tuple[bytes, ...]) -> list[int]:
         """
-        A NewConn naming one pipe per name, each holding its name.
+        A pipe's reading end per name, each holding its name.
         """
         fds = []
         for name in names:
@@ -157,7 +162,13 @@ class ChannelTests(SynchronousTestCase):
             self.pipes.append((r, w))
             os.write(w, name)
             fds.append(r)
-        return self.master.callRemote(NewConn, key="k", fds=fds)
+        return fds
+
+    def handOff(self, *names: bytes) -> Any:
+        """
+        A NewConn naming one pipe per name, each holding its name.
+        """
+        return self.master.callRemote(NewConn, key="k", fds=self.pipesHolding(names))
 
     def workerReads(self) -> None:
         """
@@ -235,6 +246,28 @@ class ChannelTests(SynchronousTestCase):
 
     def test_tooManyForOneBox(self) -> None:
         self.assertRaises(ValueError, self.master.callRemote, NewConn, key="k", fds=[0] * (MAX_PER_BOX + 1))
+
+
+class ShortPathChannelTests(ChannelTests):
+    """
+    The same with the master's short path for hand-offs
+    (L{HandOffChannel.sendNewConn}: each box sent at once, with its
+    descriptors, when nothing waits).
+    """
+
+    def masterChannel(self) -> ControlChannel:
+        return HandOffChannel()
+
+    def handOff(self, *names: bytes) -> Any:
+        answer: Deferred[dict[str, Any]] = Deferred()
+        master = cast(HandOffChannel, self.master)
+        master.sendNewConn(b"k", self.pipesHolding(names), lambda a: answer.callback(a), answer.errback)
+        return answer
+
+    def test_tooManyForOneBox(self) -> None:
+        master = cast(HandOffChannel, self.master)
+        with self.assertRaises(ValueError):
+            master.sendNewConn(b"k", [0] * (MAX_PER_BOX + 1), print, print)
 
 
 class UnaskedDescriptorsTests(SynchronousTestCase):

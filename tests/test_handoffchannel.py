@@ -1,20 +1,25 @@
 """
 The master's short path for C{NewConn} (L{HandOffChannel}): the same bytes
 as C{callRemote(NewConn)} on the wire, the same answers and failures to the
-hand-off's callbacks, and AMP's own way for every other box; and the
-transport that sends a write at once (L{EagerWrites}).
+hand-off's callbacks, and AMP's own way for every other box; and on the
+master's channel transport, a box sent at once when nothing waits.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from typing import Any
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._common.protocol import ControlChannel, Listening, NewConn
+from twistcluster._common.protocol import ControlChannel, Listening, NewConn, adoptControlChannel
 from twistcluster._master.handoffchannel import HandOffChannel
 
 
@@ -211,3 +216,96 @@ class HandOffChannelTests(SynchronousTestCase):
         transport = connected(channel)
         channel.dataReceived(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
         assert transport.lost
+
+
+class EagerWriteTests(SynchronousTestCase):
+    """
+    On the master's real channel transport (a socketpair) a hand-off box
+    goes at once, in one message with its descriptors; when the socket is
+    full the next boxes wait their turn, and each message still arrives
+    with, or ahead of, the box that names it.
+    """
+
+    def setUp(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.reactor = MemoryReactorClock()
+        self.channel = Recorder()
+        self.transport: Any = adoptControlChannel(
+            self.reactor, ours.fileno(), Factory.forProtocol(lambda: self.channel)
+        )
+        ours.close()
+        self.workerEnd = theirs
+        self.addCleanup(theirs.close)
+        self.addCleanup(self.transport.connectionLost, Failure(ConnectionDone()))
+        self.sockets = [socket.socketpair() for _ in range(3)]
+        for pair in self.sockets:
+            for end in pair:
+                self.addCleanup(end.close)
+
+    def receive(self) -> tuple[bytes, int]:
+        """
+        One C{recvmsg} of the worker's end: its bytes, and how many
+        descriptors came with them (closed).
+        """
+        data, ancillary, _, _ = self.workerEnd.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+        count = 0
+        for _, _, payload in ancillary:
+            for at in range(0, len(payload), 4):
+                os.close(int.from_bytes(payload[at : at + 4], sys.byteorder))
+                count += 1
+        return data, count
+
+    def test_sentAtOnce(self) -> None:
+        """
+        Nothing waits: the box and its descriptor are in the socket, in one
+        message, without the reactor watching for writability.
+        """
+        outcomes = Outcomes()
+        self.channel.sendNewConn(b"k", [self.sockets[0][0].fileno()], outcomes.answered, outcomes.failed)
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        data, count = self.receive()
+        box = amp.AmpBox({b"_ask": b"1", b"_command": b"newconn", b"fds": b"0", b"key": b"k"})
+        self.assertEqual((data, count), (box.serialize(), 1))
+
+    def test_queuedBehindWhatWaits(self) -> None:
+        """
+        With the socket full, boxes wait for the reactor in order, each
+        message of descriptors at or ahead of its box.
+        """
+        self.workerEnd.setblocking(False)
+        filler = socket.socket(fileno=os.dup(self.transport.fileno()))
+        filler.setblocking(False)
+        filled = 0
+        try:
+            while True:
+                filled += filler.send(b"\x00" * 65536)
+        except BlockingIOError:
+            pass
+        finally:
+            filler.close()
+        outcomes = Outcomes()
+        for pair in self.sockets[1:]:
+            self.channel.sendNewConn(b"k", [pair[0].fileno()], outcomes.answered, outcomes.failed)
+        self.assertIn(self.transport, self.reactor.getWriters())
+        expected = [
+            amp.AmpBox({b"_ask": tag, b"_command": b"newconn", b"fds": ordinal, b"key": b"k"}).serialize()
+            for tag, ordinal in ((b"1", b"0"), (b"2", b"1"))
+        ]
+        received, descriptors, ahead = b"", 0, []
+        while len(received) < filled + len(b"".join(expected)):
+            try:
+                data, count = self.receive()
+            except BlockingIOError:
+                self.transport.doWrite()
+                continue
+            if count:
+                # Where the box its descriptors go with starts, at the latest.
+                ahead.append(len(received))
+            received += data
+            descriptors += count
+        self.assertEqual(received[filled:], b"".join(expected))
+        self.assertEqual(descriptors, 2)
+        boxStarts = [filled, filled + len(expected[0])]
+        self.assertEqual(len(ahead), 2)
+        for at, start in zip(ahead, boxStarts):
+            self.assertLessEqual(at, start)

@@ -45,6 +45,7 @@ from .twistedinternals import (
     UNIXServer,
     adoptUNIXConnection,
     deliverReceivedData,
+    hasUnsentData,
     queuedDescriptors,
     writeWithoutDescriptors,
 )
@@ -148,7 +149,8 @@ class SendingChannelTransport(UNIXServer):
     needs one recvmsg (one turn of its reactor) per descriptor.  Here a
     batch of sockets handed off together costs one sendmsg and one recvmsg.
     A box is one C{write()} (AMP's C{sendBox}): the descriptors queued
-    before it are its group.
+    before it are its group.  L{writeBox} sends a box and its descriptors
+    at once when nothing waits (the master's hand-off).
     """
 
     _ungrouped = 0
@@ -167,6 +169,43 @@ class SendingChannelTransport(UNIXServer):
             self._groups.append(self._ungrouped)
             self._ungrouped = 0
         super().write(data)
+
+    def writeBox(self, data: bytes, fds: list[int]) -> None:
+        """
+        Write one box and the descriptors it names (at most L{MAX_PER_BOX}).
+
+        When nothing waits to be sent, the box goes at once, in one
+        C{sendmsg} with its descriptors: no turn of the reactor, no
+        writability watch, no second system call for the rest of the box.
+        What the kernel does not take, and a box written while others wait,
+        is queued as C{sendFileDescriptor} and C{write} queue it (an error
+        other than a full socket is then met, and ends the channel, where
+        Twisted meets it).
+        """
+        if (
+            self.connected
+            and not self.disconnecting
+            and not self._ungrouped
+            and not queuedDescriptors(self)
+            and not hasUnsentData(self)
+        ):
+            try:
+                if fds:
+                    sent = self.socket.sendmsg(
+                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+                    )
+                else:
+                    sent = self.socket.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            if sent:
+                # The descriptors went with the first byte.
+                data, fds = data[sent:], []
+        for fd in fds:
+            self.sendFileDescriptor(fd)
+        self.write(data)
 
     def writeSomeData(self, data: Any) -> Any:
         queued = queuedDescriptors(self)

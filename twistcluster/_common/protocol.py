@@ -136,15 +136,10 @@ class ControlChannel(amp.AMP):
         @raise ConnectionLost: The channel is closed.
         @raise ValueError: More than one message holds.
         """
-        if self.transport is None:
-            raise ConnectionLost("the control channel is closed")
-        if len(fds) > MAX_PER_BOX:
-            raise ValueError(f"{len(fds)} descriptors in one box (at most {MAX_PER_BOX})")
-        first = self._sentDescriptors
+        first = self.numberDescriptors(len(fds))
         send = cast(IUNIXTransport, self.transport).sendFileDescriptor
         for fd in fds:
             send(fd)
-        self._sentDescriptors = first + len(fds)
         return list(range(first, first + len(fds)))
 
     @property
@@ -162,6 +157,23 @@ class ControlChannel(amp.AMP):
         Number the next descriptor sent C{sent}.
         """
         self._sentDescriptors = sent
+
+    def numberDescriptors(self, count: int) -> int:
+        """
+        Number C{count} descriptors about to go with the box being made
+        (which the caller sends).
+
+        @return: The first one's ordinal; the others follow it.
+        @raise ConnectionLost: The channel is closed.
+        @raise ValueError: More than one message holds.
+        """
+        if self.transport is None:
+            raise ConnectionLost("the control channel is closed")
+        if count > MAX_PER_BOX:
+            raise ValueError(f"{count} descriptors in one box (at most {MAX_PER_BOX})")
+        first = self._sentDescriptors
+        self._sentDescriptors = first + count
+        return first
 
     def takeDescriptors(self, ordinals: list[int]) -> list[int | None]:
         """

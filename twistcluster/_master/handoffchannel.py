@@ -22,12 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.protocols.amp import AmpBox, Boolean, RemoteAmpError, UnknownRemoteError
 from twisted.python.failure import Failure
 
-from .._common.protocol import ControlChannel, Descriptors, NewConn
+from .._common.protocol import ControlChannel, NewConn
 from .._common.twistedinternals import awaitAMPAnswer, failedAMPReason, nextAMPTag
 
 #: Called with the answer (C{{"accepted": [bool, ...]}}) and the hand-off's
@@ -36,7 +35,6 @@ Answered = Callable[..., object]
 #: Called with the L{Failure} and the hand-off's arguments.
 Failed = Callable[..., object]
 
-_FDS = Descriptors()
 #: The longest key AMP takes.
 _MAX_KEY = 255
 _ACK_TRUE = b"\x00\x04True"
@@ -67,19 +65,20 @@ class HandOffChannel(ControlChannel):
         answers, C{answered(answer, *args)} is called with the answer as
         C{callRemote(NewConn)} would give it, or C{failed(reason, *args)} if
         it answers with an error or the channel is lost first (at once, if
-        it is lost already).
+        it is lost already).  The box and its descriptors go at once when
+        nothing waits to be sent (L{twistcluster._common.descriptors.SendingChannelTransport.writeBox}).
 
         @raise ConnectionLost: The channel is closed.
+        @raise ValueError: More descriptors than one box carries.
         """
         reason = failedAMPReason(self)
         if reason is not None:
             failed(reason, *args)
             return
-        if self.transport is None:
-            raise ConnectionLost("the control channel is closed")
-        ordinals = _FDS.toStringProto(fds, self)
+        first = self.numberDescriptors(len(fds))
+        ordinals = b",".join([b"%d" % ordinal for ordinal in range(first, first + len(fds))])
         tag = nextAMPTag(self)
-        self.transport.write(
+        self._writeBox(
             b"".join(
                 (
                     b"\x00\x04_ask",
@@ -93,9 +92,27 @@ class HandOffChannel(ControlChannel):
                     key,
                     b"\x00\x00",
                 )
-            )
+            ),
+            fds,
         )
         self._handOffs[tag] = (answered, failed, args)
+
+    def makeConnection(self, transport: Any) -> None:
+        # The master's channel transport sends a box at once when it can.
+        writeBox = getattr(transport, "writeBox", None)
+        self._writeBox: Callable[[bytes, list[int]], None] = (
+            writeBox if writeBox is not None else self._queueBox
+        )
+        super().makeConnection(transport)
+
+    def _queueBox(self, data: bytes, fds: list[int]) -> None:
+        """
+        Write a box and its descriptors on a transport with no C{writeBox}.
+        """
+        transport: Any = self.transport
+        for fd in fds:
+            transport.sendFileDescriptor(fd)
+        transport.write(data)
 
     def handOffsInFlight(self) -> int:
         """
