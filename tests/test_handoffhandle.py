@@ -151,3 +151,30 @@ class HandOffHandleTests(SynchronousTestCase):
         answer.callback({"accepted": [True]})
         self.assertEqual(self.closed, fds[:1])
         self.assertEqual(self.handle.scheduler.inFlight(self.one), 2)
+
+    def test_aPassOfTheAcceptLoopSendsAtItsEnd(self) -> None:
+        """
+        The connections one pass of the accept loop takes go out when the
+        pass ends, one box per worker, with no turn of the reactor.
+        """
+        for _ in range(3):
+            self.clients.append(socket.create_connection(("127.0.0.1", self.handle.sockname["port"])))
+        self.handle._port.doRead()  # type: ignore[attr-defined]
+        self.assertEqual([len(fds) for fds, _ in self.one.calls], [2])
+        self.assertEqual([len(fds) for fds, _ in self.two.calls], [1])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_anAnswerSendsWhatItMadeRoomFor(self) -> None:
+        """
+        Sockets that waited for room in a worker's window go out as soon as
+        its answer makes room, in one box, with no turn of the reactor.
+        """
+        self.handle.remove(self.two)
+        window = self.handle.scheduler.window
+        self.accept(window + 3)
+        [(fds, answer)] = self.one.calls
+        self.assertEqual(len(fds), window)
+        self.assertEqual(self.handle.scheduler.waiting(), 3)
+        answer.callback({"accepted": [True] * window})
+        self.assertEqual([len(fds) for fds, _ in self.one.calls], [window, 3])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

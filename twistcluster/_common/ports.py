@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.reflect import qual
 
 from .balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
 from .endpoints import ListenSpec
@@ -65,6 +66,8 @@ class _AcceptLoop:
 
     @ivar _connectionAccepted: Called with each accepted socket's file
         descriptor, which it then owns, and the peer's address.
+    @ivar _acceptedSome: If set, called once after each pass of the loop
+        that accepted anything (the master sends the pass's hand-offs then).
     @ivar _resourceRetryDelay: Seconds to wait after EMFILE/ENFILE before
         accepting again: no busy loop, and no accept-and-close either.
     @ivar accepted: Connections accepted so far (added up once per batch).
@@ -75,6 +78,7 @@ class _AcceptLoop:
     """
 
     _connectionAccepted: Callable[[int, Any], object]
+    _acceptedSome: Callable[[], object] | None = None
     _resourceRetryDelay = 0.1
     _acceptBatch = 256
     _paused = False
@@ -138,6 +142,8 @@ class _AcceptLoop:
         finally:
             # Counted once per batch: a statistic, not a cost per connection.
             self.accepted += count
+            if count and self._acceptedSome is not None:
+                self._acceptedSome()
 
     def pauseAccepting(self) -> None:
         """
@@ -371,15 +377,29 @@ class ServingTCPPort(_AcceptLoop, TCPPort):
         super().connectionLost(reason)
 
 
-class HandOffTCPPort(QuietPort, _AcceptLoop, TCPPort):
+class _HandOffLoop(_AcceptLoop):
+    """
+    The accept loop of a master's port.
+    """
+
+    def logPrefix(self) -> str:
+        # The reactor asks for it at every read; Twisted's port would make
+        # its factory's qualified name each time.
+        return _HAND_OFF_PREFIX
+
+
+_HAND_OFF_PREFIX = qual(_SilentFactory)
+
+
+class HandOffTCPPort(QuietPort, _HandOffLoop, TCPPort):
     pass
 
 
-class HandOffUNIXPort(QuietPort, _AcceptLoop, UNIXPort):
+class HandOffUNIXPort(QuietPort, _HandOffLoop, UNIXPort):
     pass
 
 
-class AdoptedHandOffUNIXPort(QuietPort, _AcceptLoop, AdoptedUNIXPort):
+class AdoptedHandOffUNIXPort(QuietPort, _HandOffLoop, AdoptedUNIXPort):
     pass
 
 
@@ -392,11 +412,13 @@ def listenForHandOff(
     spec: ListenSpec,
     connectionAccepted: Callable[[int, Any], object],
     adopted: int | None = None,
+    acceptedSome: Callable[[], object] | None = None,
 ) -> HandOffPort:
     """
     Bind and listen as C{spec} says (or adopt the inherited socket it names);
     each accepted connection's descriptor and peer address go to
-    C{connectionAccepted}.
+    C{connectionAccepted}, and C{acceptedSome} is called after each pass of
+    the accept loop that accepted any.
 
     @param adopted: The listening socket to accept on (an earlier image of
         the master made it), instead of binding; it is duplicated.
@@ -419,6 +441,7 @@ def listenForHandOff(
     else:
         port = HandOffTCPPort(spec.port, _SilentFactory(), spec.backlog, spec.address, reactor)
     port._connectionAccepted = connectionAccepted
+    port._acceptedSome = acceptedSome
     port.startListening()
     return port
 

@@ -107,8 +107,13 @@ class HandOffHandle:
         #: resumes accepting but L{releaseBacklog}.
         self._backlogHeld = False
         self._keyBytes = key.encode("utf-8")
+        #: Hand-offs made now are sent when the caller is done (a pass of
+        #: the accept loop, an answer), not in a turn of the reactor.
+        self._batching = False
         # A reactor with a clock runs descriptors too.
-        self._port = listenForHandOff(cast(IReactorFDSet, reactor), spec, self._connectionAccepted, adopted)
+        self._port = listenForHandOff(
+            cast(IReactorFDSet, reactor), spec, self._connectionAccepted, adopted, self._acceptedSome
+        )
         self.sockname = socknameOf(self._port.socket, spec)
 
     def fileno(self) -> int:
@@ -245,19 +250,34 @@ class HandOffHandle:
         self._afterChange()
 
     def _connectionAccepted(self, fd: int, address: object) -> None:
+        # The accept loop calls _acceptedSome at the end of its pass.
+        self._batching = True
         self._scheduler.connectionAccepted(fd)
         if self._scheduler.full:
             self._port.pauseAccepting()
 
+    def _acceptedSome(self) -> None:
+        self._batching = False
+        self._sendBatches()
+
     def _handOff(self, worker: HandOffTarget, fd: int) -> None:
-        # Everything handed to one worker in this turn of the reactor goes in
-        # one NewConn box: under load the box's cost is shared by many.
+        # Everything handed to one worker in one pass of the accept loop, one
+        # answer, or else one turn of the reactor, goes in one NewConn box:
+        # under load the box's cost is shared by many.
         batch = self._outgoing.get(worker)
         if batch is None:
             batch = self._outgoing[worker] = []
-            if self._flushing is None:
+            if self._flushing is None and not self._batching:
                 self._flushing = self._reactor.callLater(0, self._flush)
         batch.append(fd)
+
+    def _sendBatches(self) -> None:
+        """
+        Send what was handed off while batching (unless a turn of the
+        reactor will).
+        """
+        if self._outgoing and self._flushing is None:
+            self._flush()
 
     def _flush(self) -> None:
         self._flushing = None
@@ -299,12 +319,17 @@ class HandOffHandle:
         answered = self._scheduler.answered
         # A socket the answer does not cover (a malformed answer) stays in
         # flight: the worker is as good as hung.
-        for fd, accepted in zip(fds, answer["accepted"]):
-            answered(worker, fd, accepted)
-            if accepted:
-                worker.connectionTaken()
-            else:
-                worker.connectionsRefused += 1
+        self._batching = True
+        try:
+            for fd, accepted in zip(fds, answer["accepted"]):
+                answered(worker, fd, accepted)
+                if accepted:
+                    worker.connectionTaken()
+                else:
+                    worker.connectionsRefused += 1
+        finally:
+            self._batching = False
+        self._sendBatches()
         self._afterChange()
 
     def _outOfDescriptors(self, accepted: list[bool], worker: HandOffTarget, fds: list[int]) -> None:
