@@ -7,18 +7,20 @@ misbehaviour from real workers of a real cluster: tests.test_rogue.)
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster._common.messages import CHUNK_SIZE
-from twistcluster._common.protocol import CHANNEL_LOST_GRACE, Listening, Message
+from twistcluster._common.protocol import CHANNEL_LOST_GRACE, Listening, Message, adoptControlChannel
 from twistcluster._master.control import MAX_BOX_BYTES, MasterControl
 
 
@@ -211,3 +213,27 @@ class ControlTests(SynchronousTestCase):
         self.control.dataReceived(box(_command=Listening.commandName, key=b"k", address=b"{}"))
         self.assertFalse(self.transport.disconnecting)
         self.assertEqual(self.logged(LogLevel.warn), [])
+
+
+class QuietTests(SynchronousTestCase):
+    """
+    An upgrade waits until the master's channel is quiet: a hand-off sent
+    on the short path and not answered keeps it busy.
+    """
+
+    def test_aHandOffInFlightIsNotQuiet(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        control = MasterControl(FakeWorker(), None, Clock())  # type: ignore[arg-type]
+        transport: Any = adoptControlChannel(
+            MemoryReactorClock(), ours.fileno(), Factory.forProtocol(lambda: control)
+        )
+        ours.close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        self.assertTrue(control.isQuiet())
+        answers: list[object] = []
+        control.sendNewConn(b"k", [], lambda answer: answers.append(answer), answers.append)
+        self.assertFalse(control.isQuiet())
+        control.dataReceived(box(_answer=b"1", accepted=b""))
+        self.assertEqual(answers, [{"accepted": [], "outOfDescriptors": None}])
+        self.assertTrue(control.isQuiet())

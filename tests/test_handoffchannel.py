@@ -203,6 +203,29 @@ class HandOffChannelTests(SynchronousTestCase):
         ]
         assert outcomes.answers == []
 
+    def test_aHalfReadBoxIsCarried(self) -> None:
+        """
+        What the channel read of a box and did not parse yet, fed to the
+        channel that takes the stream over (an upgrade), gives that one the
+        box whole, once.
+        """
+        worker = ControlChannel()
+        workerTransport = connected(worker)
+        for key in ("whole", "cut in two", "after"):
+            worker.callRemote(Listening, key=key, address={"port": 80})
+        whole, cut, after = workerTransport.written
+        first = Recorder()
+        connected(first)
+        first.dataReceived(whole + cut[:7])
+        self.assertEqual(first.listening, ["whole"])
+        self.assertEqual(first.unparsed(), cut[:7])
+        then = Recorder()
+        connected(then)
+        then.dataReceived(first.unparsed())
+        then.dataReceived(cut[7:] + after)
+        self.assertEqual(then.listening, ["cut in two", "after"])
+        self.assertEqual(then.unparsed(), b"")
+
     def test_sendingWithoutATransportRaises(self) -> None:
         channel = Recorder()
         with self.assertRaises(ConnectionLost):

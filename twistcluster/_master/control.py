@@ -190,7 +190,12 @@ class MasterControl(HandOffChannel):
         transport: Any = self.transport
         if transport is None:
             return True
-        return not self._unanswered and not hasUnsentData(transport) and not queuedDescriptors(transport)
+        return (
+            not self._unanswered
+            and not self.handOffsInFlight()
+            and not hasUnsentData(transport)
+            and not queuedDescriptors(transport)
+        )
 
     # Responders
 

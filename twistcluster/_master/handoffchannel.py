@@ -120,6 +120,14 @@ class HandOffChannel(ControlChannel):
         """
         return len(self._handOffs)
 
+    def unparsed(self) -> bytes:
+        """
+        What this channel has received and not parsed yet (the start of a
+        box), as it came: fed to a channel that takes over the same stream
+        (an upgrade of the master), it gives that one the same boxes.
+        """
+        return self._unparsed
+
     def dataReceived(self, data: bytes) -> None:
         if self.innerProtocol is not None:
             # Never here (no protocol switch on a control channel), but AMP's.

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from .._common.twistedinternals import outputDescriptors, pauseOutput, unparsedBytes
 from .carried import CarriedHandle, CarriedSupervisor, CarriedWorker, encodeBytes
 from .handles import Handles, HandOffHandle
+from .handoffchannel import HandOffChannel
 from .relaunch import HELD_SIGNALS
 from .scheduling import LeastConnections
 from .sharedhandles import ReusePortHandle, SharedHandle
@@ -168,7 +169,8 @@ class Handover:
             transport: Any = control.transport
             transport.stopReading()
             fd = transport.fileno()
-            unparsed = unparsedBytes(control)
+            # The master's channel parses boxes itself; any other, AMP does.
+            unparsed = control.unparsed() if isinstance(control, HandOffChannel) else unparsedBytes(control)
             # The master takes no descriptor from a worker (each is closed
             # as it arrives): only the numbering of those it sent goes on.
             sent = control.descriptorsSent
