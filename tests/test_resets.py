@@ -69,8 +69,11 @@ def test_resetting_clients_are_counted_not_logged(cluster, policy):
         for m in map(re.compile(r"(\d+) clients had closed or reset their connections").search, during)
         if m
     ]
-    # Most resets reach a worker (the rest end at the master's accept()).
-    assert RESETS // 2 < sum(counted) <= RESETS + 20, counted
+    # A reset that reaches the worker before it takes the socket is counted;
+    # one that comes after is an ordinary connection lost (how many do is a
+    # race with the hand-off, which a faster master wins more often); the
+    # rest end at the master's accept().
+    assert 0 < sum(counted) <= RESETS + 20, counted
     assert len(counted) <= 6, counted
     # The whole episode is a few lines, not one (or three) per client.
     assert len(during) < 60, during
