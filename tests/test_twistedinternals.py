@@ -18,6 +18,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
 
 from twistcluster._common import twistedinternals as internals
 from twisted import version as twistedVersion
@@ -51,6 +52,8 @@ class PrivateNamesTests(SynchronousTestCase):
             return amp.BinaryBoxProtocol(amp.BoxDispatcher(amp.CommandLocator()))
         if owner is internals.HAProxyProtocolWrapper:
             return internals.HAProxyWrappingFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
+        if owner is http.HTTPFactory:
+            return http.HTTPFactory()
         if owner is socket.socket:
             skt = socket.socket()
             self.addCleanup(skt.close)

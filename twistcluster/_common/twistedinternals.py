@@ -30,6 +30,7 @@ from twisted.internet import abstract, process, tcp, unix
 from twisted.internet.interfaces import IProcessProtocol, IProtocolFactory, IReactorFDSet
 from twisted.protocols import amp
 from twisted.protocols.haproxy import _wrapper as haproxyWrapper
+from twisted.web import http
 
 #: The classes twistcluster's transports and ports extend (their
 #: constructors and the private hooks below are not a public API).
@@ -78,6 +79,8 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (amp.BinaryBoxProtocol, "_unprocessed"),
     (amp.BinaryBoxProtocol, "_currentBox"),
     (amp.BinaryBoxProtocol, "_currentKey"),
+    (http.HTTPFactory, "_logFile"),
+    (http.HTTPFactory, "_openLogFile"),
 ]
 
 
@@ -336,3 +339,25 @@ class AdoptedProcess(process.Process):
             self.processEnded(status)
         else:
             process.registerReapProcessHandler(pid, self)
+
+
+def hasAccessLog(factory: object) -> bool:
+    """
+    Whether C{factory} is a C{twisted.web} C{HTTPFactory} (a C{Site}, say)
+    with its access log file open.
+    """
+    return getattr(factory, "_logFile", None) is not None
+
+
+def reopenAccessLog(factory: http.HTTPFactory, path: str) -> None:
+    """
+    Open C{factory}'s access log at C{path} again, after logrotate moved it,
+    as C{HTTPFactory} opens it (its subclasses' own way too), and close the
+    file it had.
+
+    @raise OSError: It cannot be opened; the file it had stays.
+    """
+    old = factory._logFile
+    factory._logFile = factory._openLogFile(path)
+    if old is not None:
+        old.close()

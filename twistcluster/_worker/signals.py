@@ -17,6 +17,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from .._common.reactors import IWorkerReactor
+from .._common.twistedinternals import hasAccessLog, reopenAccessLog
 from .runtime import WorkerRuntime
 
 GROUP_SIGNALS = (
@@ -84,12 +85,10 @@ def reopenLogs(runtime: WorkerRuntime) -> None:
     for port in runtime.clusterReactor.ports:
         factory = _innermost(getattr(port, "factory", None))
         path = getattr(factory, "logPath", None)
-        old = getattr(factory, "_logFile", None)
-        if not path or old is None or path in reopened:
+        if not path or path in reopened or not hasAccessLog(factory):
             continue
         try:
-            # HTTPFactory's own way to open its log (its subclasses' too).
-            factory._logFile = factory._openLogFile(path)
+            reopenAccessLog(factory, path)
         except OSError as e:
             _log.error(
                 "worker {workerId}: cannot reopen {path}: {error}",
@@ -98,7 +97,6 @@ def reopenLogs(runtime: WorkerRuntime) -> None:
                 error=e.strerror,
             )
             continue
-        old.close()
         reopened.append(path)
     _log.info(
         "worker {workerId}: SIGUSR1: reopened {count} log files",
