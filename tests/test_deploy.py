@@ -18,7 +18,7 @@ import yaml
 
 from tests._cluster import PROJECT
 from tests._haproxy import EXAMPLE, exampleConfig, haproxyPath
-from twistcluster._cli.tap import Options
+from twistcluster._cli.options import Options
 
 DEPLOY = PROJECT / "examples" / "deploy"
 MANIFESTS = DEPLOY / "kubernetes.yaml"

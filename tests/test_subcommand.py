@@ -8,8 +8,8 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistcluster._cli.options import Options
 from twistcluster._cli.subcommand import BadSubcommand, endpointsOf, parseSubcommand, plugins
-from twistcluster._cli.tap import Options
 
 
 class SubcommandTests(SynchronousTestCase):

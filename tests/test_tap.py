@@ -9,7 +9,7 @@ from types import ModuleType
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._cli.tap import leaveOutTLS
+from twistcluster._cli.options import leaveOutTLS
 
 
 class LeaveOutTLSTests(SynchronousTestCase):

@@ -28,7 +28,7 @@ from ._version import __version__
 
 #: Where each public name lives.  Each is imported on first use (PEP 562):
 #: C{twist cluster}'s master imports only what it runs, which lets it keep
-#: pyOpenSSL out (see L{twistcluster._cli.tap.leaveOutTLS}).
+#: pyOpenSSL out (see L{twistcluster._cli.options.leaveOutTLS}).
 _PUBLIC = {
     "cluster": "_api.cluster",
     "makeCluster": "_api.cluster",

@@ -277,7 +277,7 @@ def specFromDescription(description: str) -> ListenSpec:
     if isDatagram(description):
         return parseDatagram(description)[0]
     # Imported here: the module imports pyOpenSSL if it can, and a master
-    # that needs no TLS leaves it out (see twistcluster._cli.tap).
+    # that needs no TLS leaves it out (see twistcluster._cli.options).
     from twisted.internet.endpoints import serverFromString
 
     recorder = _ListenRecorder()
