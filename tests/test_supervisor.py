@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistcluster._common.events import Latch
 from twistcluster._master.respawn import RespawnPolicy
 from twistcluster._master.spawner import WorkerCommand
-from twistcluster._master.supervisor import RestartCause, Supervisor
+from twistcluster._master.supervised import RestartCause
+from twistcluster._master.supervisor import Supervisor
 
 COMMAND = WorkerCommand(["python", "-m", "worker"])
 

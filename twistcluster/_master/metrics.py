@@ -34,7 +34,7 @@ from .families import FamilyMerger, namesOf
 from .processes import ProcessSampler
 from .pull import askEach
 from .status import WORKER_STATES, StatusSource
-from .supervisor import RestartCause
+from .supervised import RestartCause
 
 #: Seconds each worker has to answer a scrape.
 METRICS_TIMEOUT = 1.0

@@ -8,7 +8,7 @@ number of workers serve.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -17,11 +17,9 @@ from twisted.logger import Logger
 
 from .._common.events import Latch
 from .respawn import RespawnPolicy
+from .supervised import Supervised
 
-if TYPE_CHECKING:
-    from .supervisor import Supervised
-
-W = TypeVar("W", bound="Supervised")
+W = TypeVar("W", bound=Supervised)
 
 
 class Restarting(Protocol[W]):

@@ -37,7 +37,8 @@ from .sdnotify import ServiceNotifier
 from .shutdown import shutDown
 from .signals import STOP, installMasterHandlers, signalName
 from .spawner import Spawner, entryPointCommand
-from .supervisor import RestartCause, Supervisor
+from .supervised import RestartCause
+from .supervisor import Supervisor
 from .upgrade import MasterUpgrade
 
 

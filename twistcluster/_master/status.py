@@ -26,7 +26,7 @@ from .._common.statistics import WorkerStatistics
 from .journal import Journal
 from .processes import ProcessSample, ProcessSampler
 from .pull import askEach
-from .supervisor import RestartCause
+from .supervised import RestartCause
 
 #: The states a worker in the status can be in (Node's names).
 WORKER_STATES = ("spawning", "online", "listening", "disconnecting", "disconnected")

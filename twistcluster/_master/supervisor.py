@@ -15,8 +15,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -25,63 +24,7 @@ from twisted.logger import Logger
 from .respawn import RespawnPolicy
 from .restart import RollingRestart
 from .spawner import WorkerCommand
-
-
-class RestartCause(StrEnum):
-    """
-    Why a worker was replaced (L{Supervisor.restarts} counts them).
-    """
-
-    CRASH = "crash"
-    BOOT_FAILURE = "boot-failure"
-    HUNG = "hung"
-    MEMORY = "memory"
-    CONNECTION_LIMIT = "connection-limit"
-    RELOAD = "reload"
-
-
-class Supervised(Protocol):
-    """
-    A worker, as the supervisor needs it.
-    """
-
-    id: int
-    pid: int | None
-    slot: int | None
-    generation: int
-    lastError: str | None
-    connectionLimit: int | None
-
-    @property
-    def everReady(self) -> bool: ...
-
-    def isServing(self) -> bool: ...
-
-    def isReady(self) -> bool: ...
-
-    def whenReady(self) -> Deferred[bool]: ...
-
-    def whenExited(self) -> Deferred[Any]: ...
-
-    def whenWornOut(self) -> Deferred[str]: ...
-
-    def disconnect(self) -> object: ...
-
-    def kill(self, signal: str | int = ...) -> object: ...
-
-    def abort(self, why: str) -> None: ...
-
-
-W = TypeVar("W", bound=Supervised)
-W_co = TypeVar("W_co", bound=Supervised, covariant=True)
-
-
-class SpawnsWorkers(Protocol[W_co]):
-    """
-    Starts worker processes (L{twistcluster._master.spawner.Spawner}).
-    """
-
-    def spawn(self, command: WorkerCommand, slot: int | None, generation: int) -> W_co: ...
+from .supervised import RestartCause, SpawnsWorkers, Supervised, W
 
 
 def _said(worker: Supervised, cause: RestartCause) -> str:

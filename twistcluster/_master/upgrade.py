@@ -39,7 +39,7 @@ from .carried import STATE_VARIABLE, CarriedState, Launch, RunSpec, writeState
 from .handover import Handover, HandoverFailed, execute, holdSignals, releaseSignals
 from .relaunch import bootstrapCommand
 from .resume import Resumption
-from .supervisor import RestartCause
+from .supervised import RestartCause
 from .upgradecheck import CheckResult, UpgradeCheck, checkRequest
 
 #: Seconds the check may take.
