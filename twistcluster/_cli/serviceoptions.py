@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorCore
@@ -22,6 +22,9 @@ from .._master.sdnotify import MASTER_ONLY_VARIABLES
 from .._master.secrets import KeptFiles
 from .check import checkAs as _runCheckAs
 from .errors import EX_START, fail
+
+if TYPE_CHECKING:
+    from .._master.service import Master
 
 
 def serviceOptions(options: Any) -> None:
@@ -115,7 +118,7 @@ class PrivilegedStart:
         return [self.kept.rewrite(argument) for argument in arguments]
 
     def service(
-        self, reactor: IReactorCore, master: Any, failed: Callable[[str], object] | None = None
+        self, reactor: IReactorCore, master: Master, failed: Callable[[str], object] | None = None
     ) -> PrivilegeDrop:
         """
         Fit C{master} for serving as the target user, and the service that

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.reactors import getReactorTypes
 from twisted.application.service import IService, MultiService
@@ -24,6 +24,9 @@ from .options import Options
 from .serviceoptions import PrivilegedStart, checkAs
 from .sharedstate import sharedStateWarning
 from .subcommand import BadSubcommand, endpointsOf, parseSubcommand
+
+if TYPE_CHECKING:
+    from .._master.service import Master
 
 __all__ = ["EX_START", "EX_USAGE", "Options", "fail", "makeService"]
 
@@ -207,7 +210,7 @@ def makeService(options: Options) -> IService:
     return service
 
 
-def _agentService(reactor: IEndpointReactor, description: str, master: Any, workers: int) -> IService:
+def _agentService(reactor: IEndpointReactor, description: str, master: Master, workers: int) -> IService:
     from .._master.agent import AgentFactory, AgentService
 
     factory = AgentFactory(lambda: master.phase, lambda: master.supervisor.readyCount, workers)
