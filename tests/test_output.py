@@ -212,3 +212,23 @@ def test_boot_timeout_names_where_the_worker_was_stuck(cluster):
     assert found.startswith("worker ") and "was not ready after 2s" in found, found
     assert "slowboot.py, line 12, in <module>" in found, found
     assert c.leftovers() == []
+
+
+def test_the_log_names_things_in_the_users_words(cluster):
+    """
+    The master's and workers' lines name listens as the user wrote them or
+    as bound, never by twistcluster's internals: no factory class of ours,
+    no Node handle key (C{127.0.0.1:0:4:-1:0}), no bare C{Factory} (issue
+    13, item 10).
+    """
+    c = cluster("--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "tests.clusterapps.WhoAmIFactory")
+    c.waitReady(2)
+    port = c.address()[1]
+    c.waitFor(rf"worker \d+ serving \S+ on tcp:127\.0\.0\.1:{port} ", 2)
+    c.signal(signal.SIGTERM)
+    assert c.wait() == 0
+    assert c.matches(rf"listening on tcp:0:interface=127\.0\.0\.1 at tcp:127\.0\.0\.1:{port} \(scheduling rr\)")
+    assert c.matches(rf"twistcluster master starting on {port}$")
+    assert c.matches(r"twistcluster control socket starting on ")
+    for internal in (r"_SilentFactory", r"\d:-?\d+:-?\d+:\d+\b", r"\] Factory starting on", r"\bkeys?\b"):
+        assert not c.matches(internal), (internal, c.matches(internal)[0].string)

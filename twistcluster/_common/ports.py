@@ -57,7 +57,16 @@ _TRANSIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, er
 
 
 class _SilentFactory(Factory):
+    """
+    The factory of a socket the master listens on for its workers: the
+    accept loop hands sockets off, so it builds no protocol.  Its prefix is
+    what Twisted's C{starting on} line names (not this class).
+    """
+
     noisy = False
+
+    def logPrefix(self) -> str:
+        return "twistcluster master"
 
 
 class _AcceptLoop:

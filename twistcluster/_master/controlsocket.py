@@ -40,6 +40,18 @@ from .._common.sockets import removeStaleSocketFile
 from .service import StartupError
 
 
+class _ControlFactory(Factory):
+    """
+    The control socket's factory, named as such in Twisted's C{starting on}
+    line.
+    """
+
+    noisy = False
+
+    def logPrefix(self) -> str:
+        return "twistcluster control socket"
+
+
 class ControlSocketError(StartupError):
     """
     The control socket cannot be made; the message says why, in one line.
@@ -269,8 +281,7 @@ class ControlSocket(Service):
         """
         from .resume import adoptListeningPort
 
-        factory = Factory.forProtocol(self._buildProtocol)
-        factory.noisy = False
+        factory = _ControlFactory.forProtocol(self._buildProtocol)
         self._port = adoptListeningPort(self._reactor, fd, factory)
         # Its answer, the transport, is not part of IReactorSocket.
         adoptConnection: Callable[..., Any] = self._reactor.adoptStreamConnection
@@ -306,8 +317,7 @@ class ControlSocket(Service):
         self._log.info("control socket at {path}", path=self.path)
 
     def _bind(self) -> Any:
-        factory = Factory.forProtocol(self._buildProtocol)
-        factory.noisy = False
+        factory = _ControlFactory.forProtocol(self._buildProtocol)
         bound: list[Any] = []
         # Created 0600 (never wider, even for a moment): the umask is the
         # process's, and nothing else runs while the reactor thread binds.

@@ -160,7 +160,9 @@ class Handles:
         handle = self._byKey.get(key)
         if handle is None:
             handle = self._byKey[key] = self._makeHandle(key, spec)
-            self._log.info(
+            # The service logs the user's words (a command-line master's
+            # "listening on tcp:8080 at ..."); the key is for debugging.
+            self._log.debug(
                 "listening on {key} at {address}",
                 key=key,
                 address=describeAddress(spec, handle.sockname),

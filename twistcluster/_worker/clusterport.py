@@ -29,6 +29,7 @@ from .._common.events import Latch
 from .._common.ports import adoptListeningSocket
 from .._common.protocol import ListenRefused
 from .._common.reactors import IWorkerReactor
+from .._common.sockets import describeAddress
 from .._common.transport import serveConnection
 from .routing import listenError
 
@@ -233,6 +234,13 @@ class ClusterPort:
             self._listening.fail(lambda: error)
         else:
             self._listening.fire(outcome)
+
+    def address(self) -> str:
+        """
+        The address the master bound for this listen, as its log line says it
+        (C{tcp:127.0.0.1:8080}, C{unix:PATH}), or C{?} before it answered.
+        """
+        return "?" if self.sockname is None else describeAddress(self.spec, self.sockname)
 
     def connectionReceived(self, fd: int) -> bool:
         """

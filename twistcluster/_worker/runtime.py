@@ -207,10 +207,10 @@ class WorkerRuntime:
         if self._startup is not None:
             self._startup.finish(ports)
         self._log.info(
-            "worker {workerId} serving {factory} on {keys} ({reactor})",
+            "worker {workerId} serving {factory} on {addresses} ({reactor})",
             workerId=self.workerId,
             factory=self._factoryName,
-            keys=", ".join(p.key or "?" for p in ports),
+            addresses=", ".join(p.address() for p in ports),
             reactor=type(self._reactor).__name__,
         )
 
