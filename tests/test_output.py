@@ -227,7 +227,8 @@ def test_the_log_names_things_in_the_users_words(cluster):
     c.waitFor(rf"worker \d+ serving \S+ on tcp:127\.0\.0\.1:{port} ", 2)
     c.signal(signal.SIGTERM)
     assert c.wait() == 0
-    assert c.matches(rf"listening on tcp:0:interface=127\.0\.0\.1 at tcp:127\.0\.0\.1:{port} \(scheduling rr\)")
+    listening = rf"listening on tcp:0:interface=127\.0\.0\.1 at tcp:127\.0\.0\.1:{port} \(scheduling rr\)"
+    assert c.matches(listening)
     assert c.matches(rf"twistcluster master starting on {port}$")
     assert c.matches(r"twistcluster control socket starting on ")
     for internal in (r"_SilentFactory", r"\d:-?\d+:-?\d+:\d+\b", r"\] Factory starting on", r"\bkeys?\b"):
