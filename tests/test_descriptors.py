@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -282,6 +283,42 @@ class UnaskedDescriptorsTests(SynchronousTestCase):
         self.assertEqual(len(os.listdir("/proc/self/fd")), before)
         self.assertEqual(channel.unaskedDescriptors, 100)
         self.assertEqual(channel.takeDescriptors([0, 1]), [None, None])
+
+    def test_theMastersEndClosesThemTooInOneRead(self) -> None:
+        """
+        Descriptors a worker sends on a real channel reach the master's end
+        as one message (one C{descriptorsReceived}), and each is closed.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        channel = ControlChannel()
+        channel.acceptsDescriptors = False
+        reports: list[int] = []
+        received = channel.descriptorsReceived
+
+        def descriptorsReceived(fds: list[int], truncated: bool) -> None:
+            reports.append(len(fds))
+            received(fds, truncated)
+
+        channel.descriptorsReceived = descriptorsReceived  # type: ignore[method-assign]
+        transport: Any = adoptControlChannel(
+            MemoryReactorClock(), ours.fileno(), Factory.forProtocol(lambda: channel)
+        )
+        ours.close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        pipes = [os.pipe() for _ in range(3)]
+        for _, w in pipes:
+            self.addCleanup(os.close, w)
+        before = len(os.listdir("/proc/self/fd"))
+        theirs.sendmsg(
+            [b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", *(r for r, _ in pipes)))]
+        )
+        for r, _ in pipes:
+            os.close(r)
+        transport.doRead()
+        self.assertEqual(reports, [3])
+        self.assertEqual(channel.unaskedDescriptors, 3)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before - 3)
 
 
 class OpenFilesLimitTests(SynchronousTestCase):

@@ -139,7 +139,46 @@ class DescriptorInbox:
             self._close(fd)
 
 
-class SendingChannelTransport(UNIXServer):
+class _ChannelReads:
+    """
+    Mixed into a channel's transport (before Twisted's): one C{recvmsg} per
+    read, and each message's descriptors reported together, with whether
+    the kernel truncated them (C{MSG_CTRUNC}), received close-on-exec, to
+    its protocol (a L{DescriptorReceiver}).  Twisted's transport ignores
+    truncation and reports descriptors one at a time.
+    """
+
+    socket: socket.socket
+    bufferSize: int
+    protocol: Any
+
+    def doRead(self) -> Any:
+        try:
+            data, ancillary, flags, _ = untilConcludes(
+                self.socket.recvmsg, self.bufferSize, _ANCILLARY_SPACE, _RECEIVE_FLAGS
+            )
+        except OSError as e:
+            return None if e.errno == EWOULDBLOCK else main.CONNECTION_LOST
+        truncated = bool(flags & socket.MSG_CTRUNC)
+        if ancillary or truncated:
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            cast(DescriptorReceiver, self.protocol).descriptorsReceived(fds.tolist(), truncated)
+        return deliverReceivedData(cast(UNIXServer, self), data)
+
+
+class ReceivingChannelTransport(_ChannelReads, UNIXServer):
+    """
+    A worker's end of its control channel: Twisted's UNIX transport, except
+    that it tells its protocol (a L{DescriptorReceiver}) when the kernel
+    truncated a message's descriptors (C{MSG_CTRUNC}), and receives them
+    close-on-exec.
+    """
+
+
+class SendingChannelTransport(_ChannelReads, UNIXServer):
     """
     The master's end of a control channel: each box's descriptors go in one
     C{SCM_RIGHTS} message of their own, riding on one byte.
@@ -149,7 +188,8 @@ class SendingChannelTransport(UNIXServer):
     needs one recvmsg (one turn of its reactor) per descriptor.  Here a
     batch of sockets handed off together costs one sendmsg and one recvmsg.
     A box is one C{write()} (AMP's C{sendBox}): the descriptors queued
-    before it are its group.  L{writeBox} sends a box and its descriptors
+    before it are its group.  It reads as a worker's end does (a worker
+    sends the master no descriptors; each one it does is closed).  L{writeBox} sends a box and its descriptors
     at once when nothing waits (the master's hand-off).
     """
 
@@ -237,31 +277,6 @@ class SendingChannelTransport(UNIXServer):
             return sent
         result = writeWithoutDescriptors(self, lazyByteSlice(data, sent))
         return sent + result if isinstance(result, int) else result
-
-
-class ReceivingChannelTransport(UNIXServer):
-    """
-    A worker's end of its control channel: Twisted's UNIX transport, except
-    that it tells its protocol (a L{DescriptorReceiver}) when the kernel
-    truncated a message's descriptors (C{MSG_CTRUNC}), and receives them
-    close-on-exec.
-    """
-
-    def doRead(self) -> Any:
-        try:
-            data, ancillary, flags, _ = untilConcludes(
-                self.socket.recvmsg, self.bufferSize, _ANCILLARY_SPACE, _RECEIVE_FLAGS
-            )
-        except OSError as e:
-            return None if e.errno == EWOULDBLOCK else main.CONNECTION_LOST
-        truncated = bool(flags & socket.MSG_CTRUNC)
-        if ancillary or truncated:
-            fds = array.array("i")
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            cast(DescriptorReceiver, self.protocol).descriptorsReceived(fds.tolist(), truncated)
-        return deliverReceivedData(self, data)
 
 
 def adoptSendingEnd(reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> UNIXServer | None:
