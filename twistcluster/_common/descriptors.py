@@ -45,8 +45,8 @@ from .twistedinternals import (
     UNIXServer,
     adoptUNIXConnection,
     deliverReceivedData,
-    hasUnsentData,
     queuedDescriptors,
+    sendsNothing,
     writeWithoutDescriptors,
 )
 
@@ -166,7 +166,8 @@ class _ChannelReads:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             cast(DescriptorReceiver, self.protocol).descriptorsReceived(fds.tolist(), truncated)
-        return deliverReceivedData(cast(UNIXServer, self), data)
+        # Mixed into a UNIXServer (no cast: a call per read).
+        return deliverReceivedData(self, data)  # type: ignore[arg-type]
 
 
 class ReceivingChannelTransport(_ChannelReads, UNIXServer):
@@ -222,13 +223,7 @@ class SendingChannelTransport(_ChannelReads, UNIXServer):
         other than a full socket is then met, and ends the channel, where
         Twisted meets it).
         """
-        if (
-            self.connected
-            and not self.disconnecting
-            and not self._ungrouped
-            and not queuedDescriptors(self)
-            and not hasUnsentData(self)
-        ):
+        if self.connected and not self.disconnecting and not self._ungrouped and sendsNothing(self):
             try:
                 if fds:
                     sent = self.socket.sendmsg(

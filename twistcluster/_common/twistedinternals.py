@@ -169,6 +169,14 @@ def hasUnsentData(transport: abstract.FileDescriptor) -> bool:
     return bool(transport.dataBuffer or transport._tempDataLen)
 
 
+def sendsNothing(transport: unix.Server) -> bool:
+    """
+    Whether C{transport} holds nothing to send: no written data, no queued
+    descriptor.
+    """
+    return not (transport._sendmsgQueue or transport.dataBuffer or transport._tempDataLen)
+
+
 def queuedDescriptors(transport: unix.Server) -> list[int]:
     """
     The descriptors C{transport.sendFileDescriptor} queued, oldest first: the

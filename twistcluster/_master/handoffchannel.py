@@ -41,10 +41,6 @@ _ACK_TRUE = b"\x00\x04True"
 _ACK_FALSE = b"\x00\x05False"
 
 
-def _length(value: bytes) -> bytes:
-    return len(value).to_bytes(2, "big")
-
-
 class HandOffChannel(ControlChannel):
     """
     A control channel that sends C{NewConn} boxes and takes their acks on a
@@ -82,13 +78,13 @@ class HandOffChannel(ControlChannel):
             b"".join(
                 (
                     b"\x00\x04_ask",
-                    _length(tag),
+                    len(tag).to_bytes(2, "big"),
                     tag,
                     b"\x00\x08_command\x00\x07newconn\x00\x03fds",
-                    _length(ordinals),
+                    len(ordinals).to_bytes(2, "big"),
                     ordinals,
                     b"\x00\x03key",
-                    _length(key),
+                    len(key).to_bytes(2, "big"),
                     key,
                     b"\x00\x00",
                 )
