@@ -70,16 +70,23 @@ MASTER_STAGES = StageSet(
         ("sendmsg()/send() on the control channel (fds via SCM_RIGHTS)", ("sendmsg", "send"), ()),
         ("recvmsg()/recv() on the control channel", ("recvmsg", "recv"), ()),
         ("close() of acked sockets", ("close",), ()),
-        ("NewConn: scheduler -> callRemote -> AMP encode", (), ("Handle._handOff",)),
+        ("NewConn: scheduler -> callRemote -> AMP encode", (), ("Handle._handOff", "Handle._flush")),
         ("ack: _answered -> scheduler.answered (rest)", (), ("Handle._answered",)),
         ("control-channel write plumbing (doWrite, Python)", (), ("FileDescriptor.doWrite",)),
-        ("AMP decode + Deferred plumbing up to the ack callback", (), ("_SendmsgMixin.doRead",)),
+        (
+            "AMP decode + Deferred plumbing up to the ack callback",
+            (),
+            ("_SendmsgMixin.doRead", "_ChannelReads.doRead"),
+        ),
         ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_AcceptLoop.doRead")),
         ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
     ),
     (
         ("listening socket readable (accept batch, first hand-offs)", ("_AcceptLoop.doRead",)),
-        ("control channel readable (acks -> more hand-offs)", ("_SendmsgMixin.doRead",)),
+        (
+            "control channel readable (acks -> more hand-offs)",
+            ("_SendmsgMixin.doRead", "_ChannelReads.doRead"),
+        ),
         ("control channel writable (queued NewConn boxes + fds)", ("FileDescriptor.doWrite",)),
     ),
 )
