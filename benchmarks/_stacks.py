@@ -96,7 +96,7 @@ WORKER_STAGES = StageSet(
     (
         ("recvmsg() on the control channel (NewConn + fd)", ("recvmsg",), ()),
         ("adopting the socket (adoptStreamConnection)", (), ("ClusterPort.connectionReceived",)),
-        ("NewConn: AMP decode, ack encode, Deferreds", (), ("_SendmsgMixin.doRead",)),
+        ("NewConn: AMP decode, ack encode, Deferreds", (), ("_SendmsgMixin.doRead", "_ChannelReads.doRead")),
         ("acks written on the control channel (send)", (), ("_SendmsgMixin.writeSomeData",)),
         ("HTTP: reading requests, the responder", (), ("Connection.doRead",)),
         ("HTTP: writing responses (send)", (), ("Connection.writeSomeData",)),
@@ -109,7 +109,7 @@ WORKER_STAGES = StageSet(
         ("reactor loop and the rest", (), ()),
     ),
     (
-        ("control channel readable (NewConn)", ("_SendmsgMixin.doRead",)),
+        ("control channel readable (NewConn)", ("_SendmsgMixin.doRead", "_ChannelReads.doRead")),
         ("client connections readable (requests)", ("Connection.doRead",)),
         ("writable (acks and responses)", ("FileDescriptor.doWrite",)),
     ),
