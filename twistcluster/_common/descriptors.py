@@ -175,8 +175,26 @@ class ReceivingChannelTransport(_ChannelReads, UNIXServer):
     A worker's end of its control channel: Twisted's UNIX transport, except
     that it tells its protocol (a L{DescriptorReceiver}) when the kernel
     truncated a message's descriptors (C{MSG_CTRUNC}), and receives them
-    close-on-exec.
+    close-on-exec; and L{writeAtOnce}.
     """
+
+    def writeAtOnce(self, data: bytes) -> None:
+        """
+        Write C{data}: at once when nothing waits to be sent (no writability
+        watch, no turn of the reactor; the worker's acks), else queued as
+        C{write} queues it.
+        """
+        if self.connected and not self.disconnecting and sendsNothing(self):
+            try:
+                sent = self.socket.send(data)
+            except OSError:
+                # A full socket: queued; any other error the queue meets
+                # again, and ends the channel, where Twisted meets it.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.write(data)
 
 
 class SendingChannelTransport(_ChannelReads, UNIXServer):

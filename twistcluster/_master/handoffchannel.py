@@ -7,10 +7,10 @@ The bytes on the wire are AMP's, the same as C{callRemote(NewConn)} and its
 answer make; only the master's handling is shorter.  A hand-off is sent as
 one C{write()} of a box built from its parts (no L{amp.Command}, no
 L{amp.AmpBox}, no L{Deferred}), and the channel parses the boxes it receives
-in one pass over each read (AMP's parser calls a method per key and per
-value).  An answer to a hand-off that has the usual shape (C{_answer} and
-C{accepted}, every value C{True} or C{False}) goes straight to the
-hand-off's callback; any other box, including an odd answer to a hand-off
+in one pass over each read (L{twistcluster._common.onepass}).  An answer
+to a hand-off that has the usual shape (C{_answer} and C{accepted}, every
+value C{True} or C{False}) goes straight to the hand-off's callback; any
+other box, including an odd answer to a hand-off
 (an error, another key, a malformed list), takes AMP's own way, through a
 L{Deferred} made for it then, so it is handled exactly as
 C{callRemote(NewConn)}'s answer would be.
@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from twisted.protocols.amp import AmpBox, Boolean, RemoteAmpError, UnknownRemoteError
 from twisted.python.failure import Failure
 
-from .._common.protocol import ControlChannel, NewConn
+from .._common.onepass import LISTED_FALSE, LISTED_TRUE, OnePassChannel
+from .._common.protocol import NewConn
 from .._common.twistedinternals import awaitAMPAnswer, failedAMPReason, nextAMPTag
 
 #: Called with the answer (C{{"accepted": [bool, ...]}}) and the hand-off's
@@ -35,20 +36,14 @@ Answered = Callable[..., object]
 #: Called with the L{Failure} and the hand-off's arguments.
 Failed = Callable[..., object]
 
-#: The longest key AMP takes.
-_MAX_KEY = 255
-_ACK_TRUE = b"\x00\x04True"
-_ACK_FALSE = b"\x00\x05False"
 
-
-class HandOffChannel(ControlChannel):
+class HandOffChannel(OnePassChannel):
     """
     A control channel that sends C{NewConn} boxes and takes their acks on a
     short path (L{sendNewConn}).
     """
 
     _log = Logger()
-    _unparsed = b""
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,58 +111,7 @@ class HandOffChannel(ControlChannel):
         """
         return len(self._handOffs)
 
-    def unparsed(self) -> bytes:
-        """
-        What this channel has received and not parsed yet (the start of a
-        box), as it came: fed to a channel that takes over the same stream
-        (an upgrade of the master), it gives that one the same boxes.
-        """
-        return self._unparsed
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.innerProtocol is not None:
-            # Never here (no protocol switch on a control channel), but AMP's.
-            super().dataReceived(data)
-            return
-        buffer = self._unparsed + data if self._unparsed else data
-        end = len(buffer)
-        at = 0
-        while self.transport is not None:
-            box: dict[bytes, bytes] = {}
-            start, at = at, at
-            while True:
-                if at + 2 > end:
-                    self._unparsed = buffer[start:]
-                    return
-                size = (buffer[at] << 8) | buffer[at + 1]
-                if size == 0:
-                    at += 2
-                    break
-                if size > _MAX_KEY:
-                    # As AMP's parser: the connection ends.
-                    self._unparsed = b""
-                    self.lengthLimitExceeded(size)
-                    return
-                keyEnd = at + 2 + size
-                if keyEnd + 2 > end:
-                    self._unparsed = buffer[start:]
-                    return
-                valueEnd = keyEnd + 2 + ((buffer[keyEnd] << 8) | buffer[keyEnd + 1])
-                if valueEnd > end:
-                    self._unparsed = buffer[start:]
-                    return
-                box[buffer[at + 2 : keyEnd]] = buffer[keyEnd + 2 : valueEnd]
-                at = valueEnd
-            self._boxReceived(box)
-        self._unparsed = b""
-
-    def wholeBoxReceived(self) -> None:
-        """
-        A whole box arrived (each one, whichever way it then takes).
-        """
-
-    def _boxReceived(self, box: dict[bytes, bytes]) -> None:
-        self.wholeBoxReceived()
+    def rawBoxReceived(self, box: dict[bytes, bytes]) -> None:
         tag = box.get(b"_answer")
         if tag is None:
             tag = box.get(b"_error")
@@ -245,15 +189,15 @@ def _acks(value: bytes) -> list[bool] | None:
     L{None} if it is not that.
     """
     count = len(value) // 6
-    if value == _ACK_TRUE * count:
+    if value == LISTED_TRUE * count:
         return [True] * count
     accepted = []
     at, end = 0, len(value)
     while at < end:
-        if value.startswith(_ACK_TRUE, at):
+        if value.startswith(LISTED_TRUE, at):
             accepted.append(True)
             at += 6
-        elif value.startswith(_ACK_FALSE, at):
+        elif value.startswith(LISTED_FALSE, at):
             accepted.append(False)
             at += 7
         else:
@@ -291,7 +235,8 @@ def sendThroughCallRemote(
 ) -> None:
     """
     L{HandOffChannel.sendNewConn}'s contract, through C{callRemote(NewConn)}
-    (for a target whose channel is a plain L{ControlChannel}).
+    (for a target whose channel is a plain
+    L{twistcluster._common.protocol.ControlChannel}).
     """
     sent = callRemote(NewConn, key=key.decode("utf-8"), fds=fds)
     sent.addCallbacks(answered, failed, callbackArgs=args, errbackArgs=args)
