@@ -43,9 +43,13 @@ $(BIN)/.installed-bench: $(BIN)/.installed-test
 
 install-bench: $(BIN)/.installed-bench
 
-# Every configuration side by side (about 14 minutes): a table, JSON and a PNG in benchmarks/results/.
+# Every configuration side by side (about 14 minutes): tables and JSON in benchmarks/results/.
 # Pass options through BENCH_ARGS, e.g. make bench BENCH_ARGS='--quick --only twistcluster-rr-2,node-rr-2'.
+# wrk (required) and Node are installed with apt-get when missing, if this runs as root.
 bench: install-bench
+	@command -v wrk >/dev/null && command -v node >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nodejs >/dev/null) || \
+	  echo "make bench: could not install wrk and nodejs"
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The master's hand-off path alone (fake workers, a local client): its CPU per connection, and

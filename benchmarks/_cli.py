@@ -1,6 +1,6 @@
 """
 C{python -m benchmarks}: run the configurations, print the tables and the
-targets, write JSON and a PNG chart; or profile one master (C{--profile}).
+targets, write them as text and JSON; or profile one master (C{--profile}).
 
 With C{--repeat N} every configuration runs N rounds.  Each round runs the
 targets' two sides close together (L{runOrder}), every other round in
@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._chart import writeChart
-from ._configs import NODE, BenchConfig, allConfigs, selectConfigs
+from ._configs import BenchConfig, selectConfigs
+from ._load import LoadFailed
 from ._model import modelOfScale
 from ._processes import installCleanup, stopAll
-from ._profile import ProfilerFailed, profileConfig
-from ._report import formatReport, machineDescription, writeJSON
+from ._profile import profileConfig
+from ._report import formatReport, writeJSON
 from ._run import PHASES, WRK_PHASES, ConfigResult, RunOptions, measureConfig
+from ._servers import ServerFailed
 from ._targets import loadTargets, targetChecks
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: Debian package -> the command that tells it is installed.
-PACKAGES = {"wrk": "wrk", "nodejs": "node"}
 
 
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -40,29 +37,18 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         description="twistcluster vs Node cluster vs single-process Twisted, side by side.",
     )
     add = parser.add_argument
-    add(
-        "--duration",
-        type=float,
-        default=None,
-        help="seconds of load per phase (uneven: twice) [5; --quick 2]",
-    )
+    add("--duration", type=float, help="seconds of load per phase (uneven: twice) [5; --quick 2]")
     add("--warmup", type=float, default=1.0, help="seconds of warm-up before each phase [1]")
     add("--quick", action="store_true", help="short phases (2 s)")
     add("--repeat", type=int, default=1, help="rounds, the targets' two sides close together in each [1]")
-    add("--only", default=None, help="comma-separated configurations or patterns (node-rr-*)")
-    add("--list", action="store_true", help="list the configurations and exit")
+    add("--only", help="comma-separated configurations or patterns (node-rr-*)")
     add("--phases", default=",".join(PHASES), help=f"which phases [{','.join(PHASES)}]")
     add("--connections", type=int, default=64, help="concurrent client connections [64]")
-    add("--threads", type=int, default=1, help="wrk threads [1]")
-    add("--work-iterations", type=int, default=16000, help="CPU loop per /work request [16000]")
     add("--uneven-rate", type=float, default=200.0, help="requests/s offered in the uneven phases [200]")
     add("--results", type=Path, default=RESULTS, help="where to write results [benchmarks/results]")
-    add("--no-install", action="store_true", help="never apt-get install wrk/nodejs")
     add("--model", type=Path, metavar="JSON", help="print the model of scale from a bench.json, and exit")
-    add("--profile", metavar="CONFIG", help="profile this configuration under short-connection load instead")
+    add("--profile", metavar="CONFIG", help="profile this configuration's master under short-connection load")
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
-    add("--profiler", choices=("py-spy", "cprofile"), default="py-spy", help="py-spy (cprofile if it fails)")
-    add("--profile-process", choices=("master", "worker"), default="master", help="what to profile [master]")
     add("--micro", action="store_true", help="the master's hand-off path alone: its CPU per connection")
     add("--micro-connections", type=int, default=20000, help="connections measured by --micro [20000]")
     add(
@@ -83,41 +69,26 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 
 def optionsFrom(arguments: argparse.Namespace) -> RunOptions:
     phases = tuple(p.strip() for p in arguments.phases.split(",") if p.strip())
-    unknown = set(phases) - set(PHASES)
-    if unknown:
+    if unknown := set(phases) - set(PHASES):
         raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
     return RunOptions(
         duration=arguments.duration or (2.0 if arguments.quick else 5.0),
         warmup=arguments.warmup,
         connections=arguments.connections,
-        threads=arguments.threads,
         phases=phases,
-        workIterations=arguments.work_iterations,
         unevenRate=arguments.uneven_rate,
     )
 
 
-def installTools(configs: Sequence[BenchConfig], phases: Sequence[str], allowed: bool) -> None:
+def requireWrk(phases: Sequence[str]) -> None:
     """
-    Install wrk (if a throughput phase runs) and Node (if a Node
-    configuration does) with apt-get when they are missing and this is root.
-    Without wrk, exit with one line saying what to run; without Node, its
-    rows are skipped.
+    Exit with one line saying what to install if a throughput phase runs
+    and wrk is missing (C{make bench} installs it, as root).
     """
-    wanted = (["wrk"] if set(phases) & set(WRK_PHASES) else []) + (
-        ["nodejs"] if any(c.kind == NODE for c in configs) else []
-    )
-    missing = [package for package in wanted if not shutil.which(PACKAGES[package])]
-    command = f"apt-get update && apt-get install -y {' '.join(missing)}"
-    if missing and allowed and os.geteuid() == 0:
-        print(f"benchmarks: installing {', '.join(missing)}: {command}", file=sys.stderr, flush=True)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["sh", "-c", command], env=env, stdout=subprocess.DEVNULL, timeout=900, check=False)
-        missing = [package for package in missing if not shutil.which(PACKAGES[package])]
-    if "wrk" in missing:
-        raise SystemExit(f"benchmarks: wrk is required for the throughput phases: run `{command}` as root")
-    if missing:
-        print(f"benchmarks: {', '.join(missing)} not installed (run `{command}` as root)", file=sys.stderr)
+    if set(phases) & set(WRK_PHASES) and not shutil.which("wrk"):
+        raise SystemExit(
+            "benchmarks: wrk is required for the throughput phases: apt-get install wrk (as root)"
+        )
 
 
 def runOnce(config: BenchConfig, options: RunOptions, logs: Path, label: str) -> ConfigResult:
@@ -184,39 +155,32 @@ def runAll(
     rounds: dict[str, list[ConfigResult]] = {c.name: [] for c in configs}
     for roundNumber in range(1, repeat + 1):
         for number, config in enumerate(runOrder(configs, roundNumber), 1):
-            earlier = rounds[config.name]
-            if earlier and earlier[-1].status == "skipped":
-                continue
             label = f"{number}/{len(configs)}" + (f" round {roundNumber}/{repeat}" if repeat > 1 else "")
-            earlier.append(runOnce(config, options, logs, label))
+            rounds[config.name].append(runOnce(config, options, logs, label))
     return [medianRound(rounds[c.name], options.phases) for c in configs]
 
 
-def report(results: list[ConfigResult], options: RunOptions, directory: Path) -> str:
+def bench(configs: Sequence[BenchConfig], options: RunOptions, repeat: int, directory: Path) -> int:
+    requireWrk(options.phases)
+    phases = [p for c in configs for p in options.phases if c.workers > 1 or p in WRK_PHASES]
+    seconds = 4 * len(configs) + sum(options.loadFor(p, 0).duration + options.warmup + 1 for p in phases)
+    print(f"{len(configs)} configurations, about {seconds * repeat / 60:.1f} minutes", flush=True)
+    results = runAll(configs, options, directory / "logs", repeat)
     checks = targetChecks(results)
     text = formatReport(results, options, checks)
     (directory / "bench.txt").write_text(text)
     writeJSON(directory / "bench.json", results, options, checks)
-    drawn = writeChart(directory / "bench.png", results, machineDescription())
-    written = ["bench.txt", "bench.json"] + (["bench.png"] if drawn else [])
-    return text + f"\nWritten to {directory}: {', '.join(written)}\n"
+    print(f"\n{text}\nWritten to {directory}: bench.txt, bench.json, logs/ (each server's output)")
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def profile(arguments: argparse.Namespace, options: RunOptions) -> int:
-    config = {c.name: c for c in allConfigs()}.get(arguments.profile)
-    if config is None:
-        raise SystemExit(f"--profile: no configuration named {arguments.profile!r} (see --list)")
-    installTools([config], ["short"], not arguments.no_install)
-    process, seconds = arguments.profile_process, arguments.profile_seconds
+def profile(config: BenchConfig, options: RunOptions, directory: Path, seconds: float) -> int:
+    requireWrk(["short"])
     try:
-        path = profileConfig(config, options, arguments.results, seconds, arguments.profiler, process)
-    except ProfilerFailed as e:
-        if process != "master":
-            raise SystemExit(f"benchmarks: {e}") from e
-        print(f"benchmarks: {e}; profiling with cProfile instead", file=sys.stderr)
-        path = profileConfig(config, options, arguments.results, seconds, "cprofile")
-    print(path.read_text())
-    print(f"Written to {path}")
+        path = profileConfig(config, options, directory, seconds)
+    except (ServerFailed, LoadFailed) as e:
+        raise SystemExit(f"benchmarks: profiling {config.name}: {e}") from e
+    print(f"{path.read_text()}\nWritten to {path}")
     return 0
 
 
@@ -228,34 +192,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._micro import micro
 
         return micro(arguments)
-    if arguments.list:
-        print("\n".join(c.name for c in allConfigs()))
-        return 0
     try:
         if arguments.model:
             results = json.loads(arguments.model.read_text())["results"]
             print(modelOfScale({r["name"]: r["metrics"] for r in results}) or "no rr-2 or none-2 costs in it")
             return 0
         loadTargets()
-        configs = selectConfigs(arguments.only)
+        configs = selectConfigs(arguments.profile or arguments.only)
+        if arguments.profile and len(configs) != 1:
+            raise ValueError(f"--profile {arguments.profile!r}: name one configuration")
+        (arguments.results / "logs").mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"benchmarks: {e}") from e
-    logs = arguments.results / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     try:
         if arguments.profile:
-            return profile(arguments, options)
-        installTools(configs, options.phases, not arguments.no_install)
-        phases = [(c, p) for c in configs for p in options.phases if c.workers > 1 or p in WRK_PHASES]
-        seconds = 4 * len(configs) + sum(
-            options.loadFor(p, 0).duration + options.warmup + 1 for _, p in phases
-        )
-        minutes = seconds * max(1, arguments.repeat) / 60
-        print(
-            f"{len(configs)} configurations, about {minutes:.1f} minutes; server logs in {logs}", flush=True
-        )
-        results = runAll(configs, options, logs, max(1, arguments.repeat))
-        print("\n" + report(results, options, arguments.results))
-        return 1 if any(r.status == "failed" for r in results) else 0
+            return profile(configs[0], options, arguments.results, arguments.profile_seconds)
+        return bench(configs, options, max(1, arguments.repeat), arguments.results)
     finally:
         stopAll()

@@ -12,7 +12,7 @@ import math
 import resource
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,10 @@ class LoadSpec:
     port: int
     duration: float
     connections: int
-    threads: int
     close: bool
     path: str = "/"
     rate: float = 0.0
     slowShare: float = 0.05
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
 @dataclass
@@ -52,8 +47,7 @@ class LoadResult:
     """
     What a load generator measured.  Latencies are in milliseconds.
 
-    @ivar clientCPU: Seconds of CPU (user and system) the load generator
-        used.
+    @ivar clientCPU: Seconds of CPU (user and system) the generator used.
     @ivar uneven: The constant-rate client's details: cheap and slow
         requests, C{cheapP99}, C{toBusy} (cheap requests sent to a worker
         busy with a slow one), C{toBusyWhileIdle} (...while another was not),
@@ -73,9 +67,6 @@ class LoadResult:
     def perSecond(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
-    def toJSON(self) -> dict[str, Any]:
-        return dict(asdict(self), perSecond=self.perSecond)
-
 
 class LoadFailed(Exception):
     """
@@ -83,17 +74,18 @@ class LoadFailed(Exception):
     """
 
 
-def wrkCommand(spec: LoadSpec) -> list[str]:
+def command(spec: LoadSpec) -> list[str]:
+    """
+    The constant-rate client's command line for a rate, else wrk's.
+    """
+    if spec.rate:
+        argv = [sys.executable, "-m", "benchmarks._rateclient", str(spec.port), str(spec.rate)]
+        argv += [f"{spec.duration:g}", "--slow-share", str(spec.slowShare)]
+        return argv + ([] if spec.close else ["--keep-alive", str(spec.connections)])
     seconds = max(1, math.ceil(spec.duration))  # wrk takes whole seconds only
-    argv = ["wrk", "-t", str(spec.threads), "-c", str(spec.connections), "-d", f"{seconds}s"]
-    argv += ["--timeout", "5s", "--latency", "-s", str(WRK_SCRIPT)]
-    return [*argv, *(["-H", "Connection: close"] if spec.close else []), spec.url]
-
-
-def rateClientCommand(spec: LoadSpec) -> list[str]:
-    argv = [sys.executable, "-m", "benchmarks._rateclient", str(spec.port), str(spec.rate)]
-    argv += [f"{spec.duration:g}", "--slow-share", str(spec.slowShare)]
-    return argv + ([] if spec.close else ["--keep-alive", str(spec.connections)])
+    argv = ["wrk", "-t", "1", "-c", str(spec.connections), "-d", f"{seconds}s", "--timeout", "5s"]
+    argv += ["--latency", "-s", str(WRK_SCRIPT), *(["-H", "Connection: close"] if spec.close else [])]
+    return [*argv, f"http://127.0.0.1:{spec.port}{spec.path}"]
 
 
 def parseOutput(output: str) -> LoadResult:
@@ -122,18 +114,18 @@ def runLoad(spec: LoadSpec) -> LoadResult:
     """
     Apply C{spec} (killing the generator if it overruns) and read its result.
     """
-    argv = rateClientCommand(spec) if spec.rate else wrkCommand(spec)
-    client = Managed(argv, stdout=subprocess.PIPE)
+    client = Managed(command(spec), stdout=subprocess.PIPE)
     # The kernel adds a child's CPU time to RUSAGE_CHILDREN when it is
     # reaped, and the generator is the only child reaped while it runs (the
     # servers outlive the phase; Popen reaps its leftovers before forking).
     before = childrenCPU()
-    limit = spec.duration + 20
     try:
-        output, _ = client.process.communicate(timeout=limit)
+        output, _ = client.communicate(timeout=spec.duration + 20)
         clientCPU = childrenCPU() - before
     except subprocess.TimeoutExpired as e:
-        raise LoadFailed(f"{'the rate client' if spec.rate else 'wrk'} overran {limit:g}s") from e
+        raise LoadFailed(
+            f"{'the rate client' if spec.rate else 'wrk'} overran {spec.duration + 20:g}s"
+        ) from e
     finally:
         client.stop(grace=1.0)
     result = parseOutput(output.decode(errors="replace"))

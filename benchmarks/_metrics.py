@@ -1,6 +1,6 @@
 """
 Every figure the benchmark reports about a configuration, by the name of its
-column: the table shows them, C{targets.toml} compares them, the JSON keeps
+column: the tables show them, C{targets.toml} compares them, the JSON keeps
 them (C{metrics}).
 """
 
@@ -18,7 +18,7 @@ Value = Callable[[ConfigResult], "float | None"]
 class Metric:
     """
     @ivar name: The column's heading, and the metric's name in C{targets.toml}.
-    @ivar label: What a target line calls it.
+    @ivar label: What a target line calls it (its name if empty).
     @ivar perRound: A target's ratio of it is the median of its ratios
         round by round (rates and costs, which a slow spell of the machine
         moves alike on both sides), not that of the two median rounds.
@@ -26,7 +26,6 @@ class Metric:
     """
 
     name: str
-    width: int
     value: Value
     digits: int = 0
     label: str = ""
@@ -37,9 +36,7 @@ class Metric:
         if self.text is not None:
             return self.text(result)
         value = self.value(result)
-        if value is None:
-            return "-"
-        return f"{value:,.0f}" if self.digits == 0 else f"{value:,.{self.digits}f}"
+        return "-" if value is None else f"{value:,.{self.digits}f}"
 
 
 def rate(phase: str) -> Value:
@@ -51,7 +48,7 @@ def latency(phase: str, attribute: str) -> Value:
 
 
 def uneven(phase: str, key: str) -> Value:
-    return lambda result: (load := result.load(phase)) and load.uneven.get(key)
+    return lambda result: load.uneven.get(key) if (load := result.load(phase)) else None
 
 
 def busyShare(phase: str) -> Value:
@@ -96,47 +93,43 @@ def spread(result: ConfigResult) -> str:
     return "/".join(f"{100 * n / total:.0f}" for n in counts.values()) if total > 0 else "-"
 
 
-def errors(result: ConfigResult) -> float:
-    return sum(sum(p.load.errors.values()) for p in result.phases.values() if p.load)
-
-
 def shortPhase(attribute: str) -> Value:
     return lambda result: getattr(result.phases["short"], attribute) if result.load("short") else None
 
 
 TABLE = (
-    Metric("conn/s", 8, rate("short"), label="new conn/s", perRound=True),
-    Metric("p50 ms", 7, latency("short", "p50"), 2),
-    Metric("p99 ms", 7, latency("short", "p99"), 2, label="short-conn p99"),
-    Metric("ka req/s", 9, rate("keepalive"), label="keep-alive req/s", perRound=True),
-    Metric("ka p50", 7, latency("keepalive", "p50"), 2),
-    Metric("ka p99", 7, latency("keepalive", "p99"), 2, label="keep-alive p99"),
-    Metric("cpu req/s", 9, rate("cpu"), label="CPU-bound req/s", perRound=True),
-    Metric("spread %", 12, lambda r: None, text=spread),
-    Metric("mCPU%", 6, shortPhase("masterCPU")),
-    Metric("m us/c", 6, cpuPerConnection("master"), label="master CPU per connection", perRound=True),
-    Metric("all us/c", 8, cpuPerConnection("all"), label="CPU per connection", perRound=True),
-    Metric("wrk us/c", 8, cpuPerConnection("client"), label="wrk's CPU per connection", perRound=True),
-    Metric("mRSS MiB", 8, lambda r: r.masterPeakRSSKiB / 1024 or None, 1, label="master RSS"),
-    Metric("mHWM MiB", 8, lambda r: r.masterHWMKiB / 1024 or None, 1),
-    Metric("errors", 6, errors),
+    Metric("conn/s", rate("short"), label="new conn/s", perRound=True),
+    Metric("p50 ms", latency("short", "p50"), 2),
+    Metric("p99 ms", latency("short", "p99"), 2, label="short-conn p99"),
+    Metric("ka req/s", rate("keepalive"), label="keep-alive req/s", perRound=True),
+    Metric("ka p50", latency("keepalive", "p50"), 2),
+    Metric("ka p99", latency("keepalive", "p99"), 2, label="keep-alive p99"),
+    Metric("cpu req/s", rate("cpu"), label="CPU-bound req/s", perRound=True),
+    Metric("spread %", lambda r: None, text=spread),
+    Metric("mCPU%", shortPhase("masterCPU")),
+    Metric("m us/c", cpuPerConnection("master"), label="master CPU per connection", perRound=True),
+    Metric("all us/c", cpuPerConnection("all"), label="CPU per connection", perRound=True),
+    Metric("wrk us/c", cpuPerConnection("client"), label="wrk's CPU per connection", perRound=True),
+    Metric("mRSS MiB", lambda r: r.masterPeakRSSKiB / 1024 or None, 1, label="master RSS"),
+    Metric("mHWM MiB", lambda r: r.masterHWMKiB / 1024 or None, 1),
+    Metric("errors", lambda r: sum(sum(p.load.errors.values()) for p in r.phases.values() if p.load)),
 )
 
 UNEVEN = tuple(
-    Metric(f"{prefix} {name}", width, value, digits, label=f"{prefix} {name}")
+    Metric(f"{prefix} {name}", value, digits, label=f"{prefix} {name}")
     for phase, prefix in (("uneven", "uneven"), ("uneven-ka", "uneven ka"))
-    for name, width, value, digits in (
-        ("p50", 10, latency(phase, "p50"), 2),
-        ("p99", 10, latency(phase, "p99"), 2),
-        ("p99.9", 12, latency(phase, "p999"), 2),
-        ("busy %", 13, busyShare(phase), 1),
-        ("cheap p99", 14, uneven(phase, "cheapP99"), 2),
+    for name, value, digits in (
+        ("p50", latency(phase, "p50"), 2),
+        ("p99", latency(phase, "p99"), 2),
+        ("p99.9", latency(phase, "p999"), 2),
+        ("busy %", busyShare(phase), 1),
+        ("cheap p99", uneven(phase, "cheapP99"), 2),
     )
 )
 
 #: Only in the JSON: the whole machine's busy CPU in the short phase, every process and the
 #: kernel (% of one core), from which the model of scale tells what the others on a shared
 #: machine left to the servers and wrk.
-EXTRA = (Metric("machine CPU%", 0, shortPhase("machineCPU")),)
+EXTRA = (Metric("machine CPU%", shortPhase("machineCPU")),)
 
 METRICS = {metric.name: metric for metric in TABLE + UNEVEN + EXTRA}

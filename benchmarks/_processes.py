@@ -1,8 +1,8 @@
 """
-Processes the harness starts, each in a session (so a process group) of its
-own, and the guarantee that none outlives it: every one is registered and
-killed, with its group and every descendant seen, on the way out (an error,
-Ctrl-C, C{SIGTERM} or C{SIGHUP}).
+Processes the harness starts, each in a session (a process group) of its own,
+and the guarantee that none outlives it: each is killed, with its group and
+every descendant seen, on the way out (an error, Ctrl-C, C{SIGTERM} or
+C{SIGHUP}).
 """
 
 from __future__ import annotations
@@ -12,105 +12,71 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
+from subprocess import DEVNULL, STDOUT
 from typing import IO, Any
 
 import psutil
 
+PROJECT = Path(__file__).resolve().parent.parent
 _live: set[Managed] = set()
 
 
-class Managed:
+class Managed(subprocess.Popen[bytes]):
     """
-    One process started in a new session.
+    A process started in a new session, in the project's directory.
 
     @ivar seen: Every descendant seen while it ran, killed too wherever it
-        was reparented (psutil checks a pid still names the same process).
+        was reparented (psutil checks that a pid still names that process).
     """
 
     def __init__(
-        self,
-        argv: Sequence[str],
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        stdout: IO[Any] | int | None = subprocess.DEVNULL,
+        self, argv: Sequence[str], env: dict[str, str] | None = None, stdout: IO[Any] | int = DEVNULL
     ) -> None:
-        self.process = subprocess.Popen(
-            list(argv),
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            argv, env=env, cwd=PROJECT, stdin=DEVNULL, stdout=stdout, stderr=STDOUT, start_new_session=True
         )
         self.seen: dict[int, psutil.Process] = {}
         _live.add(self)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
 
     def descendants(self) -> list[psutil.Process]:
         """
         The process's live descendants, remembered in L{seen}.
         """
-        try:
-            found = psutil.Process(self.pid).children(recursive=True) if self.running() else []
-        except psutil.Error:
-            found = []
+        found: list[psutil.Process] = []
+        with suppress(psutil.Error):
+            found = psutil.Process(self.pid).children(recursive=True) if self.poll() is None else []
         self.seen.update((p.pid, p) for p in found)
         return found
 
-    def stop(self, grace: float = 5.0) -> int | None:
+    def stop(self, grace: float = 5.0) -> None:
         """
-        C{SIGTERM} to the group, C{SIGKILL} after C{grace} seconds, then
-        C{SIGKILL} to any descendant that left the group.
-
-        @return: The exit status, or L{None} if it could not be reaped.
+        C{SIGTERM} to the group, C{SIGKILL} after C{grace} seconds to the
+        group and to every descendant that left it; wait until all are gone.
         """
         self.descendants()
-        if self.running():
-            _signalGroup(self.pid, signal.SIGTERM)
+        for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
             with suppress(subprocess.TimeoutExpired):
-                self.process.wait(grace)
-        _signalGroup(self.pid, signal.SIGKILL)
+                self.wait(wait)
         for process in self.seen.values():
             with suppress(psutil.Error):
                 process.kill()
-        try:
-            code: int | None = self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            code = None
-        _waitGone(self.seen.values(), 5.0)
+        # Gone or a zombie: this machine's init may be slow to reap what it inherits.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(map(_gone, self.seen.values())):
+            time.sleep(0.05)
         _live.discard(self)
-        return code
-
-
-def _waitGone(processes: Iterable[psutil.Process], timeout: float) -> None:
-    """
-    Wait until each of C{processes} is gone or a zombie (this machine's init
-    may be slow to reap what it inherits; psutil's C{wait_procs} waits for it).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(map(_gone, processes)):
-        time.sleep(0.05)
 
 
 def _gone(process: psutil.Process) -> bool:
     try:
-        return process.status() == psutil.STATUS_ZOMBIE
+        return bool(process.status() == psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return True
-
-
-def _signalGroup(pgid: int, signum: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
 
 
 def stopAll() -> None:

@@ -1,25 +1,24 @@
 """
-Starting each configuration's server, waiting until it serves, and telling
-why it did not.
+Starting each configuration's server and waiting until it serves, or telling
+why it does not.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
 import time
 from pathlib import Path
 
-from ._configs import NODE, TWISTCLUSTER, BenchConfig
-from ._processes import Managed
+from ._configs import NODE, PLAIN_PROCESSES, SINGLE, BenchConfig
+from ._processes import PROJECT, Managed
 
-PROJECT = Path(__file__).resolve().parent.parent
 TWIST = str(Path(sys.executable).parent / "twist")
 READY_TIMEOUT = 30.0
-EX_USAGE = 64  # twist cluster's exit status for a bad command line
 
 
 class ServerFailed(Exception):
@@ -28,42 +27,7 @@ class ServerFailed(Exception):
     """
 
 
-class Skipped(Exception):
-    """
-    A configuration cannot run here (a policy twist cluster rejects, no Node).
-    """
-
-
-def launchFor(config: BenchConfig, port: int, prefix: list[str] | None) -> tuple[list[str], str, int]:
-    """
-    C{config}'s command line on 127.0.0.1:C{port} (C{prefix} replacing
-    C{twist}), the line it logs once per ready worker (or once when all
-    are), and how many.  Every server listens with a backlog of 511 (Node's).
-    """
-    if config.kind == NODE:
-        node = shutil.which("node") or shutil.which("nodejs")
-        if node is None:
-            raise Skipped("Node.js is not installed")
-        return (
-            [node, str(PROJECT / "benchmarks" / "responder.js"), str(port), str(config.workers)],
-            "^ready on",
-            1,
-        )
-    if config.kind != TWISTCLUSTER:
-        argv = [sys.executable, "-m", "benchmarks.responder", "--port", str(port)]
-        return [*argv, "--processes", str(config.workers)], "^ready on", config.workers
-    argv = [*(prefix or [TWIST]), "--log-format", "text", "cluster", "--workers", str(config.workers)]
-    argv += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog=511", "--shutdown-timeout", "2"]
-    # The control socket is on by default; --metrics (scraped every second)
-    # only in the cockpit configurations, which are measured against these.
-    argv += (
-        ["--metrics", f"tcp:{_freePort()}:interface=127.0.0.1"] if config.cockpit else ["--control", "none"]
-    )
-    argv += ["--scheduling", config.policy, "benchmarks.responder.HTTPResponderFactory"]
-    return argv, r"worker \d+ \(pid \d+\) ready", config.workers
-
-
-def _freePort() -> int:
+def freePort() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -71,26 +35,56 @@ def _freePort() -> int:
 
 class RunningServer:
     """
-    A started configuration: its process (the master, the Node primary, or
-    the single Twisted process), its log, and where its processes write
-    their counts.
+    A started configuration on 127.0.0.1, backlog 511 (Node's): its process
+    (the master, the Node primary, or the single Twisted process), its log,
+    and where its processes write their counts.
+
+    @ivar metricsURL: Its C{/metrics}, scraped under load (the cockpit
+        configurations), or L{None}.
     """
 
-    def __init__(
-        self, config: BenchConfig, log: Path, counts: Path, workIterations: int, prefix: list[str] | None
-    ):
-        self.port = _freePort()
-        self.config, self.logPath, self.countsDirectory = config, log, counts
-        argv, self._ready, self._readyCount = launchFor(config, self.port, prefix)
-        env = dict(os.environ, BENCH_COUNTS_DIR=str(counts), BENCH_WORK_ITERATIONS=str(workIterations))
-        env.update(PYTHONUNBUFFERED="1", NODE_CLUSTER_SCHED_POLICY=config.policy)
-        env.pop("TWISTCLUSTER_SCHED_POLICY", None)
-        with log.open("wb") as output:
-            self.managed = Managed(argv, env=env, cwd=str(PROJECT), stdout=output)
+    metricsURL: str | None
 
-    @property
-    def masterPid(self) -> int:
-        return self.managed.pid
+    def __init__(self, config: BenchConfig, log: Path, counts: Path) -> None:
+        self.config, self.logPath, self.countsDirectory = config, log, counts
+        self.port, self.metricsURL = freePort(), None
+        # What each ready worker logs (Node's primary: once when all are).
+        self._ready, self._readyCount = "^ready on", config.workers
+        argv = self._command()
+        env = dict(os.environ, BENCH_COUNTS_DIR=str(counts), PYTHONUNBUFFERED="1")
+        env.update(NODE_CLUSTER_SCHED_POLICY=config.policy)
+        with log.open("wb") as output:
+            self.managed = Managed(argv, env=env, stdout=output)
+        self.masterPid = self.managed.pid
+
+    def _command(self) -> list[str]:
+        config, port, responder = self.config, str(self.port), [sys.executable, "-m", "benchmarks.responder"]
+        if config.kind == NODE:
+            if (node := shutil.which("node")) is None:
+                raise ServerFailed("Node.js is not installed (make bench installs it, as root)")
+            self._readyCount = 1
+            return [node, str(PROJECT / "benchmarks" / "responder.js"), port, str(config.workers)]
+        if config.kind == SINGLE:
+            return [*responder, port]
+        if config.kind == PLAIN_PROCESSES:  # an idle parent (the "master" columns), workers 1, 2, ...
+            each = [
+                f"TWISTCLUSTER_WORKER_ID={n} {shlex.join(responder)} {port} reuseport &"
+                for n in range(1, config.workers + 1)
+            ]
+            return ["sh", "-c", " ".join([*each, "wait"])]
+        self._ready = r"worker \d+ \(pid \d+\) ready"
+        argv = [TWIST, "--log-format", "text", "cluster", "--workers", str(config.workers), "--scheduling"]
+        argv += [config.policy, "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=511"]
+        if config.cockpit:  # the control socket is on by default
+            metrics = freePort()
+            self.metricsURL = f"http://127.0.0.1:{metrics}/metrics"
+            argv += ["--metrics", f"tcp:{metrics}:interface=127.0.0.1"]
+        else:
+            argv += ["--control", "none"]
+        return [*argv, "--shutdown-timeout", "2", "benchmarks.responder.HTTPResponderFactory"]
+
+    def stop(self) -> None:
+        self.managed.stop()
 
     def lastLogLine(self) -> str:
         lines = [line.strip() for line in self._log().splitlines() if line.strip()]
@@ -107,41 +101,27 @@ class RunningServer:
         Wait until every worker is ready (from the log) and a request is
         answered.
 
-        @raise Skipped: twist cluster rejected its command line.
         @raise ServerFailed: It exited, or is not ready in time.
         """
         deadline = time.monotonic() + timeout
         pattern = re.compile(self._ready, re.MULTILINE)
         while len(pattern.findall(self._log())) < self._readyCount or not probe(self.port):
-            code = self.managed.process.poll()
-            if code == EX_USAGE and self.config.kind == TWISTCLUSTER:
-                raise Skipped(f"twist cluster rejected it: {self.lastLogLine()}")
-            if code is not None:
+            if (code := self.managed.poll()) is not None:
                 raise ServerFailed(f"exited with status {code}: {self.lastLogLine()}")
             if time.monotonic() > deadline:
                 raise ServerFailed(f"not serving after {timeout:.0f}s: {self.lastLogLine()}")
             time.sleep(0.05)
         self.managed.descendants()
 
-    def stop(self) -> None:
-        self.managed.stop()
 
-    def metricsURL(self) -> str | None:
-        """
-        Where its /metrics is (from its log), if it serves one.
-        """
-        found = re.search(r"metrics, health and liveness at tcp:([\d.]+):(\d+)", self._log())
-        return None if found is None else f"http://{found.group(1)}:{found.group(2)}/metrics"
-
-
-def probe(port: int, timeout: float = 2.0) -> bool:
+def probe(port: int) -> bool:
     """
     Does 127.0.0.1:C{port} answer one request with the responder's response?
     """
+    data = b""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            data = b""
             while chunk := sock.recv(4096):
                 data += chunk
     except OSError:
@@ -149,14 +129,12 @@ def probe(port: int, timeout: float = 2.0) -> bool:
     return data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"Hello, World!\n")
 
 
-def startServer(
-    config: BenchConfig, logs: Path, counts: Path, workIterations: int, prefix: list[str] | None = None
-) -> RunningServer:
+def startServer(config: BenchConfig, logs: Path, counts: Path) -> RunningServer:
     """
     Start C{config} and wait until it serves (or stop it again and raise
-    L{Skipped} or L{ServerFailed}).
+    L{ServerFailed}).
     """
-    server = RunningServer(config, logs / f"{config.name}.log", counts, workIterations, prefix)
+    server = RunningServer(config, logs / f"{config.name}.log", counts)
     try:
         server.waitReady()
     except BaseException:

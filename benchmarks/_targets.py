@@ -2,8 +2,8 @@
 The issues' targets, read from C{targets.toml}, each a ratio of two
 configurations' figures in this run, MET or MISSED.
 
-With several rounds (C{--repeat}), a ratio of a rate or a cost is the median
-of its ratios round by round, each from two sides measured close together
+With several rounds (C{--repeat}), a ratio of rates or costs is the median of
+its ratios round by round, each from two sides measured close together
 (L{benchmarks._cli.runOrder}); memory and latencies, and a single round,
 compare the two configurations' median rounds.
 """
@@ -13,27 +13,23 @@ from __future__ import annotations
 import operator
 import statistics
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._metrics import METRICS, Metric
 from ._run import ConfigResult
 
 TARGETS = Path(__file__).resolve().parent / "targets.toml"
-COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    "<": operator.lt,
-    ">": operator.gt,
-}
+COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt, ">": operator.gt}
 
 
 @dataclass(frozen=True)
 class Target:
     """
-    One line of C{targets.toml}.  Without a C{comparison} it is shown for
-    reference, with no verdict.
+    One C{[[target]]} of C{targets.toml}, whose comments say what each key
+    is.  Without a C{comparison} it is shown for reference, with no verdict.
     """
 
     numerator: str
@@ -63,23 +59,25 @@ def loadTargets(path: Path = TARGETS) -> list[Target]:
     @raise ValueError: The file is not valid; the message names the culprit.
     """
     try:
-        entries = tomllib.loads(path.read_text())["target"]
-    except (OSError, tomllib.TOMLDecodeError, KeyError) as e:
+        return [
+            _target(number, entry)
+            for number, entry in enumerate(tomllib.loads(path.read_text())["target"], 1)
+        ]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
-    return [_target(path, number, entry) for number, entry in enumerate(entries, 1)]
 
 
-def _target(path: Path, number: int, entry: dict[str, object]) -> Target:
+def _target(number: int, entry: dict[str, Any]) -> Target:
     def metric(key: str) -> Metric:
         name = entry.get(key, entry.get("metric"))
         if name not in METRICS:
-            raise ValueError(f"{path}: target {number}: unknown {key} {name!r} (known: {', '.join(METRICS)})")
-        return METRICS[str(name)]
+            raise ValueError(f"unknown {key} {name!r} (known: {', '.join(METRICS)})")
+        return METRICS[name]
 
     comparison, _, threshold = str(entry.get("threshold", "")).partition(" ")
-    if comparison and comparison not in COMPARISONS:
-        raise ValueError(f"{path}: target {number}: threshold {entry['threshold']!r} is not like '>= 1.3'")
     try:
+        if comparison and comparison not in COMPARISONS:
+            raise ValueError(f"threshold {entry['threshold']!r} is not like '>= 1.3'")
         return Target(
             numerator=str(entry["numerator"]),
             denominator=str(entry["denominator"]),
@@ -87,12 +85,12 @@ def _target(path: Path, number: int, entry: dict[str, object]) -> Target:
             denominatorMetric=metric("denominator_metric"),
             comparison=comparison,
             threshold=float(threshold or 0),
-            issue=entry.get("issue"),  # type: ignore[arg-type]
+            issue=entry.get("issue"),
             reason=metric("reason") if "reason" in entry else None,
-            before=entry.get("before"),  # type: ignore[arg-type]
+            before=entry.get("before"),
         )
     except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: target {number}: {e}") from e
+        raise ValueError(f"target {number}: {e}") from e
 
 
 @dataclass
@@ -148,33 +146,24 @@ class TargetCheck:
         return text
 
 
-def _ratio(ours: float | None, theirs: float | None) -> float | None:
-    return ours / theirs if ours is not None and theirs else None
-
-
 def check(target: Target, byName: dict[str, ConfigResult]) -> TargetCheck:
     ours, theirs = byName.get(target.numerator), byName.get(target.denominator)
-    perRound: list[float] = []
-    if target.perRound and ours and theirs:
-        pairs = zip(ours.rounds, theirs.rounds)
-        ratios = [_ratio(target.metric.value(o), target.denominatorMetric.value(t)) for o, t in pairs]
-        perRound = [r for r in ratios if r is not None]
+
+    def ratio(ours: ConfigResult | None, theirs: ConfigResult | None) -> float | None:
+        numerator = target.metric.value(ours) if ours else None
+        denominator = target.denominatorMetric.value(theirs) if theirs else None
+        return numerator / denominator if numerator is not None and denominator else None
+
+    pairs = zip(ours.rounds, theirs.rounds) if target.perRound and ours and theirs else ()
+    perRound = [r for r in (ratio(o, t) for o, t in pairs) if r is not None]
     if len(perRound) > 1:
-        ratio: float | None = statistics.median(perRound)
-    else:
-        perRound = []
-        ratio = _ratio(
-            target.metric.value(ours) if ours else None,
-            target.denominatorMetric.value(theirs) if theirs else None,
-        )
-    return TargetCheck(target, ratio, perRound, (ours, theirs))
+        return TargetCheck(target, statistics.median(perRound), perRound, (ours, theirs))
+    return TargetCheck(target, ratio(ours, theirs), [], (ours, theirs))
 
 
-def targetChecks(
-    results: Iterable[ConfigResult], targets: Sequence[Target] | None = None
-) -> list[TargetCheck]:
+def targetChecks(results: Iterable[ConfigResult]) -> list[TargetCheck]:
     byName = {r.name: r for r in results if r.status == "ok"}
-    return [check(t, byName) for t in (loadTargets() if targets is None else targets)]
+    return [check(target, byName) for target in loadTargets()]
 
 
 METHOD = """\
@@ -185,10 +174,8 @@ compare the two configurations' median rounds (by the first phase's rate):"""
 
 
 def formatTargets(checks: Sequence[TargetCheck]) -> str:
-    targets = [c.format() for c in checks if c.target.comparison]
-    references = [c.format() for c in checks if not c.target.comparison]
-    perRound = any(c.roundRatios for c in checks)
-    lines = [METHOD if perRound else "Targets (benchmarks/targets.toml), ratios from this run:", *targets]
-    if references:
+    lines = [METHOD if any(c.roundRatios for c in checks) else METHOD.split(". ")[0] + ":"]
+    lines += [c.format() for c in checks if c.target.comparison]
+    if references := [c.format() for c in checks if not c.target.comparison]:
         lines += ["", "For reference (no target):", *references]
     return "\n".join(lines)
