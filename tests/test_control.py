@@ -237,3 +237,22 @@ class QuietTests(SynchronousTestCase):
         control.dataReceived(box(_answer=b"1", accepted=b""))
         self.assertEqual(answers, [{"accepted": [], "outOfDescriptors": None}])
         self.assertTrue(control.isQuiet())
+
+    def test_aHalfReceivedMessageIsNotQuiet(self) -> None:
+        """
+        A worker's message whose first chunk arrived and whose last has not
+        keeps the channel busy (an upgrade would lose its first chunks).
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        control = MasterControl(FakeWorker(), None, Clock())  # type: ignore[arg-type]
+        transport: Any = adoptControlChannel(
+            MemoryReactorClock(), ours.fileno(), Factory.forProtocol(lambda: control)
+        )
+        ours.close()
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        self.assertTrue(control.isQuiet())
+        control.dataReceived(box(_command=Message.commandName, id=b"1", chunk=b'"h', more=b"True"))
+        self.assertFalse(control.isQuiet())
+        control.dataReceived(box(_command=Message.commandName, id=b"1", chunk=b'i"', more=b"False"))
+        self.assertTrue(control.isQuiet())

@@ -65,6 +65,13 @@ class MessageAssembler:
         #: The message whose chunks are being dropped (too large).
         self._dropping: int | None = None
 
+    @property
+    def assembling(self) -> bool:
+        """
+        Whether some chunks of a message arrived and its last has not.
+        """
+        return self._id is not None or self._dropping is not None
+
     def chunkReceived(self, id: int, chunk: bytes, more: bool) -> tuple[bool, Any]:
         """
         @return: C{(True, value)} when C{chunk} completes a message, else

@@ -184,8 +184,9 @@ class MasterControl(HandOffChannel):
 
     def isQuiet(self) -> bool:
         """
-        Has every call of the master's been answered, and everything it wrote
-        been sent?
+        Has every call of the master's been answered, everything it wrote
+        been sent, and no message of the worker's half received (its chunks
+        are not carried across an upgrade)?
         """
         transport: Any = self.transport
         if transport is None:
@@ -195,6 +196,7 @@ class MasterControl(HandOffChannel):
             and not self.handOffsInFlight()
             and not hasUnsentData(transport)
             and not queuedDescriptors(transport)
+            and not (self._assembler is not None and self._assembler.assembling)
         )
 
     # Responders
