@@ -30,7 +30,7 @@ APP = """
 import os
 
 import twistcluster
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 RELEASE = {release!r}
 
@@ -57,6 +57,12 @@ class Answer(Protocol):
 
 
 factory = Factory.forProtocol(Answer)
+
+
+class Datagrams(DatagramProtocol):
+    def datagramReceived(self, data, address):
+        said = "release={{}} twistcluster={{}}".format(RELEASE, twistcluster.__version__)
+        self.transport.write(said.encode(), address)
 """
 
 ANSWER = re.compile(r"release=(\S+) twistcluster=(\S+) worker=(\S+)")
@@ -118,15 +124,16 @@ class Releases:
         passFDs: Sequence[int] = (),
         python: str = sys.executable,
         pythonPath: Sequence[str] = (),
+        app: str = "app.factory",
     ) -> Cluster:
         """
         A master run from C{current}, as an operator would run it there:
-        C{python -m twisted cluster ARGS app.factory} (through C{launcher},
+        C{python -m twisted cluster ARGS APP} (through C{launcher},
         which execs it), C{current} first on its C{PYTHONPATH}.
         """
         path = os.pathsep.join([str(self.current), *pythonPath])
         environ = {"PYTHONPATH": path, "PWD": str(self.current), **(env or {})}
-        command = [python, "-m", "twisted", "--log-format", "json", "cluster", *args, "app.factory"]
+        command = [python, "-m", "twisted", "--log-format", "json", "cluster", *args, app]
         return cluster(*args, cwd=self.current, env=environ, command=[*launcher, *command], passFDs=passFDs)
 
 

@@ -11,6 +11,7 @@ import fcntl
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests._upgrading import (
     socketInode,
 )
 from tests.test_ctl import ctl, status
+from tests.test_endpoint_kinds import _selfSignedCertificate
 from tests.test_privileges import app, assertNobody  # noqa: F401 (a fixture)
 from tests.test_sdnotify import ServiceManager
 
@@ -435,3 +437,63 @@ def test_upgrade_as_nobody(cluster, app) -> None:  # noqa: F811 (the fixture)
     for pid in [c.process.pid, *childrenOf(c.process.pid)]:
         assertNobody(app, pid)
     assert pidfile.read_text() == f"{c.process.pid}\n"
+
+
+def test_ssl_listen_is_carried(cluster, releases: Releases, tmp_path: Path) -> None:
+    """
+    An ssl: listen (the master holds its TCP socket; the workers run TLS):
+    the same port after the upgrade, and TLS clients served by the new code.
+    """
+    key, certificate = _selfSignedCertificate(tmp_path)
+    c = releases.start(
+        cluster,
+        "--workers",
+        "2",
+        "--listen",
+        f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
+    )
+    c.waitReady(2)
+    address = c.address()
+    context = ssl.create_default_context(cafile=certificate)
+
+    def overTLS() -> str:
+        with context.wrap_socket(
+            socket.create_connection(address, timeout=20), server_hostname="127.0.0.1"
+        ) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := tls.recv(4096):
+                received += chunk
+            return received.decode()
+
+    assert "release=v1 " in overTLS()
+    before = boundAddresses(c)
+    releases.switch("v2")
+    outcome = upgrade(c)
+    assert outcome["upgradeResult"] == "done", c.output
+    assert "release=v2 twistcluster=0.1.0+v2 " in overTLS()
+    assert boundAddresses(c)[-1:] == before[-1:] and c.address() == address
+
+
+def test_udp_listen_is_carried(cluster, releases: Releases) -> None:
+    """
+    A udp: listen: the same port after the upgrade, answered by the new code.
+    """
+    c = releases.start(
+        cluster, "--workers", "2", "--listen", "udp:0:interface=127.0.0.1", app="app.Datagrams"
+    )
+    c.waitReady(2)
+    address = c.address()
+
+    def ask() -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(20)
+            client.sendto(b"?", address)
+            return client.recv(512).decode()
+
+    assert ask().startswith("release=v1 ")
+    releases.switch("v2")
+    outcome = upgrade(c)
+    assert outcome["upgradeResult"] == "done", c.output
+    assert ask() == "release=v2 twistcluster=0.1.0+v2"
+    assert c.address() == address
