@@ -34,6 +34,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
+from .._common.events import Latch
 from .._common.reactors import ISpawningReactor
 from .carried import STATE_VARIABLE, CarriedState, Launch, RunSpec, writeState
 from .handover import Handover, HandoverFailed, execute, holdSignals, releaseSignals
@@ -82,8 +83,10 @@ class MasterUpgrade:
         self.last: dict[str, Any] | None = None
         self._check: UpgradeCheck | None = None
         self._handover: Handover | None = None
-        self._waiting: list[Deferred[dict[str, Any]]] = []
-        self._outcomeWaiters: list[Deferred[dict[str, Any]]] = []
+        #: The answer to the upgrade this image started (a new one each time).
+        self._attempt: Latch[dict[str, Any]] = Latch()
+        #: This image's outcome of the upgrade it resumed.
+        self._resumed: Latch[dict[str, Any]] = Latch()
         #: The master's other listening sockets, by name: how to get their
         #: descriptor (L{None} when not listening).
         self._listeners: dict[str, Callable[[], int | None]] = {}
@@ -128,11 +131,7 @@ class MasterUpgrade:
         Fires with this image's outcome of the upgrade it resumed (done, or
         rolled back).
         """
-        if self.resumption is not None and self.phase == "idle" and self.last is not None:
-            return succeed(self.last)
-        waiter: Deferred[dict[str, Any]] = Deferred()
-        self._outcomeWaiters.append(waiter)
-        return waiter
+        return self._resumed.wait()
 
     # The old image
 
@@ -171,9 +170,8 @@ class MasterUpgrade:
             self._reactor, self._launch, request, CHECK_TIMEOUT, master.inheritedDescriptors()
         )
         self._check.run().addCallback(self._checked)
-        waiting: Deferred[dict[str, Any]] = Deferred()
-        self._waiting.append(waiting)
-        return waiting
+        self._attempt = Latch()
+        return self._attempt.wait()
 
     def _checked(self, result: CheckResult) -> None:
         self._check = None
@@ -370,9 +368,7 @@ class MasterUpgrade:
             self.last = outcome
             self._master.notifier.reloaded(self._master.statusText())
         if self.resumption is not None and result in ("done", "done, old workers kept", "rolled back"):
-            waiters, self._outcomeWaiters = self._outcomeWaiters, []
-            for waiter in waiters:
-                waiter.callback(outcome)
+            self._resumed.fire(outcome)
         level, text = self._said[result]
         self._log.emit(
             level,
@@ -386,6 +382,4 @@ class MasterUpgrade:
         return outcome
 
     def _answer(self, outcome: dict[str, Any]) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(outcome)
+        self._attempt.fire(outcome)
