@@ -7,9 +7,7 @@ wrapper, port 0 and several endpoints at once.
 from __future__ import annotations
 
 import collections
-import datetime
 import fcntl
-import ipaddress
 import os
 import re
 import shutil
@@ -23,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import connect, readLine, stopped, whoServes
+from tests._tls import selfSignedCertificate
 
 APP = "tests.clusterapps.WhoAmIFactory"
 
@@ -50,48 +49,13 @@ def test_tcp6(cluster):
     assert {whoServes(address)[0] for _ in range(4)} == {1, 2}
 
 
-def _selfSignedCertificate(directory) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certificatePath = directory / "key.pem", directory / "cert.pem"
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    certificatePath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return str(keyPath), str(certificatePath)
-
-
 @pytest.mark.parametrize("policy", ["rr", "none"])
 def test_ssl(cluster, tmp_path, policy):
     """
     ssl: the master passes plain TCP sockets (or the listening socket) and
     each worker runs TLS with the endpoint's key and certificate.
     """
-    key, certificate = _selfSignedCertificate(tmp_path)
+    key, certificate = selfSignedCertificate(tmp_path)
     c = cluster(
         "--workers",
         "2",

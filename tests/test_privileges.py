@@ -5,7 +5,6 @@ and reads a root-only TLS key, then it and its workers serve as `nobody`.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pwd
@@ -22,6 +21,7 @@ import pytest
 
 from tests._cluster import PROJECT, TWIST, connect, readLine, waitUntil
 from tests._nobody import NoNobody, idsOf, nobodyRuntime, privilegedPort
+from tests._tls import selfSignedCertificate
 
 DROP = (
     "import os, sys; os.setgroups([]); os.setgid({gid}); os.setuid({uid}); "
@@ -64,32 +64,8 @@ class App:
         """
         A self-signed certificate, and its key readable by root alone.
         """
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        keyPath, certPath = self.directory / "key.pem", self.directory / "cert.pem"
-        keyPath.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        keyPath, certPath = selfSignedCertificate(self.directory)
         os.chmod(keyPath, 0o600)
-        certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         denied = subprocess.run(
             [self.python, "-c", f"open({str(keyPath)!r}).read()"],
             user=self.uid,

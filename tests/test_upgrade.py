@@ -20,6 +20,7 @@ import pytest
 
 from tests._cluster import Cluster, listeningSockets, waitUntil
 from tests._nobody import privilegedPort
+from tests._tls import selfSignedCertificate
 from tests._upgrading import (
     ContinuousLoad,
     Releases,
@@ -30,7 +31,6 @@ from tests._upgrading import (
     socketInode,
 )
 from tests.test_ctl import ctl, status
-from tests.test_endpoint_kinds import _selfSignedCertificate
 from tests.test_privileges import app, assertNobody  # noqa: F401 (a fixture)
 from tests.test_sdnotify import ServiceManager
 
@@ -444,7 +444,7 @@ def test_ssl_listen_is_carried(cluster, releases: Releases, tmp_path: Path) -> N
     An ssl: listen (the master holds its TCP socket; the workers run TLS):
     the same port after the upgrade, and TLS clients served by the new code.
     """
-    key, certificate = _selfSignedCertificate(tmp_path)
+    key, certificate = selfSignedCertificate(tmp_path)
     c = releases.start(
         cluster,
         "--workers",
