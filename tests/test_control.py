@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -178,13 +178,28 @@ class ControlTests(SynchronousTestCase):
     def test_workerClosedItsChannel(self) -> None:
         """
         The worker closed its channel without being asked to leave: killed
-        unless it exits within the grace period.
+        unless it exits within the grace period, and a worker that exits (a
+        crash closes the channel before its exit is seen) is not warned about.
         """
         self.lose()
         self.assertEqual(self.worker.lost, 1)
         self.worker.state = "dead"
         self.clock.advance(CHANNEL_LOST_GRACE + 1)
         self.assertEqual(self.worker.killed, [])
+        self.assertEqual(self.logged(LogLevel.warn), [])
+
+    def test_workerLingeringWithoutItsChannel(self) -> None:
+        """
+        A worker still running once the grace period after it closed its
+        channel unasked is over: one warning naming it, and it is killed.
+        """
+        self.lose()
+        self.clock.advance(CHANNEL_LOST_GRACE)
+        self.assertEqual((self.worker.killed, self.logged(LogLevel.warn)), ([], []))
+        self.clock.advance(1)
+        self.assertEqual(self.worker.killed, ["KILL"])
+        [warning] = self.logged(LogLevel.warn)
+        self.assertIn("closed (unasked); killing it", formatEvent(warning))
 
     def test_leavingWorkerNotKilled(self) -> None:
         for leaving in ("disconnecting", "exitedAfterDisconnect"):

@@ -95,6 +95,21 @@ def test_running_cluster_reads_the_masters_events():
     assert running.lines[1] == "[test#info] worker 1 is up"
 
 
+def test_running_cluster_text_keeps_format_specs():
+    """
+    The text of an event keeps its format spec (Twisted's flattened copy
+    drops it), and an event whose field could not be written as JSON is
+    still rendered from the flattened copy.
+    """
+    running = RunningCluster(123)
+    spec = {"log_format": "next in {delay:.1f}s", "delay": 0.26871}
+    opaque = {"log_format": "got {thing!r}", "thing": object()}
+    for event in (spec, opaque):
+        running.lineReceived("\x1e" + eventAsJSON(dict(event, log_level=LogLevel.info, log_namespace="test")))
+    assert running.lines[0] == "[test#info] next in 0.3s"
+    assert running.lines[1].startswith("[test#info] got <object object at ")
+
+
 HOLDER = """
 import time
 from tests._cluster import Cluster

@@ -252,26 +252,22 @@ class MasterControl(HandOffChannel):
     def _killUnlessGone(self) -> None:
         """
         The worker lost its channel without being asked to leave: it exits on
-        its own within L{CHANNEL_LOST_GRACE} seconds; if it does not, kill it.
+        its own within L{CHANNEL_LOST_GRACE} seconds (a worker that crashed
+        has, most often, already); if it does not, say so and kill it.
         """
         if self._clock is None:
             return
-        if self.violation is None:
-            self._log.warn(
-                "worker {workerId} (pid {pid}) closed its control channel unasked;"
-                " it is killed unless it exits within {grace}s",
-                workerId=self._worker.id,
-                pid=self._worker.pid,
-                grace=CHANNEL_LOST_GRACE,
-            )
         self._killIfStill = self._clock.callLater(CHANNEL_LOST_GRACE + 1, self._killLingering)
 
     def _killLingering(self) -> None:
         self._killIfStill = None
         if not self._worker.isDead():
             self._log.warn(
-                "worker {workerId} (pid {pid}) still runs without its control channel; killing it",
+                "worker {workerId} (pid {pid}) still runs {grace}s after its control channel"
+                " closed ({why}); killing it",
                 workerId=self._worker.id,
                 pid=self._worker.pid,
+                grace=CHANNEL_LOST_GRACE,
+                why="unasked" if self.violation is None else "it broke the control protocol",
             )
             self._worker.kill("KILL")
