@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_supervisor -*-
+# -*- test-case-name: tests.test_supervisor, tests.test_departures -*-
 """
 C{twist cluster}'s workers kept serving: a fixed number of slots, each with
 a worker; a replacement for one that dies (with backoff, and giving up when
@@ -7,7 +7,8 @@ restarts, worn-out workers); scaling.
 
 It decides; a L{Spawner<twistcluster._master.spawner.Spawner>} starts the
 processes.  Both are injected, with the clock, so every decision is tested
-without processes (as C{twisted.trial._dist} tests its pool).
+without processes (as C{twisted.trial._dist} tests its pool).  L{Departures}
+keeps the workers on their way out, and sends them off.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from .departures import Departure, Departures
 from .respawn import RespawnPolicy
 from .restart import RollingRestart
 from .spawner import WorkerCommand
@@ -48,9 +50,8 @@ class Supervisor(Generic[W]):
     @ivar restarts: How many workers were replaced, by L{RestartCause}.
     @ivar spawnFailures: Failed attempts to start a process (C{EMFILE}...)
         since the last one that started.
-    @ivar _wornOut: Workers to replace that still serve, until another
-        worker is ready to take their share.
-    @ivar _dismissed: Workers this supervisor told to leave.
+    @ivar _departures: The workers on their way out (worn out, dismissed,
+        hung).
     @ivar _respawning: Slots waiting to be filled again, after a backoff.
     @ivar journal: Told of each lifecycle event (C{fork}, C{ready}, C{hung},
         C{worn-out}, C{disconnect}, C{exit}) with its worker and reason, for
@@ -84,9 +85,9 @@ class Supervisor(Generic[W]):
         self.spawnFailures = 0
         self._running = False
         self._givenUp = False
-        self._wornOut: dict[int, W] = {}
-        self._dismissed: set[int] = set()
-        self._hung: set[int] = set()
+        self._departures: Departures[W] = Departures(
+            lambda event, worker, reason: self.journal(event, worker, reason)
+        )
         self._respawning: dict[int, IDelayedCall] = {}
         self._restart: RollingRestart[W] | None = None
         self.journal: Callable[[str, W, str], object] = lambda event, worker, reason: None
@@ -114,7 +115,8 @@ class Supervisor(Generic[W]):
 
     def _filled(self, slot: int | None) -> bool:
         return any(
-            w.slot == slot and w.isServing() and w.id not in self._wornOut for w in self.workers.values()
+            w.slot == slot and w.isServing() and not self._departures.isWornOut(w)
+            for w in self.workers.values()
         )
 
     def _replenish(self) -> None:
@@ -163,16 +165,14 @@ class Supervisor(Generic[W]):
         """
         for worker in workers:
             self._watch(worker)
-        self._wornOut = {i: self.workers[i] for i in wornOut if i in self.workers}
-        self._dismissed = {i for i in dismissed if i in self.workers}
-        self._hung = {i for i in hung if i in self.workers}
+        self._departures.carriedOver(self.workers, wornOut, dismissed, hung)
 
     def leaving(self) -> tuple[list[int], list[int], list[int]]:
         """
         The workers on their way out, by id: worn out (still serving until
         their replacement is ready), dismissed, hung.
         """
-        return sorted(self._wornOut), sorted(self._dismissed), sorted(self._hung)
+        return self._departures.leaving()
 
     @property
     def restarting(self) -> bool:
@@ -223,29 +223,20 @@ class Supervisor(Generic[W]):
             call.cancel()
         self._respawning.clear()
 
-    def _dismiss(self, worker: W) -> None:
-        if worker.isServing():
-            self._dismissed.add(worker.id)
-            self._wornOut.pop(worker.id, None)
-            self.journal("disconnect", worker, "asked to leave")
-            worker.disconnect()
-
     # What the workers do
 
     def _readiness(self, ready: bool, worker: W) -> None:
         if ready:
             self.journal("ready", worker, "")
             self.policy.workerReady()
-            self._retireWornOut()
+            self._departures.relieve(self.workers.values())
         self.changed()
 
     def _exited(self, worker: W, code: int | None, signal: int | None) -> None:
         self.workers.pop(worker.id, None)
         self.changed()
-        hung = worker.id in self._hung
-        replaced = self._wornOut.pop(worker.id, None) is not None or worker.id in self._dismissed
-        self._hung.discard(worker.id)
-        self._dismissed.discard(worker.id)
+        departure = self._departures.exited(worker)
+        replaced = departure is Departure.ASKED
         status = f"signal {signal}" if signal is not None else f"code {code}"
         if not self._running or replaced:
             self.journal("exit", worker, f"{status}, after it was asked to leave" if replaced else status)
@@ -263,7 +254,7 @@ class Supervisor(Generic[W]):
             return
         cause = RestartCause.BOOT_FAILURE
         if worker.everReady:
-            cause = RestartCause.HUNG if hung else RestartCause.CRASH
+            cause = RestartCause.HUNG if departure is Departure.HUNG else RestartCause.CRASH
         self.restarts[cause] += 1
         why = f"{status}: {cause}{_said(worker, cause)}"
         if worker.slot is None or self._filled(worker.slot):
@@ -287,9 +278,7 @@ class Supervisor(Generic[W]):
         C{worker} stopped answering (or never became ready): abort it; it is
         replaced once it has exited.
         """
-        self._hung.add(worker.id)
-        self.journal("hung", worker, why)
-        worker.abort(why)
+        self._departures.hang(worker, why)
 
     def retire(self, worker: W, cause: RestartCause, why: str) -> None:
         """
@@ -297,51 +286,16 @@ class Supervisor(Generic[W]):
         rotation (and drains) at once if another worker is ready to take its
         share, else as soon as one is.
         """
-        if not self._running or not worker.isServing() or worker.id in self._wornOut:
+        if not self._running or not worker.isServing() or self._departures.isWornOut(worker):
             return
         self.restarts[cause] += 1
-        self.journal("worn-out", worker, f"{why} ({cause})")
-        self._wornOut[worker.id] = worker
-        leaves = bool(self._fresh())
-        self._log.info(
-            "worker {workerId} (pid {pid}) {why}; replacing it ({how})",
-            workerId=worker.id,
-            pid=worker.pid,
-            why=why,
-            how="it leaves the rotation now"
-            if leaves
-            else "the last one ready, it serves on until another worker is",
-        )
-        if leaves:
-            self._dismiss(worker)
+        self._departures.wearOut(worker, cause, why, self.workers.values())
         self._replenish()
-
-    def _fresh(self) -> list[W]:
-        """
-        The ready workers that are not worn out.
-        """
-        return [w for w in self.workers.values() if w.isReady() and w.id not in self._wornOut]
-
-    def _retireWornOut(self) -> None:
-        if not self._wornOut:
-            return
-        fresh = self._fresh()
-        if not fresh:
-            # The last ones serve on: a worn-out worker beats none.
-            return
-        for worker in list(self._wornOut.values()):
-            self._log.info(
-                "worker {workerId} (pid {pid}) leaves the rotation (worker {other} is ready)",
-                workerId=worker.id,
-                pid=worker.pid,
-                other=fresh[0].id,
-            )
-            self._dismiss(worker)
 
     def _trim(self) -> None:
         for worker in self.serving():
             if worker.slot is None or worker.slot >= self.size:
-                self._dismiss(worker)
+                self._departures.dismiss(worker)
 
     # Rolling restarts (L{RollingRestart}): a new worker must be ready before
     # an old one goes.
@@ -385,7 +339,7 @@ class Supervisor(Generic[W]):
         stale = [
             w
             for w in self.serving()
-            if w.generation < self.generation and w.id not in excluding and w.id not in self._wornOut
+            if w.generation < self.generation and w.id not in excluding and not self._departures.isWornOut(w)
         ]
         return sorted(stale, key=lambda w: (w.generation, w.slot or 0, w.id))
 
@@ -405,7 +359,7 @@ class Supervisor(Generic[W]):
         C{worker}'s replacement is ready: let it drain.
         """
         self.restarts[RestartCause.RELOAD] += 1
-        self._dismiss(worker)
+        self._departures.dismiss(worker)
         self._trim()
 
     # Scaling
