@@ -47,7 +47,7 @@ STAGES = (
         (),
         ("_SendmsgMixin.doRead", "_ChannelReads.doRead"),
     ),
-    ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "_AcceptLoop.doRead")),
+    ("accept loop (Python, minus NewConn)", (), ("_acceptSome", "AcceptLoop.doRead")),
     ("reactor loop and the rest (epoll dispatch, log context, GC)", (), ()),
 )
 

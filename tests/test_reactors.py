@@ -26,7 +26,7 @@ class NarrowedTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         self.assertIn(IClusterReactor, INTERSECTIONS)
-        self.assertEqual(len(INTERSECTIONS), 8)
+        self.assertEqual(len(INTERSECTIONS), 10)
         for intersection in INTERSECTIONS:
             self.assertIs(narrowed(reactor, intersection), reactor)
 

@@ -1,200 +1,40 @@
-# -*- test-case-name: tests.test_handoff, tests.test_transport, tests.test_balance -*-
+# -*- test-case-name: tests.test_transport, tests.test_balance, tests.test_shared -*-
 """
-Listening ports with a lean accept loop.  The master's ports pass each connection
-on as a bare file descriptor, never building a transport or a protocol for
-a socket the master only hands off; a worker's L{ServingTCPPort} serves its
-connections itself.
+Ports on a listening socket made elsewhere: L{AdoptedUNIXPort}, for a UNIX
+listening socket others share (made by the master for a worker, by systemd
+or an earlier image for the master), and a worker's L{ServingTCPPort}, the
+shared L{AcceptLoop} serving its own connections; L{adoptListeningSocket}
+picks a worker's port for a socket the master sent.
 
-Also L{AdoptedUNIXPort}, for a UNIX listening socket made elsewhere (by the
-master for a worker, or by systemd for the master), and
-L{adoptListeningSocket}, which picks a worker's port for a socket the master
-sent.
+The master's hand-off ports are in L{twistcluster._master.handoffports}.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
-from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.fdesc import setNonBlocking
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IListeningPort,
-    IProtocolFactory,
-    IReactorFDSet,
-    IReactorSocket,
-    IReactorTime,
-)
-from twisted.internet.protocol import DatagramProtocol, Factory
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
-from twisted.python.reflect import qual
 
+from .acceptloop import AcceptLoop
 from .balance import ASIDE_EVERY, STEP_ASIDE, AcceptBalance
 from .endpoints import ListenSpec
-from .sockets import bindablePath, removeStaleSocketFile
+from .reactors import IAcceptingReactor, IServingReactor
 from .transport import PromptCloseServer
 from .twistedinternals import (
-    QuietPort,
     SharedSocketPort,
     TCPPort,
     UNIXPort,
     adoptTCPPort,
     adoptUNIXPort,
     peerAddress,
-    rawAccept,
     reserveDescriptor,
     takeAdoptedSocket,
 )
-
-#: accept() errors that mean "out of resources": stop reading, retry later.
-_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: accept() errors about one connection only (it died in the backlog).
-_TRANSIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, errno.EINTR})
-
-
-class _SilentFactory(Factory):
-    """
-    The factory of a socket the master listens on for its workers: the
-    accept loop hands sockets off, so it builds no protocol.  Its prefix is
-    what Twisted's C{starting on} line names (not this class).
-    """
-
-    noisy = False
-
-    def logPrefix(self) -> str:
-        return "twistcluster master"
-
-
-class _AcceptLoop:
-    """
-    The accept loop shared by the hand-off ports and L{ServingTCPPort}.
-
-    @ivar _connectionAccepted: Called with each accepted socket's file
-        descriptor, which it then owns, and the peer's address.
-    @ivar _acceptedSome: If set, called once after each pass of the loop
-        that accepted anything (the master sends the pass's hand-offs then).
-    @ivar _resourceRetryDelay: Seconds to wait after EMFILE/ENFILE before
-        accepting again: no busy loop, and no accept-and-close either.
-    @ivar accepted: Connections accepted so far (added up once per batch).
-    @ivar pauses: How often accepting paused because too many accepted
-        connections waited for a worker (backpressure).
-    @ivar resourceErrors: How many C{accept()} calls failed for lack of
-        descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
-    """
-
-    _connectionAccepted: Callable[[int, Any], object]
-    _acceptedSome: Callable[[], object] | None = None
-    _resourceRetryDelay = 0.1
-    _acceptBatch = 256
-    _paused = False
-    #: Leave the rest of the backlog to others for now (L{ServingTCPPort}).
-    _holdingBack = False
-    _waitingForResources: IDelayedCall | None = None
-    _outOfResourcesSince: str | None = None
-    accepted = 0
-    pauses = 0
-    resourceErrors = 0
-    # What the Twisted port this is mixed into provides.
-    reactor: IReactorFDSet
-    socket: socket.socket
-    connected: bool | int
-    startReading: Callable[[], None]
-    stopReading: Callable[[], None]
-    _log = Logger()
-
-    def doRead(self) -> None:
-        self._acceptSome(self._acceptBatch, stopWhenPaused=True)
-
-    def drainBacklog(self) -> None:
-        """
-        Accept every connection already waiting in the kernel, even past the
-        queue limit, so that closing the port does not reset them.
-        """
-        while self._acceptSome(self._acceptBatch, stopWhenPaused=False):
-            pass
-
-    def _acceptSome(self, limit: int, stopWhenPaused: bool) -> bool:
-        """
-        Accept up to C{limit} connections.
-
-        @return: Whether more may be waiting.
-        """
-        # The raw descriptor, so no Python socket object is made per connection.
-        accept = rawAccept(self.socket)
-        connectionAccepted = self._connectionAccepted
-        count = 0
-        try:
-            for _ in range(limit):
-                try:
-                    fd, address = accept()
-                except BlockingIOError:
-                    return False
-                except OSError as e:
-                    if e.errno in _TRANSIENT_ERRORS:
-                        continue
-                    if e.errno in _RESOURCE_ERRORS:
-                        self._outOfResources(e)
-                        return False
-                    raise
-                count += 1
-                if self._outOfResourcesSince is not None:
-                    self._log.info("accepting again after {error}", error=self._outOfResourcesSince)
-                    self._outOfResourcesSince = None
-                connectionAccepted(fd, address)
-                if stopWhenPaused and (self._paused or self._holdingBack):
-                    return False
-            return True
-        finally:
-            # Counted once per batch: a statistic, not a cost per connection.
-            self.accepted += count
-            if count and self._acceptedSome is not None:
-                self._acceptedSome()
-
-    def pauseAccepting(self) -> None:
-        """
-        Leave new connections in the kernel backlog for now.
-        """
-        if not self._paused:
-            self._paused = True
-            self.pauses += 1
-            self.stopReading()
-
-    def resumeAccepting(self) -> None:
-        if self._paused:
-            self._paused = False
-            if self._waitingForResources is None and self.connected:
-                self.startReading()
-
-    def _outOfResources(self, error: OSError) -> None:
-        self.resourceErrors += 1
-        if self._outOfResourcesSince is None:
-            # Once per episode: it may last, and we retry ten times a second.
-            self._outOfResourcesSince = errno.errorcode.get(error.errno or 0, str(error))
-            self._log.warn(
-                "accept() failed: {error}; retrying every {delay}s until descriptors are free",
-                error=self._outOfResourcesSince,
-                delay=self._resourceRetryDelay,
-            )
-        self.stopReading()
-        # Twisted types a port's reactor by IReactorFDSet; every reactor
-        # that runs ports is also a clock.
-        clock = cast(IReactorTime, self.reactor)
-        self._waitingForResources = clock.callLater(self._resourceRetryDelay, self._resourcesMayBeBack)
-
-    def _resourcesMayBeBack(self) -> None:
-        self._waitingForResources = None
-        if not self._paused and self.connected:
-            self.startReading()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self._waitingForResources is not None:
-            self._waitingForResources.cancel()
-            self._waitingForResources = None
-        super().connectionLost(reason)  # type: ignore[misc]
 
 
 class AdoptedUNIXPort(SharedSocketPort, UNIXPort):
@@ -249,7 +89,7 @@ class _CountedServer(PromptCloseServer):
             balance.closed()
 
 
-class ServingTCPPort(_AcceptLoop, TCPPort):
+class ServingTCPPort(AcceptLoop, TCPPort):
     """
     A worker's TCP port on a listening socket it shares (policies C{none} and
     C{reuseport}): Twisted's port with the master's accept loop, which
@@ -269,6 +109,7 @@ class ServingTCPPort(_AcceptLoop, TCPPort):
     accepted anything meanwhile, and otherwise looks at their loads again.
     """
 
+    reactor: IAcceptingReactor
     transport: type[PromptCloseServer] = PromptCloseServer
     sessionno: int
     #: A burst in one pass, without keeping the open connections waiting long.
@@ -291,7 +132,7 @@ class ServingTCPPort(_AcceptLoop, TCPPort):
         Accept with an eye on the other workers' loads (before listening).
         """
         self.balance = balance
-        self._clock = cast(IReactorTime, self.reactor)
+        self._clock = self.reactor
         self.transport = _CountedServer
 
     def doRead(self) -> None:
@@ -303,7 +144,8 @@ class ServingTCPPort(_AcceptLoop, TCPPort):
         if not self._mustAccept and self._shouldStepAside():
             self._stepAside()
             return
-        self._accepted = accepted = cast(list[PromptCloseServer], [])
+        accepted: list[PromptCloseServer] = []
+        self._accepted = accepted
         try:
             self._acceptSome(self._acceptBatch, stopWhenPaused=True)
         finally:
@@ -386,77 +228,8 @@ class ServingTCPPort(_AcceptLoop, TCPPort):
         super().connectionLost(reason)
 
 
-class _HandOffLoop(_AcceptLoop):
-    """
-    The accept loop of a master's port.
-    """
-
-    def logPrefix(self) -> str:
-        # The reactor asks for it at every read; Twisted's port would make
-        # its factory's qualified name each time.
-        return _HAND_OFF_PREFIX
-
-
-_HAND_OFF_PREFIX = qual(_SilentFactory)
-
-
-class HandOffTCPPort(QuietPort, _HandOffLoop, TCPPort):
-    pass
-
-
-class HandOffUNIXPort(QuietPort, _HandOffLoop, UNIXPort):
-    pass
-
-
-class AdoptedHandOffUNIXPort(QuietPort, _HandOffLoop, AdoptedUNIXPort):
-    pass
-
-
-#: A port of the master's, which hands off what it accepts.
-HandOffPort = HandOffTCPPort | HandOffUNIXPort | AdoptedHandOffUNIXPort
-
-
-def listenForHandOff(
-    reactor: IReactorFDSet,
-    spec: ListenSpec,
-    connectionAccepted: Callable[[int, Any], object],
-    adopted: int | None = None,
-    acceptedSome: Callable[[], object] | None = None,
-) -> HandOffPort:
-    """
-    Bind and listen as C{spec} says (or adopt the inherited socket it names);
-    each accepted connection's descriptor and peer address go to
-    C{connectionAccepted}, and C{acceptedSome} is called after each pass of
-    the accept loop that accepted any.
-
-    @param adopted: The listening socket to accept on (an earlier image of
-        the master made it), instead of binding; it is duplicated.
-    @raise twisted.internet.error.CannotListenError: The bind failed.
-    """
-    port: HandOffPort
-    fd = spec.fd if adopted is None else adopted
-    if fd >= 0:
-        setNonBlocking(fd)
-    if fd >= 0 and spec.kind == "unix":
-        port = adoptUNIXPort(AdoptedHandOffUNIXPort, reactor, fd, _SilentFactory())
-        if spec.fd < 0:
-            port.ownedPath = spec.address
-    elif fd >= 0:
-        port = adoptTCPPort(HandOffTCPPort, reactor, fd, spec.family, _SilentFactory())
-    elif spec.kind == "unix":
-        path = bindablePath(spec.address)
-        removeStaleSocketFile(path)
-        port = HandOffUNIXPort(path.encode(), _SilentFactory(), spec.backlog, spec.mode, reactor)
-    else:
-        port = HandOffTCPPort(spec.port, _SilentFactory(), spec.backlog, spec.address, reactor)
-    port._connectionAccepted = connectionAccepted
-    port._acceptedSome = acceptedSome
-    port.startListening()
-    return port
-
-
 def adoptListeningSocket(
-    reactor: IReactorSocket,
+    reactor: IServingReactor,
     fd: int,
     spec: ListenSpec,
     serving: IProtocolFactory | DatagramProtocol,
@@ -483,16 +256,15 @@ def adoptListeningSocket(
             bound.detach()
     if spec.kind == "udp":
         return reactor.adoptDatagramPort(fd, spec.family, cast(DatagramProtocol, serving), maxPacketSize)
-    # A reactor that adopts sockets runs descriptors.
-    descriptors = cast(IReactorFDSet, reactor)
+    factory = cast(IProtocolFactory, serving)
     port: AdoptedUNIXPort | ServingTCPPort
     if spec.kind == "unix":
         # Not reactor.adoptStreamPort: its UNIX port would shutdown() the
         # socket every worker shares when this one stops.
-        port = adoptUNIXPort(AdoptedUNIXPort, descriptors, fd, cast(IProtocolFactory, serving))
+        port = adoptUNIXPort(AdoptedUNIXPort, reactor, fd, factory)
     else:
         # What reactor.adoptStreamPort does, with the worker's own TCP port.
-        port = adoptTCPPort(ServingTCPPort, descriptors, fd, spec.family, cast(IProtocolFactory, serving))
+        port = adoptTCPPort(ServingTCPPort, reactor, fd, spec.family, factory)
         if balance is not None:
             port.balanceWith(balance)
     port.startListening()

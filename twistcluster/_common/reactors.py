@@ -8,6 +8,8 @@ part that uses several is typed by one of these intersections, as
 C{twisted.trial._dist.disttrial}'s C{IDistTrialReactor} is:
 
   - L{IAdoptingReactor}: adopts a socket;
+  - L{IAcceptingReactor}: runs twistcluster's accept loop (a port);
+  - L{IServingReactor}: serves on a listening socket the master sent;
   - L{IEndpointReactor}: listens on a server endpoint string;
   - L{IOperatorReactor}: the operator's services (control socket, metrics);
   - L{ISpawningReactor}: brings workers into the master (the spawner, an
@@ -49,6 +51,22 @@ class IAdoptingReactor(IReactorSocket, IReactorFDSet):
     """
 
 
+class IAcceptingReactor(IReactorFDSet, IReactorTime):
+    """
+    Runs twistcluster's accept loop (L{twistcluster._common.acceptloop}): it
+    reads the listening socket, and waits a moment before accepting again
+    when descriptors run out; the master's hand-off ports time the workers'
+    answers too.
+    """
+
+
+class IServingReactor(IAdoptingReactor, IAcceptingReactor):
+    """
+    Serves on a listening socket the master sent a worker: adopts it as a
+    port (Twisted's for datagrams, twistcluster's accept loop for streams).
+    """
+
+
 class IEndpointReactor(IReactorTCP, IReactorUNIX, IAdoptingReactor):
     """
     Listens on an endpoint description: C{serverFromString}'s C{tcp:},
@@ -73,11 +91,11 @@ class ISpawningReactor(IReactorProcess, IReactorFDSet, IReactorTime):
     """
 
 
-class IMasterReactor(ISpawningReactor, IReactorCore, IReactorFromThreads):
+class IMasterReactor(ISpawningReactor, IAcceptingReactor, IReactorCore, IReactorFromThreads):
     """
     The master's engine, under either face (the command line's service, the
-    API's primary): it spawns, runs and stops, and handles signals on the
-    reactor's thread.
+    API's primary): it spawns, accepts (the hand-off), runs and stops, and
+    handles signals on the reactor's thread.
     """
 
 
@@ -87,11 +105,11 @@ class ICommandLineReactor(IMasterReactor, IOperatorReactor):
     """
 
 
-class IWorkerReactor(IAdoptingReactor, IReactorTime, IReactorCore, IReactorFromThreads):
+class IWorkerReactor(IServingReactor, IReactorCore, IReactorFromThreads):
     """
     A worker's: it adopts its end of the control channel and the sockets the
-    master hands it, times its drain, and handles signals on the reactor's
-    thread.
+    master hands it, serves on the listening sockets it sends, times its
+    drain, and handles signals on the reactor's thread.
     """
 
 

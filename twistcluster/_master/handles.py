@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .._common.endpoints import ListenSpec
 from .._common.policies import SchedulingPolicy
 from .._common.protocol import ListenRefused
+from .._common.reactors import IAcceptingReactor
 from .._common.sockets import describeAddress
 from .handoff import HandOffHandle, HandOffTarget
 from .scheduling import LeastConnections, PickStrategy, RoundRobin
@@ -122,7 +122,7 @@ class Handles:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: IAcceptingReactor,
         granted: list[ListenSpec] | None = None,
         policy: SchedulingPolicy = SchedulingPolicy.RR,
         closeUnused: bool = False,

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._common.endpoints import ListenSpec
 from .._common.events import Latch
-from .._common.ports import listenForHandOff
+from .._common.reactors import IAcceptingReactor
 from .._common.sockets import acceptQueue, socknameOf
 from .handoffchannel import sendThroughCallRemote
+from .handoffports import listenForHandOff
 from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
 
 #: Seconds a worker that refused sockets for want of descriptors is handed
@@ -71,7 +72,7 @@ class HandOffHandle:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: IAcceptingReactor,
         key: str,
         spec: ListenSpec,
         strategy: PickStrategy[HandOffTarget] | None = None,
@@ -110,10 +111,7 @@ class HandOffHandle:
         #: Hand-offs made now are sent when the caller is done (a pass of
         #: the accept loop, an answer), not in a turn of the reactor.
         self._batching = False
-        # A reactor with a clock runs descriptors too.
-        self._port = listenForHandOff(
-            cast(IReactorFDSet, reactor), spec, self._connectionAccepted, adopted, self._acceptedSome
-        )
+        self._port = listenForHandOff(reactor, spec, self._connectionAccepted, adopted, self._acceptedSome)
         self.sockname = socknameOf(self._port.socket, spec)
 
     def fileno(self) -> int:
@@ -228,7 +226,7 @@ class HandOffHandle:
         accepting, C{accept()} failures for lack of descriptors, and the
         kernel's accept queue.
         """
-        port: Any = self._port
+        port = self._port
         return {
             "accepted": port.accepted,
             "handOffQueue": self._scheduler.waiting(),
