@@ -24,7 +24,7 @@ run: install
 	cd examples && ../$(BIN)/twist --log-format text cluster --workers 2 --listen tcp:8080 hello.site
 
 # Lint first (seconds): ruff, the import contract between master and worker, and mypy with
-# mypy-zope on twistcluster/ (all configured in pyproject.toml).
+# mypy-zope on twistcluster/ and benchmarks/ (all configured in pyproject.toml).
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -37,6 +37,8 @@ from typing import Any
 
 #: Connections before the measured ones.
 WARMUP = 300
+#: This module as a process of its own: C{worker}, C{client} or C{master}, and their arguments.
+ROLE = [sys.executable, "-m", "benchmarks._micro"]
 
 
 def _cpuSeconds() -> tuple[float, float]:
@@ -181,7 +183,11 @@ def master(connections: int, concurrency: int, workers: int, policy: str) -> dic
         worker = CountingWorker(number, reactor, handles, shutdownTimeout=10)
         masterEnd, workerEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         control = MasterControl(worker, handles)
-        adoptControlChannel(reactor, masterEnd.fileno(), Factory.forProtocol(lambda c=control: c))
+
+        def channel(control: MasterControl = control) -> MasterControl:
+            return control
+
+        adoptControlChannel(reactor, masterEnd.fileno(), Factory.forProtocol(channel))
         masterEnd.close()
         worker.attach(Process(), control)  # type: ignore[arg-type]
         handle.add(worker)
@@ -208,9 +214,7 @@ def master(connections: int, concurrency: int, workers: int, policy: str) -> dic
 
 def _spawn(arguments: list[str], passFD: int | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._micro", *arguments],
-        pass_fds=() if passFD is None else (passFD,),
-        start_new_session=True,
+        [*ROLE, *arguments], pass_fds=() if passFD is None else (passFD,), start_new_session=True
     )
 
 
@@ -222,24 +226,9 @@ def callgrind(connections: int, workers: int, policy: str) -> dict[str, float]:
     counts = []
     for run in (0, connections):
         with tempfile.TemporaryDirectory() as directory:
-            finished = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={directory}/out",
-                    sys.executable,
-                    "-m",
-                    "benchmarks._micro",
-                    "master",
-                    str(max(run, 1)),
-                    "1",
-                    str(workers),
-                    policy,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={directory}/out"]
+            master = ["master", str(max(run, 1)), "1", str(workers), policy]
+            finished = subprocess.run([*valgrind, *ROLE, *master], capture_output=True, text=True, check=True)
         found = re.search(r"Collected : (\d+)", finished.stderr)
         if found is None:
             raise SystemExit(f"benchmarks: no count in callgrind's output:\n{finished.stderr[-2000:]}")
@@ -259,7 +248,7 @@ def micro(arguments: argparse.Namespace) -> int:
     for concurrency in arguments.micro_concurrency:
         # A process each: a reactor runs once.
         command = ["master", str(arguments.micro_connections), str(concurrency), str(workers), policy]
-        subprocess.run([sys.executable, "-m", "benchmarks._micro", *command], check=True, timeout=600)
+        subprocess.run([*ROLE, *command], check=True, timeout=600)
     return 0
 
 
