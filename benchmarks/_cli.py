@@ -18,15 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._configs import BenchConfig, selectConfigs
 from ._load import LoadFailed
 from ._model import modelOfScale
-from ._processes import installCleanup, stopAll
 from ._profile import profileConfig
-from ._report import formatReport, writeJSON
+from ._report import formatReport, loadTargets, targetChecks, writeJSON
 from ._run import PHASES, WRK_PHASES, ConfigResult, RunOptions, measureConfig
-from ._servers import ServerFailed
-from ._targets import loadTargets, targetChecks
+from ._servers import BenchConfig, ServerFailed, installCleanup, selectConfigs, stopAll
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,18 +50,22 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--micro-connections", type=int, default=20000, help="connections measured by --micro [20000]")
     add(
         "--micro-concurrency",
-        type=lambda text: [int(n) for n in text.split(",")],
+        type=integers,
         default=[1, 16, 64],
-        help="client connections at a time, comma-separated [1,16,64]",
+        help="connections at a time, comma-separated [1,16,64]",
     )
     add("--micro-workers", type=int, default=2, help="fake workers [2]")
     add("--micro-policy", choices=("rr", "least-conn"), default="rr", help="[rr]")
     add(
         "--micro-callgrind",
         action="store_true",
-        help="instead: the master's instructions per connection under valgrind (concurrency 1)",
+        help="instead: the master's instructions per connection under valgrind",
     )
     return parser.parse_args(argv)
+
+
+def integers(text: str) -> list[int]:
+    return [int(n) for n in text.split(",")]
 
 
 def optionsFrom(arguments: argparse.Namespace) -> RunOptions:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._processes import Managed
+from ._servers import Managed
 
 MARKER = "BENCH_RESULT "
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"

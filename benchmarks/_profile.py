@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -19,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ._configs import BenchConfig
 from ._load import LoadFailed, LoadResult, runLoad
 from ._run import ProcessMeter, RunOptions, readCounts
-from ._servers import startServer
+from ._servers import BenchConfig, serving
 
 TOP = 25
 #: Where a reactor waits for events: idle time, not work.
@@ -120,23 +118,18 @@ def profileConfig(config: BenchConfig, options: RunOptions, results: Path, secon
     @raise SystemExit: py-spy is missing or cannot attach.
     """
     stem = results / f"profile-{config.name}"
-    counts = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
-    server = startServer(config, results / "logs", counts)
-    try:
+    with serving(config, results / "logs") as server:
         spec = replace(options.loadFor("short", server.port), duration=seconds + options.warmup + 2)
         outcome: list[LoadResult] = []
         load = threading.Thread(target=lambda: outcome.append(runLoad(spec)), daemon=True)
         load.start()
         time.sleep(options.warmup)
         # Both readings lag by up to one reporting interval: the difference holds.
-        before = sum(readCounts(counts).values())
+        before = sum(readCounts(server.countsDirectory).values())
         with ProcessMeter(server.masterPid) as meter:
             collapsed = _pySpy(server.masterPid, seconds, stem.with_suffix(".collapsed"))
-        connections = sum(readCounts(counts).values()) - before
+        connections = sum(readCounts(server.countsDirectory).values()) - before
         load.join(spec.duration + 30)
-    finally:
-        server.stop()
-        shutil.rmtree(counts, ignore_errors=True)
     if not outcome:
         raise LoadFailed("the load failed")
     master, both = meter.result.masterCPU, meter.result.allCPU

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -20,9 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from ._configs import BenchConfig
 from ._load import LoadFailed, LoadResult, LoadSpec, runLoad
-from ._servers import RunningServer, ServerFailed, startServer
+from ._servers import BenchConfig, RunningServer, ServerFailed, serving
 
 #: The phases, in the order they run: wrk's (short connections, keep-alive,
 #: the CPU-bound variant), then uneven work at a constant rate, over short
@@ -232,22 +229,16 @@ def measureConfig(config: BenchConfig, options: RunOptions, logDirectory: Path) 
     Measure C{config}; a failure is recorded, never raised (Ctrl-C is).
     """
     result = ConfigResult(config)
-    counts = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
-    server: RunningServer | None = None
     try:
-        server = startServer(config, logDirectory, counts)
-        for phase in options.phases:
-            if phase.startswith("uneven") and config.workers < 2:
-                continue
-            try:
-                result.phases[phase] = measurePhase(server, phase, options)
-            except LoadFailed as e:
-                result.phases[phase] = PhaseResult(error=str(e))
-        result.masterHWMKiB = peakRSSKiB(server.masterPid)
+        with serving(config, logDirectory) as server:
+            for phase in options.phases:
+                if phase.startswith("uneven") and config.workers < 2:
+                    continue
+                try:
+                    result.phases[phase] = measurePhase(server, phase, options)
+                except LoadFailed as e:
+                    result.phases[phase] = PhaseResult(error=str(e))
+            result.masterHWMKiB = peakRSSKiB(server.masterPid)
     except (ServerFailed, LoadFailed, OSError, psutil.Error) as e:
         result.status, result.note = "failed", str(e)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(counts, ignore_errors=True)
     return result

@@ -25,16 +25,32 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from benchmarks._cli import medianRound, requireWrk, runAll, runOrder
-from benchmarks._configs import PLAIN_PROCESSES, SINGLE, TWISTCLUSTER, BenchConfig, selectConfigs
 from benchmarks._load import LoadFailed, LoadResult, LoadSpec, childrenCPU, command, parseOutput, runLoad
-from benchmarks._metrics import METRICS, TABLE, spread
 from benchmarks._model import modelOfScale
 from benchmarks._profile import pySpyReport, stageOf
 from benchmarks._rateclient import Request, busyHandOffs
-from benchmarks._report import formatTable, rowFor, writeJSON
+from benchmarks._report import (
+    METRICS,
+    TABLE,
+    TargetCheck,
+    formatTable,
+    formatTargets,
+    loadTargets,
+    rowFor,
+    spread,
+    targetChecks,
+    writeJSON,
+)
 from benchmarks._run import ConfigResult, PhaseResult, RunOptions, difference, measureConfig, readCounts
-from benchmarks._servers import RunningServer, startServer
-from benchmarks._targets import TargetCheck, formatTargets, loadTargets, targetChecks
+from benchmarks._servers import (
+    PLAIN_PROCESSES,
+    SINGLE,
+    TWISTCLUSTER,
+    BenchConfig,
+    RunningServer,
+    selectConfigs,
+    startServer,
+)
 from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
 from tests._cluster import MARKER, PROJECT, dieWithTest, killMarked, processesWithMarker, waitUntil
 
