@@ -48,19 +48,10 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     add("--profile-seconds", type=float, default=10.0, help="how long to profile [10]")
     add("--micro", action="store_true", help="the master's hand-off path alone: its CPU per connection")
     add("--micro-connections", type=int, default=20000, help="connections measured by --micro [20000]")
-    add(
-        "--micro-concurrency",
-        type=integers,
-        default=[1, 16, 64],
-        help="connections at a time, comma-separated [1,16,64]",
-    )
+    add("--micro-concurrency", type=integers, default=[1, 16, 64], help="connections at a time [1,16,64]")
     add("--micro-workers", type=int, default=2, help="fake workers [2]")
     add("--micro-policy", choices=("rr", "least-conn"), default="rr", help="[rr]")
-    add(
-        "--micro-callgrind",
-        action="store_true",
-        help="instead: the master's instructions per connection under valgrind",
-    )
+    add("--micro-callgrind", action="store_true", help="instructions per connection under valgrind instead")
     return parser.parse_args(argv)
 
 
@@ -90,18 +81,6 @@ def requireWrk(phases: Sequence[str]) -> None:
         raise SystemExit(
             "benchmarks: wrk is required for the throughput phases: apt-get install wrk (as root)"
         )
-
-
-def runOnce(config: BenchConfig, options: RunOptions, logs: Path, label: str) -> ConfigResult:
-    started = time.monotonic()
-    print(f"[{label}] {config.name} ...", end=" ", flush=True)
-    result = measureConfig(config, options, logs)
-    if result.status == "ok":
-        rates = ", ".join(f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in result.phases)
-        print(f"{rates} ({time.monotonic() - started:.0f}s)", flush=True)
-    else:
-        print(f"{result.status.upper()}: {result.note}", flush=True)
-    return result
 
 
 def medianRound(rounds: list[ConfigResult], phases: Sequence[str]) -> ConfigResult:
@@ -157,7 +136,14 @@ def runAll(
     for roundNumber in range(1, repeat + 1):
         for number, config in enumerate(runOrder(configs, roundNumber), 1):
             label = f"{number}/{len(configs)}" + (f" round {roundNumber}/{repeat}" if repeat > 1 else "")
-            rounds[config.name].append(runOnce(config, options, logs, label))
+            print(f"[{label}] {config.name} ...", end=" ", flush=True)
+            started, result = time.monotonic(), measureConfig(config, options, logs)
+            rounds[config.name].append(result)
+            if result.status != "ok":
+                print(f"{result.status.upper()}: {result.note}", flush=True)
+                continue
+            rates = ", ".join(f"{phase} {result.rate(phase) or 0:,.0f}/s" for phase in result.phases)
+            print(f"{rates} ({time.monotonic() - started:.0f}s)", flush=True)
     return [medianRound(rounds[c.name], options.phases) for c in configs]
 
 

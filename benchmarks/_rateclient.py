@@ -234,15 +234,13 @@ def busyHandOffs(done: Sequence[Request]) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._rateclient")
-    parser.add_argument("port", type=int)
-    parser.add_argument("rate", type=float, help="requests per second")
-    parser.add_argument("seconds", type=float)
-    parser.add_argument("--keep-alive", type=int, default=0, metavar="N", help="N connections [0: one each]")
-    parser.add_argument("--slow-share", type=float, default=0.05, help="share of requests to /slow [0.05]")
-    arguments = parser.parse_args(argv)
-    client = RateClient(
-        arguments.port, arguments.rate, arguments.seconds, arguments.keep_alive, arguments.slow_share
-    )
+    add = parser.add_argument
+    add("port", type=int)
+    add("rate", type=float, help="requests per second")
+    add("seconds", type=float)
+    add("--keep-alive", dest="keepAlive", type=int, default=0, metavar="N", help="connections [0: one each]")
+    add("--slow-share", dest="slowShare", type=float, default=0.05, help="share of requests to /slow [0.05]")
+    client = RateClient(**vars(parser.parse_args(argv)))
     gc.disable()  # no collector pause in the middle of the timetable
     client.run()
     print("BENCH_RESULT " + json.dumps(client.summary()), flush=True)

@@ -228,9 +228,6 @@ class RunningServer:
             argv += ["--control", "none"]
         return [*argv, "--shutdown-timeout", "2", "benchmarks.responder.HTTPResponderFactory"]
 
-    def stop(self) -> None:
-        self.managed.stop()
-
     def lastLogLine(self) -> str:
         lines = [line.strip() for line in self._log().splitlines() if line.strip()]
         return lines[-1] if lines else "(no output)"
@@ -273,31 +270,21 @@ def probe(port: int) -> bool:
     return data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"Hello, World!\n")
 
 
-def startServer(config: BenchConfig, logs: Path, counts: Path) -> RunningServer:
-    """
-    Start C{config} and wait until it serves (or stop it again and raise
-    L{ServerFailed}).
-    """
-    server = RunningServer(config, logs / f"{config.name}.log", counts)
-    try:
-        server.waitReady()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @contextmanager
 def serving(config: BenchConfig, logs: Path) -> Iterator[RunningServer]:
     """
-    C{config} serving meanwhile, its counts in a temporary directory.
+    C{config} serving meanwhile (its counts in a temporary directory), its
+    processes stopped afterwards.
+
+    @raise ServerFailed: It did not start, or is not serving in time.
     """
     counts = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
+    server = None
     try:
-        server = startServer(config, logs, counts)
-        try:
-            yield server
-        finally:
-            server.stop()
+        server = RunningServer(config, logs / f"{config.name}.log", counts)
+        server.waitReady()
+        yield server
     finally:
+        if server is not None:
+            server.managed.stop()
         shutil.rmtree(counts, ignore_errors=True)

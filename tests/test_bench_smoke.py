@@ -49,7 +49,7 @@ from benchmarks._servers import (
     BenchConfig,
     RunningServer,
     selectConfigs,
-    startServer,
+    serving,
 )
 from benchmarks.responder import CLOSE_RESPONSE, KEEP_ALIVE_RESPONSE, HTTPResponderFactory
 from tests._cluster import MARKER, PROJECT, dieWithTest, killMarked, processesWithMarker, waitUntil
@@ -403,15 +403,12 @@ def test_same_bytes_from_twisted_and_node(tmp_path: Path) -> None:
 
     responses = []
     for config in selectConfigs("twistcluster-rr-1,node-rr-1"):
-        server = startServer(config, tmp_path, tmp_path)
-        try:
+        with serving(config, tmp_path) as server:
             for headers in ("", "Connection: close\r\n"):
                 with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
                     sock.sendall(request(headers).replace(b"GET /", b"GET /slow") + request())
                     time.sleep(0.3)
                     responses.append(sock.recv(65536))
-        finally:
-            server.stop()
     twisted, node = responses[:2], responses[2:]
     assert twisted == node
     assert twisted[0] == KEEP_ALIVE_RESPONSE.replace(b"X-Worker: 0", b"X-Worker: 1") * 2
@@ -420,11 +417,8 @@ def test_same_bytes_from_twisted_and_node(tmp_path: Path) -> None:
 
 @pytest.fixture
 def single(tmp_path: Path) -> Iterator[RunningServer]:
-    server = startServer(selectConfigs(SINGLE)[0], tmp_path, tmp_path)
-    try:
+    with serving(selectConfigs(SINGLE)[0], tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("keepAlive", [False, True])
