@@ -5,12 +5,20 @@ typed by one only once it provides every interface the intersection extends.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorTime
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import Interface
 
 from twistcluster._common import reactors
-from twistcluster._common.reactors import IClusterReactor, IWorkerReactor, narrowed
+from twistcluster._common.reactors import (
+    IAcceptingReactor,
+    IClusterReactor,
+    IMasterReactor,
+    IServingReactor,
+    IWorkerReactor,
+    narrowed,
+)
 
 INTERSECTIONS = [
     getattr(reactors, name) for name in dir(reactors) if name.startswith("I") and name.endswith("Reactor")
@@ -53,3 +61,16 @@ class NarrowedTests(SynchronousTestCase):
         self.assertTrue(IWorkerReactor.extends(IReactorTime))
         self.assertTrue(IClusterReactor.extends(IReactorCore))
         self.assertTrue(IClusterReactor.extends(IWorkerReactor))
+
+    def test_theEnginesRunTheAcceptLoop(self) -> None:
+        """
+        The master's engine runs the hand-off ports, and a worker serves on
+        the listening sockets the master sends: each reactor is what the
+        accept loop needs.
+        """
+        self.assertTrue(IMasterReactor.extends(IAcceptingReactor))
+        self.assertTrue(IWorkerReactor.extends(IServingReactor))
+        self.assertTrue(IServingReactor.extends(IAcceptingReactor))
+        self.assertEqual(
+            set(IAcceptingReactor.__iro__) - {IAcceptingReactor, Interface}, {IReactorFDSet, IReactorTime}
+        )
