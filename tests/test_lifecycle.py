@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._master.lifecycle import LifecycleCore, makeLifecycle
+from twistcluster._master.lifecycle import Lifecycle, LifecycleCore, adoptCarried, makeLifecycle
 
 
 class Hooks:
@@ -23,6 +23,9 @@ class Hooks:
 
     def ended(self, code, signal) -> None:
         self.calls.append(("ended", code, signal))
+
+    def adopted(self) -> None:
+        self.calls.append(("adopted",))
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -82,3 +85,45 @@ class LifecycleTests(SynchronousTestCase):
         self.lifecycle.controlLost()
         self.lifecycle.disconnect()
         self.assertEqual(self.hooks.calls[-1], ("disconnect", False))
+
+
+class AdoptCarriedTests(SynchronousTestCase):
+    """
+    A worker carried across a master upgrade comes into the new image's
+    lifecycle in the state it was in.
+    """
+
+    def adopt(self, state: str) -> tuple[Hooks, LifecycleCore, Lifecycle]:
+        hooks = Hooks()
+        core = LifecycleCore(hooks)
+        lifecycle = makeLifecycle(core)
+        adoptCarried(lifecycle, state)
+        return hooks, core, lifecycle
+
+    def test_eachCarriedState(self) -> None:
+        for state, ready, serving, leaving in (
+            ("online", False, True, False),
+            ("listening", True, True, False),
+            ("disconnecting", False, False, True),
+            ("disconnected", False, False, True),
+        ):
+            hooks, core, _ = self.adopt(state)
+            self.assertEqual(
+                (core.state, core.isReady(), core.isServing(), core.isLeaving(), hooks.calls),
+                (state, ready, serving, leaving, [("adopted",)]),
+                state,
+            )
+
+    def test_spawningStaysSpawning(self) -> None:
+        hooks, core, _ = self.adopt("spawning")
+        self.assertEqual((core.state, core.isLeaving(), hooks.calls), ("spawning", False, []))
+
+    def test_adoptedWorkerLivesOn(self) -> None:
+        """
+        An adopted ready worker is told to leave as any other, and its
+        repeated news changes nothing.
+        """
+        hooks, core, lifecycle = self.adopt("listening")
+        lifecycle.listening()
+        lifecycle.disconnect()
+        self.assertEqual((core.state, hooks.calls), ("disconnecting", [("adopted",), ("disconnect", True)]))

@@ -115,6 +115,28 @@ class LifecycleCore:
     def isDead(self) -> bool:
         return self.state == "dead"
 
+    def isLeaving(self) -> bool:
+        """
+        Was it told to leave, or did it lose its channel (and is alive)?
+        """
+        return self.state in ("disconnecting", "disconnected")
+
+
+def adoptCarried(lifecycle: Lifecycle, state: str) -> None:
+    """
+    Bring a new worker's C{lifecycle} (still spawning) to C{state}, the
+    L{LifecycleCore.state} an earlier image of the master carried across an
+    upgrade.  A worker carried while spawning stays so.
+    """
+    adopt = {
+        "online": lifecycle.adoptOnline,
+        "listening": lifecycle.adoptListening,
+        "disconnecting": lifecycle.adoptDisconnecting,
+        "disconnected": lifecycle.adoptDisconnected,
+    }.get(state)
+    if adopt is not None:
+        adopt()
+
 
 def _adopter(state: str) -> Callable[[Lifecycle, LifecycleCore], None]:
     def adopted(lifecycle: Lifecycle, core: LifecycleCore) -> None:

@@ -31,7 +31,7 @@ from .._common.protocol import (
 from .._common.signals import toSignal
 from .handles import Handles
 from .handoffchannel import Answered, Failed, HandOffChannel, sendThroughCallRemote
-from .lifecycle import LifecycleCore, makeLifecycle
+from .lifecycle import LifecycleCore, adoptCarried, makeLifecycle
 
 #: How a worker ended: its exit code, or the signal that killed it.
 ExitStatus = tuple[int | None, _signal.Signals | None]
@@ -190,16 +190,9 @@ class Worker:
         are attached next.
         """
         self._core.everReady = everReady
-        adopt = {
-            "online": self._lifecycle.adoptOnline,
-            "listening": self._lifecycle.adoptListening,
-            "disconnecting": self._lifecycle.adoptDisconnecting,
-            "disconnected": self._lifecycle.adoptDisconnected,
-        }.get(state)
-        if adopt is not None:
-            adopt()
+        adoptCarried(self._lifecycle, state)
         if killIn is not None:
-            leaving = state in ("disconnecting", "disconnected")
+            leaving = self._core.isLeaving()
             self._killTimer = self._reactor.callLater(
                 killIn, self._outOfTime if leaving else self.kill, *(() if leaving else ("KILL",))
             )
