@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests._cluster import connect, readLine, waitUntil, whoServes
 from tests.test_bad_input import run
 from twistcluster._master.agent import AgentFactory, agentReply
+from twistcluster._master.phase import MasterPhase
 from twistcluster._master.service import Limits, Master
 
 APP = "tests.clusterapps.whoAmI"
@@ -31,18 +32,17 @@ class AgentReplyTests(SynchronousTestCase):
         """
         cases = [(4, 4, "100"), (2, 4, "50"), (1, 3, "33"), (3, 2, "100"), (1, 200, "1"), (1, 1, "100")]
         for ready, workers, percent in cases:
-            self.assertEqual(agentReply("running", ready, workers), f"up ready {percent}%\n".encode())
+            self.assertEqual(agentReply(False, ready, workers), f"up ready {percent}%\n".encode())
 
     def test_down(self) -> None:
-        self.assertEqual(agentReply("running", 0, 4), b"down\n")
+        self.assertEqual(agentReply(False, 0, 4), b"down\n")
 
     def test_drain(self) -> None:
         """
         Draining or stopping: drain, whatever the workers.
         """
-        for phase in ("draining", "stopping"):
-            self.assertEqual(agentReply(phase, 4, 4), b"drain\n")
-            self.assertEqual(agentReply(phase, 0, 4), b"drain\n")
+        self.assertEqual(agentReply(True, 4, 4), b"drain\n")
+        self.assertEqual(agentReply(True, 0, 4), b"drain\n")
 
     def test_check(self) -> None:
         """
@@ -50,7 +50,7 @@ class AgentReplyTests(SynchronousTestCase):
         the connection is closed.
         """
         ready = [2]
-        factory = AgentFactory(lambda: "running", lambda: ready[0], 4)
+        factory = AgentFactory(lambda: False, lambda: ready[0], 4)
         answers = []
         for count in (2, 1):
             ready[0] = count
@@ -76,9 +76,11 @@ class DrainTests(SynchronousTestCase):
         stop) when the delay is over.
         """
         master, reactor = self.master(2.0)
-        self.assertEqual(master.phase, "running")
+        self.assertEqual((master.phase, master.isStopping()), (MasterPhase.RUNNING, False))
         master._onSignal(signal.SIGTERM)
-        self.assertEqual((master.phase, reactor.hasStopped), ("draining", False))
+        self.assertEqual(
+            (master.phase, master.isStopping(), reactor.hasStopped), (MasterPhase.DRAINING, True, False)
+        )
         reactor.advance(1.9)
         self.assertFalse(reactor.hasStopped)
         reactor.advance(0.1)
@@ -110,7 +112,7 @@ class DrainTests(SynchronousTestCase):
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             master._onSignal(signum)
         self.assertEqual(
-            (master.supervisor.size, master.supervisor.workers, master.phase), (2, {}, "draining")
+            (master.supervisor.size, master.supervisor.workers, master.phase), (2, {}, MasterPhase.DRAINING)
         )
 
 

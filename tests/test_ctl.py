@@ -89,6 +89,7 @@ def test_status_counts_connections_of_three_workers(cluster):
     master = document["master"]
     assert master["pid"] == c.process.pid
     assert master["policy"] == "rr"
+    assert (master["phase"], master["upgrade"]["phase"]) == ("running", "idle")
     assert master["workers"] == 3 and master["ready"] == 3
     [listener] = master["listeners"]
     assert listener["address"] == f"tcp:127.0.0.1:{address[1]}"

@@ -213,7 +213,7 @@ def makeService(options: Options) -> IService:
 def _agentService(reactor: IEndpointReactor, description: str, master: Master, workers: int) -> IService:
     from .._master.agent import AgentFactory, AgentService
 
-    factory = AgentFactory(lambda: master.phase, lambda: master.supervisor.readyCount, workers)
+    factory = AgentFactory(master.isStopping, lambda: master.supervisor.readyCount, workers)
     return AgentService(
         reactor, description, factory, failed=lambda message: fail(message, EX_START), upgrade=master.upgrade
     )

@@ -38,13 +38,12 @@ from .._common.reactors import IEndpointReactor
 from .carried import carriable
 
 
-def agentReply(phase: str, ready: int, workers: int) -> bytes:
+def agentReply(stopping: bool, ready: int, workers: int) -> bytes:
     """
-    The agent-check line for a master in C{phase} (C{"running"},
-    C{"draining"} or C{"stopping"}) with C{ready} workers listening, started
-    with C{workers}.
+    The agent-check line for a master (C{stopping}: draining or stopping)
+    with C{ready} workers listening, started with C{workers}.
     """
-    if phase != "running":
+    if stopping:
         return b"drain\n"
     if ready <= 0:
         return b"down\n"
@@ -73,21 +72,21 @@ class AgentFactory(Factory):
     """
     Answers agent checks from the master's phase and workers, read at each check.
 
-    @ivar _phase: The master's phase: C{"running"}, C{"draining"} or
-        C{"stopping"}.
+    @ivar _stopping: Whether a stop was asked of the master (it is draining
+        or stopping).
     @ivar _ready: How many workers are ready now.
     @ivar _workers: The C{--workers} the master was started with.
     """
 
     noisy = False
 
-    def __init__(self, phase: Callable[[], str], ready: Callable[[], int], workers: int) -> None:
-        self._phase = phase
+    def __init__(self, stopping: Callable[[], bool], ready: Callable[[], int], workers: int) -> None:
+        self._stopping = stopping
         self._ready = ready
         self._workers = workers
 
     def reply(self) -> bytes:
-        return agentReply(self._phase(), self._ready(), self._workers)
+        return agentReply(self._stopping(), self._ready(), self._workers)
 
     def buildProtocol(self, addr: Any) -> AgentCheck:
         check = AgentCheck(self.reply())

@@ -241,4 +241,4 @@ def isReady(master: StatusSource) -> bool:
     Readiness (C{/healthz}): a worker ready, and the master neither
     draining nor stopping.
     """
-    return master.phase == "running" and master.supervisor.readyCount >= 1
+    return not master.isStopping() and master.supervisor.readyCount >= 1

@@ -102,8 +102,8 @@ class HealthResource(Resource):
         if isReady(self._master):
             return f"ready: {counts}\n".encode()
         request.setResponseCode(503)
-        if self._master.phase != "running":
-            return f"{self._master.phase}: {counts}\n".encode()
+        if self._master.isStopping():
+            return f"{self._master.phase.value}: {counts}\n".encode()
         return f"not ready: {counts}\n".encode()
 
 

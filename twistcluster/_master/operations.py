@@ -27,9 +27,10 @@ class Operated(Protocol):
     What the operations need of the master (L{twistcluster._master.service.Master}).
     """
 
-    phase: str
     supervisor: Any
     upgrade: Any
+
+    def isStopping(self) -> bool: ...
 
     def requestStop(self, by: str) -> None: ...
 
@@ -80,7 +81,7 @@ class Operations:
         }
 
     def _stopping(self) -> bool:
-        return self._master.phase != "running"
+        return self._master.isStopping()
 
     def status(self, arguments: list[str]) -> Deferred[dict[str, Any]]:
         return self._status.status().addCallback(lambda document: {"ok": True, **document})

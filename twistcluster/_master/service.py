@@ -31,6 +31,7 @@ from .carried import Launch, RunSpec
 from .handles import Handle, Handles
 from .logfile import ReopenableLogFile
 from .monitor import WorkerMonitor
+from .phase import MasterPhase
 from .relaunch import HELD_SIGNALS
 from .resume import Resumption
 from .sdnotify import ServiceNotifier
@@ -82,10 +83,8 @@ class Master(Service):
     @ivar supervisor: Keeps the worker processes serving.
     @ivar exitStatus: What the process exits with; non-zero once the master
         gave up.
-    @ivar phase: C{"running"}; C{"draining"} from C{TERM}/C{INT} while the
-        drain delay runs (still accepting); C{"stopping"} from the moment the
-        stop itself is asked (before the listeners close).  What health
-        checks, the balancer's agent and the status read.
+    @ivar phase: Where it is in its life (L{MasterPhase}); others ask
+        L{isStopping}.
     @ivar notifier: What the service manager hears (sd_notify).
     @ivar addresses: Every configured endpoint's bound address, once bound.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
@@ -161,10 +160,17 @@ class Master(Service):
         )
         self._stopping = False
         self._draining: IDelayedCall | None = None
-        self.phase = "running"
+        self.phase = MasterPhase.RUNNING
         self.upgrade = MasterUpgrade(reactor, self, version, launch, previous, resumption)
         #: Signals received and not yet handled (carried across an upgrade).
         self._unhandled: list[int] = []
+
+    def isStopping(self) -> bool:
+        """
+        Was a stop asked (the master is draining, or stopping)?  It takes no
+        more commands, and is not ready.
+        """
+        return self.phase is not MasterPhase.RUNNING
 
     @property
     def policy(self) -> str:
@@ -309,9 +315,9 @@ class Master(Service):
         elif signum == signal.SIGUSR2:
             self.upgrade.start()
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            if self.phase != "running":
-                self._log.info("{signal} ignored: {phase}", signal=signalName(signum), phase=self.phase)
-            elif self.upgrade.phase in ("checking", "handing over"):
+            if self.isStopping():
+                self._log.info("{signal} ignored: {phase}", signal=signalName(signum), phase=self.phase.value)
+            elif self.upgrade.underWay():
                 self._log.info("{signal} ignored: an upgrade is under way", signal=signalName(signum))
             elif signum == signal.SIGHUP:
                 self._reload()
@@ -360,8 +366,8 @@ class Master(Service):
         return f"{doing}{ready} workers ready ({size} configured, {policy}) on {where}"
 
     def _workersChanged(self) -> None:
-        if self.phase != "running":
-            self.notifier.status(self.statusText(f"{self.phase}: "))
+        if self.isStopping():
+            self.notifier.status(self.statusText(f"{self.phase.value}: "))
         elif self.notifier.reloading:
             self.notifier.status(self.statusText("reloading: "))
         elif self.supervisor.readyCount >= self.supervisor.size:
@@ -376,11 +382,11 @@ class Master(Service):
     def _stopRequested(self, signame: str) -> None:
         # An upgrade not yet handed over is dropped.
         self.upgrade.stopRequested()
-        if self.phase == "running":
+        if not self.isStopping():
             # A graceful stop begins (the drain delay included).
             self.notifier.stopping(self.statusText("stopping: "))
-        if self.phase == "running" and self._limits.drainDelay > 0:
-            self.phase = "draining"
+        if not self.isStopping() and self._limits.drainDelay > 0:
+            self.phase = MasterPhase.DRAINING
             self._log.info(
                 "{signal}: draining for {delay}s (still accepting), then stopping gracefully",
                 signal=signame,
@@ -388,7 +394,7 @@ class Master(Service):
             )
             self._draining = self._reactor.callLater(self._limits.drainDelay, self._drained)
         elif not self._stopping:
-            self.phase = "stopping"
+            self.phase = MasterPhase.STOPPING
             self._log.info("{signal}: stopping gracefully", signal=signame)
             self._reactor.stop()
         else:
@@ -396,7 +402,7 @@ class Master(Service):
             self.supervisor.killAll()
 
     def _drained(self) -> None:
-        self.phase = "stopping"
+        self.phase = MasterPhase.STOPPING
         self._log.info("drain delay over: stopping gracefully")
         self._reactor.stop()
 
@@ -428,7 +434,7 @@ class Master(Service):
         """
         self.notifier.stopping(self.statusText("stopping: "))
         self._stopping = True
-        self.phase = "stopping"
+        self.phase = MasterPhase.STOPPING
         self.upgrade.stopRequested()
         if self._draining is not None and self._draining.active():
             self._draining.cancel()

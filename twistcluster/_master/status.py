@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from .._common.sockets import describeAddress
 from .._common.statistics import WorkerStatistics
 from .journal import Journal
+from .phase import MasterPhase
 from .processes import ProcessSample, ProcessSampler
 from .pull import askEach
 from .supervised import RestartCause
@@ -55,9 +56,11 @@ class StatusSource(Protocol):
     What the status reads of the master (L{twistcluster._master.service.Master}).
     """
 
-    phase: str
+    phase: MasterPhase
     handles: Any
     supervisor: Any
+
+    def isStopping(self) -> bool: ...
 
     @property
     def policy(self) -> str: ...
@@ -118,7 +121,7 @@ class ClusterStatus:
             "pythonVersion": sys.version.split()[0],
             **_processPart(own, now),
             "policy": master.policy,
-            "phase": master.phase,
+            "phase": master.phase.value,
             "workers": supervisor.size,
             "ready": supervisor.readyCount,
             "generation": supervisor.generation,

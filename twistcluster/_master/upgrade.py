@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -49,12 +50,26 @@ CHECK_TIMEOUT = 60.0
 QUIET_TIMEOUT = 10.0
 
 
+class UpgradePhase(Enum):
+    """
+    Where the master's upgrade is; its value is the status's word for it.
+
+    @cvar CHECKING: The old image checks the new code.
+    @cvar HANDING_OVER: The old image gets quiet, and C{exec}s the new code.
+    @cvar REPLACING_WORKERS: The new image replaces the old code's workers.
+    """
+
+    IDLE = "idle"
+    CHECKING = "checking"
+    HANDING_OVER = "handing over"
+    REPLACING_WORKERS = "replacing workers"
+
+
 class MasterUpgrade:
     """
     The master's upgrade, from the request to its outcome.
 
-    @ivar phase: C{idle}, C{checking}, C{handing over} (the old image), or
-        C{replacing workers} (the new one).
+    @ivar phase: Where it is (L{UpgradePhase}); others ask L{underWay}.
     @ivar upgrades: How many upgrades this master went through.
     @ivar last: The last upgrade's outcome: C{result} (C{done},
         C{done, old workers kept}, C{refused}, C{rolled back}), C{reason},
@@ -78,7 +93,7 @@ class MasterUpgrade:
         self._launch = launch
         self._previous = previous
         self.resumption = resumption
-        self.phase = "idle"
+        self.phase = UpgradePhase.IDLE
         self.upgrades = 0 if resumption is None else resumption.state.upgrades
         self.last: dict[str, Any] | None = None
         self._check: UpgradeCheck | None = None
@@ -124,7 +139,14 @@ class MasterUpgrade:
         The upgrade as the status shows it: C{phase}, C{upgrades} (how many
         this master went through), C{last} (the last one's outcome).
         """
-        return {"phase": self.phase, "upgrades": self.upgrades, "last": self.last}
+        return {"phase": self.phase.value, "upgrades": self.upgrades, "last": self.last}
+
+    def underWay(self) -> bool:
+        """
+        Is this image upgrading itself (checking the new code, or handing
+        over to it)?  Nothing else changes the workers meanwhile.
+        """
+        return self.phase in (UpgradePhase.CHECKING, UpgradePhase.HANDING_OVER)
 
     def outcome(self) -> Deferred[dict[str, Any]]:
         """
@@ -145,17 +167,17 @@ class MasterUpgrade:
         """
         master = self._master
         refusal = None
-        if self.phase != "idle":
-            refusal = f"an upgrade is under way ({self.phase})"
-        elif master.phase != "running":
-            refusal = f"the master is {master.phase}"
+        if self.phase is not UpgradePhase.IDLE:
+            refusal = f"an upgrade is under way ({self.phase.value})"
+        elif master.isStopping():
+            refusal = f"the master is {master.phase.value}"
         elif master.supervisor.restarting:
             refusal = "a rolling restart is under way; upgrade once it is done"
         elif self._launch is None or self._previous is None:
             refusal = "this master cannot tell how it was started"
         if refusal is not None:
             return succeed(self._outcome("refused", refusal, record=False))
-        self.phase = "checking"
+        self.phase = UpgradePhase.CHECKING
         assert self._launch is not None
         # systemd's reload: RELOADING=1 now, READY=1 from whichever image
         # ends it (the pid stays: no MAINPID=).
@@ -175,12 +197,12 @@ class MasterUpgrade:
 
     def _checked(self, result: CheckResult) -> None:
         self._check = None
-        if self.phase != "checking":
+        if self.phase is not UpgradePhase.CHECKING:
             return
         if not result.ok:
             self._failed(f"the new code does not start: {result.reason}")
             return
-        self.phase = "handing over"
+        self.phase = UpgradePhase.HANDING_OVER
         master = self._master
         self._handover = Handover(
             self._reactor, master.handles, master.supervisor, master.spawner.lastId, QUIET_TIMEOUT
@@ -189,11 +211,11 @@ class MasterUpgrade:
 
     def _notQuiet(self, reason: Failure) -> None:
         self._handover = None
-        if self.phase == "handing over":
+        if self.phase is UpgradePhase.HANDING_OVER:
             self._failed(reason.getErrorMessage() if reason.check(HandoverFailed) else str(reason.value))
 
     def _quiet(self, ignored: None, result: CheckResult) -> None:
-        if self.phase != "handing over":
+        if self.phase is not UpgradePhase.HANDING_OVER:
             return
         handover, master = self._handover, self._master
         assert handover is not None and result.run is not None and self._launch is not None
@@ -239,7 +261,7 @@ class MasterUpgrade:
             self._failed(f"cannot run the new master: {e}")
 
     def _failed(self, reason: str) -> None:
-        self.phase = "idle"
+        self.phase = UpgradePhase.IDLE
         self._answer(self._outcome("failed", reason))
 
     def stopRequested(self) -> None:
@@ -253,8 +275,8 @@ class MasterUpgrade:
         if self._handover is not None:
             handover, self._handover = self._handover, None
             handover.undo()
-        if self.phase in ("checking", "handing over"):
-            self.phase = "idle"
+        if self.underWay():
+            self.phase = UpgradePhase.IDLE
             self._answer(self._outcome("failed", "the master is stopping"))
 
     # The new image
@@ -299,12 +321,12 @@ class MasterUpgrade:
             previous=previous,
             count=self.upgrades,
         )
-        self.phase = "replacing workers"
+        self.phase = UpgradePhase.REPLACING_WORKERS
         restart: Deferred[int] = self._master.supervisor.restartAll()
         restart.addBoth(self._replaced, previous)
 
     def _replaced(self, result: object, previous: str) -> None:
-        self.phase = "idle"
+        self.phase = UpgradePhase.IDLE
         kept = len(self._master.supervisor.staleWorkers(set()))
         if isinstance(result, Failure) or not self._master.supervisor.running:
             self._outcome("done", "the master stopped before every worker was replaced", source=previous)
