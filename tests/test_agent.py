@@ -17,8 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests._cluster import connect, readLine, waitUntil, whoServes
 from tests.test_bad_input import run
 from twistcluster._master.agent import AgentFactory, agentReply
+from twistcluster._master.limits import Limits
 from twistcluster._master.phase import MasterPhase
-from twistcluster._master.service import Limits, Master
+from twistcluster._master.service import Master
 
 APP = "tests.clusterapps.whoAmI"
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -77,7 +78,7 @@ class DrainTests(SynchronousTestCase):
         """
         master, reactor = self.master(2.0)
         self.assertEqual((master.phase, master.isStopping()), (MasterPhase.RUNNING, False))
-        master._onSignal(signal.SIGTERM)
+        master.signals.dispatch(signal.SIGTERM)
         self.assertEqual(
             (master.phase, master.isStopping(), reactor.hasStopped), (MasterPhase.DRAINING, True, False)
         )
@@ -91,8 +92,8 @@ class DrainTests(SynchronousTestCase):
         A second TERM or INT while draining stops gracefully now.
         """
         master, reactor = self.master(30.0)
-        master._onSignal(signal.SIGTERM)
-        master._onSignal(signal.SIGINT)
+        master.signals.dispatch(signal.SIGTERM)
+        master.signals.dispatch(signal.SIGINT)
         self.assertTrue(reactor.hasStopped)
 
     def test_noDelay(self) -> None:
@@ -100,7 +101,7 @@ class DrainTests(SynchronousTestCase):
         With no drain delay (the default), TERM stops at once.
         """
         master, reactor = self.master(0.0)
-        master._onSignal(signal.SIGTERM)
+        master.signals.dispatch(signal.SIGTERM)
         self.assertTrue(reactor.hasStopped)
 
     def test_scalingIgnoredWhileDraining(self) -> None:
@@ -108,9 +109,9 @@ class DrainTests(SynchronousTestCase):
         HUP, TTIN and TTOU change nothing once a stop has begun.
         """
         master, reactor = self.master(5.0)
-        master._onSignal(signal.SIGTERM)
+        master.signals.dispatch(signal.SIGTERM)
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            master._onSignal(signum)
+            master.signals.dispatch(signum)
         self.assertEqual(
             (master.supervisor.size, master.supervisor.workers, master.phase), (2, {}, MasterPhase.DRAINING)
         )

@@ -14,9 +14,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
 from twistcluster._common.controlpaths import defaultControlPath, runtimeDirectory, searchedDirectories
+from twistcluster._master.binding import StartupError
 from twistcluster._master.cockpit import OperatedMaster
 from twistcluster._master.controlsocket import ControlSocketError, prepareDefaultDirectory
-from twistcluster._master.service import StartupError
 
 
 def test_runtime_directory():

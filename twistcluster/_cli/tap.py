@@ -112,11 +112,12 @@ def makeService(options: Options) -> IService:
     from .._common.proctitle import masterTitle
     from .._master.carried import CHECK_VARIABLE, UnreadableState
     from .._master.cockpit import operate
+    from .._master.limits import Limits
     from .._master.logfile import ReopenableLogFile
     from .._master.relaunch import resolved, thisLaunch, thisRunSpec
     from .._master.resume import Resumption
     from .._master.sdnotify import ServiceNotifier, takeServiceManagerEnvironment
-    from .._master.service import Limits, Master
+    from .._master.service import Master
     from .._version import __version__
 
     reactor = narrowed(installed, ICommandLineReactor)

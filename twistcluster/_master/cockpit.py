@@ -22,10 +22,11 @@ from twisted.logger import Logger
 
 from .._common.controlpaths import defaultControlPath
 from .._common.reactors import IOperatorReactor
+from .binding import StartupError
 from .controlsocket import ControlSocket
 from .journal import Journal
 from .operations import Operations
-from .service import Master, StartupError
+from .service import Master
 from .status import ClusterStatus
 
 

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from .._common.controlpaths import ROOT_RUNDIR, SOCKET_DIRECTORY, perUserDirectory, runtimeDirectory
 from .._common.reactors import IEndpointReactor
 from .._common.sockets import removeStaleSocketFile
-from .service import StartupError
+from .binding import StartupError
 
 
 class _ControlFactory(Factory):

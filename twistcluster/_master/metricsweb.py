@@ -29,10 +29,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .._common.reactors import IEndpointReactor
+from .binding import StartupError
 from .carried import carriable
 from .families import Exposed
 from .metrics import ClusterScrape, isReady
-from .service import StartupError
 from .status import StatusSource
 
 

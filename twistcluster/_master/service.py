@@ -1,7 +1,8 @@
-# -*- test-case-name: tests.test_cluster, tests.test_resilience -*-
+# -*- test-case-name: tests.test_cluster, tests.test_resilience, tests.test_agent -*-
 """
 The master: it owns the listening sockets and the worker processes, and it
-answers the signals users send it.
+does what the signals users send it ask (L{twistcluster._master.signaldispatch}
+says which signal asks what).
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import faulthandler
 import os
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -27,8 +25,10 @@ from .._common.policies import SchedulingPolicy
 from .._common.proctitle import setTitle
 from .._common.reactors import IMasterReactor
 from .._common.sockets import describeAddress
+from .binding import StartupError, bindListens
 from .carried import Launch, RunSpec
 from .handles import Handle, Handles
+from .limits import Limits
 from .logfile import ReopenableLogFile
 from .monitor import WorkerMonitor
 from .phase import MasterPhase
@@ -36,43 +36,11 @@ from .relaunch import HELD_SIGNALS
 from .resume import Resumption
 from .sdnotify import ServiceNotifier
 from .shutdown import shutDown
-from .signals import STOP, installMasterHandlers, signalName
+from .signaldispatch import SignalDispatch
 from .spawner import Spawner, entryPointCommand
 from .supervised import RestartCause
 from .supervisor import Supervisor
 from .upgrade import MasterUpgrade
-
-
-class StartupError(Exception):
-    """
-    The master cannot start; the message says why, in one line.
-    """
-
-
-@frozen
-class Limits:
-    """
-    How long workers may take, and when they wear out.
-
-    @ivar shutdownTimeout: Seconds a leaving worker may take to finish its
-        connections before it is killed.
-    @ivar workerTimeout: Seconds a ready worker may leave its heartbeat
-        unanswered before it is aborted and replaced.
-    @ivar bootTimeout: Seconds a new worker may take to become ready.
-    @ivar maxConnections: Replace a worker after this many connections.
-    @ivar maxMemory: Replace a worker whose resident memory exceeds this many
-        bytes.
-    @ivar drainDelay: Seconds the master keeps accepting after C{TERM}/C{INT}
-        while it reports itself draining, so load balancers stop sending
-        first; then it stops gracefully.
-    """
-
-    shutdownTimeout: float = 30.0
-    workerTimeout: float = 30.0
-    bootTimeout: float = 60.0
-    maxConnections: int | None = None
-    maxMemory: int | None = None
-    drainDelay: float = 0.0
 
 
 class Master(Service):
@@ -85,6 +53,7 @@ class Master(Service):
         gave up.
     @ivar phase: Where it is in its life (L{MasterPhase}); others ask
         L{isStopping}.
+    @ivar signals: The signals received, queued and dispatched.
     @ivar notifier: What the service manager hears (sd_notify).
     @ivar addresses: Every configured endpoint's bound address, once bound.
     @ivar _grantAny: Whether workers may listen anywhere (a clustered
@@ -162,8 +131,7 @@ class Master(Service):
         self._draining: IDelayedCall | None = None
         self.phase = MasterPhase.RUNNING
         self.upgrade = MasterUpgrade(reactor, self, version, launch, previous, resumption)
-        #: Signals received and not yet handled (carried across an upgrade).
-        self._unhandled: list[int] = []
+        self.signals = SignalDispatch(reactor, self)
 
     def isStopping(self) -> bool:
         """
@@ -229,25 +197,12 @@ class Master(Service):
         self._reactor.callWhenRunning(self._running)
 
     def _bindAll(self) -> None:
-        bound: list[Handle] = []
-        # As in a worker (Node's index): the n-th listen on one address gets
-        # index n, so two `--listen tcp:0` are two sockets on two ports.
-        indexes: Counter[str] = Counter()
-        for description, spec in self._listens:
-            index = indexes[spec.key(0)]
-            indexes[spec.key(0)] += 1
-            try:
-                handle = self.handles.listen(spec, index)
-            except CannotListenError as e:
-                for earlier in bound:
-                    earlier.closeNow()
-                reason = e.socketError
-                text = getattr(reason, "strerror", None) or str(reason)
-                raise StartupError(f"cannot listen on {description!r}: {text}") from e
-            bound.append(handle)
-            self._logBound(description, spec, handle, "listening")
+        bindListens(self.handles, self._listens, self._logListening)
         if self._grantAny:
             self._log.info("workers may listen on any endpoint they ask for")
+
+    def _logListening(self, description: str, spec: ListenSpec, handle: Handle) -> None:
+        self._logBound(description, spec, handle, "listening")
 
     def _logBound(self, description: str, spec: ListenSpec, handle: Handle, how: str) -> None:
         self.addresses.append(describeAddress(spec, handle.sockname))
@@ -273,7 +228,7 @@ class Master(Service):
         return [spec.fd for _, spec in self._listens if spec.fd >= 0]
 
     def _running(self) -> None:
-        installMasterHandlers(self._signalled)
+        self.signals.install()
         # A fault in the master (or SIGABRT sent to it) leaves its stack on
         # stderr before it dies.
         faulthandler.enable(2)  # fd 2: twist replaces sys.stderr with a logging file
@@ -284,7 +239,7 @@ class Master(Service):
             # Held across the exec; what arrived meanwhile comes now.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
             for pending in resumption.state.signals:
-                self._signalled(pending, None)
+                self.signals.signalled(pending)
             resumption.commit()
         self._workersChanged()
         self.supervisor.start()
@@ -292,47 +247,30 @@ class Master(Service):
         if resumption is not None:
             self.upgrade.resumed()
 
-    def _signalled(self, signum: int, frame: Any) -> None:
-        self._unhandled.append(signum)
-        self._reactor.callFromThread(self._nextSignal)
-
-    def _nextSignal(self) -> None:
-        if self._unhandled:
-            self._onSignal(self._unhandled.pop(0))
-
-    def unhandledSignals(self) -> list[int]:
+    def reload(self) -> None:
         """
-        The signals received and not handled yet (they wait for the next
-        image of the master, across an upgrade).
+        A rolling restart (C{HUP}), told to the service manager.
         """
-        return list(self._unhandled)
-
-    def _onSignal(self, signum: int) -> None:
-        if signum in STOP:
-            self._stopRequested(signalName(signum))
-        elif signum == signal.SIGUSR1:
-            self.reopenLogs("SIGUSR1")
-        elif signum == signal.SIGUSR2:
-            self.upgrade.start()
-        elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            if self.isStopping():
-                self._log.info("{signal} ignored: {phase}", signal=signalName(signum), phase=self.phase.value)
-            elif self.upgrade.underWay():
-                self._log.info("{signal} ignored: an upgrade is under way", signal=signalName(signum))
-            elif signum == signal.SIGHUP:
-                self._reload()
-            else:
-                self.supervisor.grow() if signum == signal.SIGTTIN else self.supervisor.shrink()
-                self._showTitle()
-                self._workersChanged()
-        else:
-            self._log.warn("{signal} means nothing to the master; ignored", signal=signalName(signum))
-
-    def _reload(self) -> None:
         self.notifier.reload(self.statusText("reloading: "))
         done: Deferred[Any] = self.supervisor.restartAll()
         done.addErrback(lambda reason: self._log.failure("the rolling restart failed", reason))
         done.addBoth(lambda _: self.notifier.reloaded(self.statusText()))
+
+    def addWorker(self) -> None:
+        """
+        One worker more (C{TTIN}).
+        """
+        self.supervisor.grow()
+        self._showTitle()
+        self._workersChanged()
+
+    def removeWorker(self) -> None:
+        """
+        One worker fewer (C{TTOU}).
+        """
+        self.supervisor.shrink()
+        self._showTitle()
+        self._workersChanged()
 
     def reopenLogs(self, by: str) -> None:
         """

@@ -7,7 +7,7 @@ kills the master silently:
     HUP                  rolling restart
     TTIN, TTOU           one worker more, one fewer
     USR1                 reopen the log file, and pass it on to the workers
-    USR2                 the master upgrade (until it exists: logged, ignored)
+    USR2                 the master upgrade
     ABRT, SEGV, BUS,     faults: faulthandler writes the master's stack to
     ILL, FPE             stderr, then the process dies of the signal
     KILL, STOP           cannot be caught
@@ -16,8 +16,9 @@ kills the master silently:
     any other            (ALRM, VTALRM, PROF, IO, PWR, STKFLT, XCPU, XFSZ,
                          SYS, TRAP, the real-time signals): logged, ignored
 
-Handlers are Python functions, not C{SIG_IGN}: a disposition set to
-C{SIG_IGN} survives C{exec}, and would be the workers' too.
+(L{twistcluster._master.signaldispatch} does what each asks.)  Handlers are
+Python functions, not C{SIG_IGN}: a disposition set to C{SIG_IGN} survives
+C{exec}, and would be the workers' too.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ class MasterUpgrade:
                 self._previous,  # type: ignore[arg-type]
                 listeners,
                 self._requesters(),
-                master.unhandledSignals(),
+                master.signals.unhandled(),
             )
             stateFD = writeState(state)
             environ = dict(self._launch.environ, **{STATE_VARIABLE: str(stateFD)})
