@@ -17,6 +17,10 @@ from typing import Protocol
 
 from automat import TypeMachineBuilder, pep614
 
+#: Node's names of the states a worker the master still lists can be in (what
+#: the status's C{state} and the C{twistcluster_workers} metric's label say).
+LIVING_STATES = ("spawning", "online", "listening", "disconnecting", "disconnected")
+
 
 class Lifecycle(Protocol):
     """

@@ -31,9 +31,10 @@ from twisted.python.failure import Failure
 from .._common.sockets import describeAddress
 from .._common.statistics import MAX_METRICS_BYTES, CollectMetrics, WorkerStatistics
 from .families import FamilyMerger, namesOf
+from .lifecycle import LIVING_STATES
 from .processes import ProcessSampler
 from .pull import askEach
-from .status import WORKER_STATES, StatusSource
+from .status import StatusSource
 from .supervised import RestartCause
 
 #: Seconds each worker has to answer a scrape.
@@ -200,7 +201,7 @@ class ClusterScrape:
         master = self._master
         supervisor = master.supervisor
         states = Counter(w.state for w in supervisor.workers.values())
-        for state in WORKER_STATES:
+        for state in LIVING_STATES:
             add("twistcluster_workers", [state], states[state])
         add("twistcluster_workers_wanted", [], supervisor.size)
         add("twistcluster_ready", [], int(isReady(master)))

@@ -29,8 +29,6 @@ from .processes import ProcessSample, ProcessSampler
 from .pull import askEach
 from .supervised import RestartCause
 
-#: The states a worker in the status can be in (Node's names).
-WORKER_STATES = ("spawning", "online", "listening", "disconnecting", "disconnected")
 #: Seconds a worker has to answer for the status before it is left out.
 ASK_TIMEOUT = 1.0
 
