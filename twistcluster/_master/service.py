@@ -113,7 +113,15 @@ class Master(Service):
             maxConnections=limits.maxConnections,
         )
         self.supervisor.changed = self._workersChanged
-        self._monitor = WorkerMonitor(
+        self._monitor = self._makeMonitor(reactor, limits)
+        self._stopping = False
+        self._draining: IDelayedCall | None = None
+        self.phase = MasterPhase.RUNNING
+        self.upgrade = MasterUpgrade(reactor, self, version, launch, previous, resumption)
+        self.signals = SignalDispatch(reactor, self)
+
+    def _makeMonitor(self, reactor: IMasterReactor, limits: Limits) -> WorkerMonitor:
+        return WorkerMonitor(
             reactor,
             lambda: self.supervisor.workers.values(),
             hung=self.supervisor.workerHung,  # type: ignore[arg-type]
@@ -127,11 +135,6 @@ class Master(Service):
             maxMemory=limits.maxMemory,
             unansweredSince=self.handles.oldestUnanswered,  # type: ignore[arg-type]
         )
-        self._stopping = False
-        self._draining: IDelayedCall | None = None
-        self.phase = MasterPhase.RUNNING
-        self.upgrade = MasterUpgrade(reactor, self, version, launch, previous, resumption)
-        self.signals = SignalDispatch(reactor, self)
 
     def isStopping(self) -> bool:
         """

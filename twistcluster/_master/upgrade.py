@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from enum import Enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -39,6 +38,7 @@ from .._common.events import Latch
 from .._common.reactors import ISpawningReactor
 from .carried import STATE_VARIABLE, CarriedState, Launch, RunSpec, writeState
 from .handover import Handover, HandoverFailed, execute, holdSignals, releaseSignals
+from .phase import UpgradePhase
 from .relaunch import bootstrapCommand
 from .resume import Resumption
 from .supervised import RestartCause
@@ -48,21 +48,6 @@ from .upgradecheck import CheckResult, UpgradeCheck, checkRequest
 CHECK_TIMEOUT = 60.0
 #: Seconds the master may take to get quiet before it hands over.
 QUIET_TIMEOUT = 10.0
-
-
-class UpgradePhase(Enum):
-    """
-    Where the master's upgrade is; its value is the status's word for it.
-
-    @cvar CHECKING: The old image checks the new code.
-    @cvar HANDING_OVER: The old image gets quiet, and C{exec}s the new code.
-    @cvar REPLACING_WORKERS: The new image replaces the old code's workers.
-    """
-
-    IDLE = "idle"
-    CHECKING = "checking"
-    HANDING_OVER = "handing over"
-    REPLACING_WORKERS = "replacing workers"
 
 
 class MasterUpgrade:
