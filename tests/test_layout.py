@@ -152,3 +152,74 @@ class ReactorTypeTests(SynchronousTestCase):
         for path in sorted((PROJECT / "twistcluster").rglob("*.py")):
             found += reactorsTypedAny(path.read_text(), str(path.relative_to(PROJECT)))
         self.assertEqual(found, [])
+
+
+#: Twisted's own objects' states, read where Twisted's private names live.
+_TWISTEDS_OWN = "twistcluster/_common/twistedinternals.py"
+
+
+def _words(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_words(element) for element in node.elts)
+    return False
+
+
+def _anotherObjects(node: ast.expr) -> str | None:
+    """
+    C{"x.state"} when C{node} reads the state or phase of an object other
+    than C{self}.
+    """
+    if not isinstance(node, ast.Attribute) or node.attr.lstrip("_") not in ("state", "phase"):
+        return None
+    if isinstance(node.value, ast.Name) and node.value.id == "self":
+        return None
+    return ast.unparse(node)
+
+
+def statesComparedToWords(source: str, name: str) -> list[str]:
+    """
+    Where C{source} compares another object's C{state} or C{phase} to a
+    string (or a collection of strings): only the owner of a state knows
+    its words, the others ask it.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        read = next(filter(None, map(_anotherObjects, sides)), None)
+        if read is not None and any(_words(side) for side in sides):
+            found.append(f"{name}:{node.lineno}: {read}")
+    return found
+
+
+class StateOwnerTests(SynchronousTestCase):
+    """
+    A worker's state stays inside its lifecycle, the master's and the
+    upgrade's phases inside their owners: nothing compares another object's
+    state to a word.
+    """
+
+    def test_findsEachKind(self) -> None:
+        source = (
+            "if worker.state == 'listening': pass\n"
+            "if self._master.phase != 'running': pass\n"
+            "if upgrade.phase in ('checking', 'handing over'): pass\n"
+            "if self.state == 'online': pass\n"
+            "if master.phase is MasterPhase.RUNNING: pass\n"
+            "if worker.state == other.state: pass\n"
+        )
+        self.assertEqual(
+            statesComparedToWords(source, "m.py"),
+            ["m.py:1: worker.state", "m.py:2: self._master.phase", "m.py:3: upgrade.phase"],
+        )
+
+    def test_noneInTwistcluster(self) -> None:
+        found = []
+        for path in sorted((PROJECT / "twistcluster").rglob("*.py")):
+            name = str(path.relative_to(PROJECT))
+            if name != _TWISTEDS_OWN:
+                found += statesComparedToWords(path.read_text(), name)
+        self.assertEqual(found, [])
