@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests._cluster import connect, readLine
 from tests.test_scheduling import make
-from twistcluster._master.scheduling import LeastConnections
+from twistcluster._master.picking import LeastConnections
 
 
 class BurstTests(SynchronousTestCase):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistcluster._master.scheduling import HandOffScheduler, LeastConnections
+from twistcluster._master.scheduling import HandOffScheduler
 
 
 class Recorder:
@@ -208,89 +208,6 @@ class HandOffSchedulerTests(SynchronousTestCase):
         scheduler.closeAll()
         self.assertEqual(record.closed, [1, 2])
         self.assertTrue(scheduler.idle)
-
-
-class LeastConnectionsTests(SynchronousTestCase):
-    """
-    least-conn: the same scheduler, picking the worker with the fewest live
-    connections among those with room in their window.
-    """
-
-    def setUp(self) -> None:
-        self.strategy: LeastConnections[str] = LeastConnections()
-        self.scheduler, self.record = make(window=16, queueLimit=64, strategy=self.strategy)
-        for worker in "ab":
-            self.scheduler.addWorker(worker)
-
-    def accept(self, *fds: int) -> list[str]:
-        before = len(self.record.sent)
-        for fd in fds:
-            self.scheduler.connectionAccepted(fd)
-        for worker, fd in self.record.sent[before:]:
-            self.scheduler.answered(worker, fd, True)
-        return [worker for worker, _ in self.record.sent[before:]]
-
-    def test_evenWhileEqual(self) -> None:
-        """
-        Among equals, the one that has waited longest: like rr.
-        """
-        self.assertEqual(self.accept(1, 2, 3, 4), list("abab"))
-        self.assertEqual((self.strategy.live("a"), self.strategy.live("b")), (2, 2))
-
-    def test_fillsTheEmptierWorker(self) -> None:
-        """
-        Once a worker's connections end, it gets the new ones until it has as
-        many as the others.
-        """
-        self.accept(1, 2, 3, 4)
-        self.scheduler.connectionsClosed("a", 2)
-        self.assertEqual(self.accept(5, 6, 7, 8), list("aaba"))
-        self.assertEqual((self.strategy.live("a"), self.strategy.live("b")), (3, 3))
-
-    def test_unackedCount(self) -> None:
-        """
-        A burst does not all go to the emptiest worker: a hand-off counts as
-        soon as it is sent, before the ack.
-        """
-        self.scheduler.connectionAccepted(1)
-        self.scheduler.connectionAccepted(2)
-        self.assertEqual([w for w, _ in self.record.sent], ["a", "b"])
-
-    def test_refusedDoesNotCount(self) -> None:
-        self.scheduler.connectionAccepted(1)
-        self.scheduler.answered("a", 1, False)
-        self.assertEqual(self.record.sent, [("a", 1), ("b", 1)])
-        self.assertEqual((self.strategy.live("a"), self.strategy.live("b")), (0, 1))
-
-    def test_fullWindowSkipped(self) -> None:
-        """
-        The emptiest worker is skipped while its window is full.
-        """
-        scheduler, record = make(window=1, strategy=LeastConnections())
-        scheduler.addWorker("a")
-        scheduler.addWorker("b")
-        scheduler.connectionAccepted(1)
-        scheduler.connectionsClosed("a", 1)  # a looks empty, but has not acked
-        scheduler.connectionAccepted(2)
-        scheduler.connectionAccepted(3)
-        self.assertEqual(record.sent, [("a", 1), ("b", 2)])
-        self.assertEqual(scheduler.waiting(), 1)
-
-    def test_goneWorkerForgotten(self) -> None:
-        """
-        A worker that dies is forgotten; its unacked hand-offs count for the
-        worker that takes them; stale reports about it change nothing.
-        """
-        self.scheduler.connectionAccepted(1)
-        self.scheduler.removeWorker("a")
-        self.assertEqual(self.record.sent, [("a", 1), ("b", 1)])
-        self.scheduler.connectionsClosed("a", 5)
-        self.assertEqual((self.strategy.live("a"), self.strategy.live("b")), (0, 1))
-
-    def test_neverNegative(self) -> None:
-        self.accept(1)
-        self.scheduler.connectionsClosed("a", 3)
-        self.assertEqual(self.strategy.live("a"), 0)
 
 
 class PauseTests(SynchronousTestCase):

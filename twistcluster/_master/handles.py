@@ -20,7 +20,7 @@ from .._common.protocol import ListenRefused
 from .._common.reactors import IAcceptingReactor
 from .._common.sockets import describeAddress
 from .handoff import HandOffHandle, HandOffTarget
-from .scheduling import LeastConnections, PickStrategy, RoundRobin
+from .picking import LeastConnections, PickStrategy, RoundRobin
 from .sharedhandles import ReusePortHandle, SharedHandle
 
 __all__ = ["Handle", "HandOffHandle", "HandOffTarget", "Handles"]

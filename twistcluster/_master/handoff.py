@@ -34,7 +34,8 @@ from .._common.reactors import IAcceptingReactor
 from .._common.sockets import acceptQueue, socknameOf
 from .handoffchannel import sendThroughCallRemote
 from .handoffports import listenForHandOff
-from .scheduling import HandOffScheduler, LeastConnections, PickStrategy, RoundRobin
+from .picking import LeastConnections, PickStrategy, RoundRobin
+from .scheduling import HandOffScheduler
 
 #: Seconds a worker that refused sockets for want of descriptors is handed
 #: nothing, before it is tried again (as the accept loop retries EMFILE).

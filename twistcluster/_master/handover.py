@@ -37,8 +37,8 @@ from .._common.twistedinternals import outputDescriptors, pauseOutput, unparsedB
 from .carried import CarriedHandle, CarriedSupervisor, CarriedWorker, encodeBytes
 from .handles import Handles, HandOffHandle
 from .handoffchannel import HandOffChannel
+from .picking import LeastConnections
 from .relaunch import HELD_SIGNALS
-from .scheduling import LeastConnections
 from .sharedhandles import ReusePortHandle, SharedHandle
 from .supervisor import Supervisor
 from .worker import Worker

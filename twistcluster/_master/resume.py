@@ -39,8 +39,8 @@ from .carried import FAILED_VARIABLE, STATE_VARIABLE, CarriedHandle, CarriedStat
 from .control import MasterControl
 from .handles import Handle, Handles, HandOffHandle
 from .output import WorkerProcessProtocol
+from .picking import LeastConnections
 from .relaunch import bootstrapped
-from .scheduling import LeastConnections
 from .sharedhandles import ReusePortHandle, SharedHandle
 from .worker import Worker
 
