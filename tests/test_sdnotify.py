@@ -303,6 +303,29 @@ def test_reload_and_stop(cluster, manager):
     assert c.wait() == 0
 
 
+def test_reload_and_scale_over_the_control_socket(cluster, manager):
+    """
+    C{twistcluster reload} is told to the service manager as C{HUP} is
+    (RELOADING=1, then READY=1), and C{twistcluster scale 3} updates STATUS
+    up to the third worker ready.
+    """
+    from tests.test_ctl import ctl
+
+    c = cluster("--workers", "2", "--listen", LISTEN, APP, env=manager.environment())
+    index, _ = manager.waitFor("READY")
+    done = ctl(c, "reload")
+    assert done.returncode == 0, done.stderr
+    reloading, fields = manager.waitFor("RELOADING", after=index + 1)
+    assert fields["STATUS"].startswith("reloading: ")
+    again, fields = manager.waitFor("READY", after=reloading + 1)
+    assert fields["STATUS"].startswith("2 workers ready (2 configured")
+    done = ctl(c, "scale", "3")
+    assert done.returncode == 0, done.stderr
+    index, fields = manager.waitFor("STATUS", after=again + 1)
+    while not fields["STATUS"].startswith("3 workers ready (3 configured"):
+        index, fields = manager.waitFor("STATUS", after=index + 1)
+
+
 def test_watchdog_from_the_reactor(cluster, manager, tmp_path):
     """
     WATCHDOG=1 every WATCHDOG_USEC / 2, and none while the master's reactor

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistcluster._master.phase import MasterPhase
@@ -52,8 +53,9 @@ class FakeMaster:
     def reopenLogs(self, by: str) -> None:
         self.reopened.append(by)
 
-    def reload(self) -> None:
+    def restartAll(self) -> Deferred[int]:
         self.reloads += 1
+        return succeed(self.size)
 
     def addWorker(self) -> None:
         self.size += 1

@@ -36,6 +36,12 @@ class Operated(Protocol):
 
     def reopenLogs(self, by: str) -> None: ...
 
+    def restartAll(self) -> Deferred[int]: ...
+
+    def addWorker(self) -> None: ...
+
+    def removeWorker(self) -> None: ...
+
 
 #: One-line help for each command, in the order C{help} lists them.
 HELP = {
@@ -80,8 +86,16 @@ class Operations:
             "help": self.help,
         }
 
-    def _stopping(self) -> bool:
-        return self._master.isStopping()
+    def _busy(self) -> str | None:
+        """
+        Why the workers cannot be changed now (as C{HUP}, C{TTIN}, C{TTOU}
+        are ignored then), or L{None}.
+        """
+        if self._master.isStopping():
+            return "the master is stopping"
+        if self._master.upgrade.underWay():
+            return "an upgrade is under way"
+        return None
 
     def status(self, arguments: list[str]) -> Deferred[dict[str, Any]]:
         return self._status.status().addCallback(lambda document: {"ok": True, **document})
@@ -93,12 +107,12 @@ class Operations:
     def reload(self, arguments: list[str]) -> Generator[Deferred[Any], Any, dict[str, Any]]:
         if arguments:
             return _refused("reload takes no arguments")
-        if self._stopping():
-            return _refused("the master is stopping")
+        refusal = self._busy()
+        if refusal is not None:
+            return _refused(refusal)
         self._log.info("reload asked over the control socket")
-        supervisor = self._master.supervisor
-        count = len(supervisor.serving())
-        replaced = yield supervisor.restartAll()
+        count = len(self._master.supervisor.serving())
+        replaced = yield self._master.restartAll()
         if replaced >= count:
             return {"ok": True, "replaced": replaced, "workers": count}
         last = self._journal.last("exit") if self._journal is not None else None
@@ -128,17 +142,18 @@ class Operations:
 
     @inlineCallbacks
     def _scaleTo(self, count: int) -> Generator[Deferred[Any], Any, dict[str, Any]]:
-        if self._stopping():
-            return _refused("the master is stopping")
+        refusal = self._busy()
+        if refusal is not None:
+            return _refused(refusal)
         pool = self._master.supervisor
         self._log.info("scale to {count} workers asked over the control socket", count=count)
         before = set(pool.workers)
         leaving: list[Any] = []
         while pool.size < count:
-            pool.grow()
+            self._master.addWorker()
         while pool.size > count:
             serving = set(pool.serving())
-            pool.shrink()
+            self._master.removeWorker()
             leaving += serving - set(pool.serving())
         started = [pool.workers[i] for i in sorted(set(pool.workers) - before)]
         ready = yield gatherResults([w.whenReady() for w in started])

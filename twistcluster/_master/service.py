@@ -18,6 +18,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .._common.descriptors import raiseOpenFilesLimit
 from .._common.endpoints import ListenSpec
@@ -250,14 +251,20 @@ class Master(Service):
         if resumption is not None:
             self.upgrade.resumed()
 
-    def reload(self) -> None:
+    def restartAll(self) -> Deferred[int]:
         """
-        A rolling restart (C{HUP}), told to the service manager.
+        A rolling restart (C{HUP}, C{twistcluster reload}), told to the
+        service manager (C{RELOADING=1}, then C{READY=1}).
+
+        @return: A L{Deferred} firing with how many workers were replaced.
         """
         self.notifier.reload(self.statusText("reloading: "))
-        done: Deferred[Any] = self.supervisor.restartAll()
-        done.addErrback(lambda reason: self._log.failure("the rolling restart failed", reason))
-        done.addBoth(lambda _: self.notifier.reloaded(self.statusText()))
+
+        def done(result: int | Failure) -> int | Failure:
+            self.notifier.reloaded(self.statusText())
+            return result
+
+        return self.supervisor.restartAll().addBoth(done)
 
     def addWorker(self) -> None:
         """

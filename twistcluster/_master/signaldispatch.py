@@ -18,6 +18,7 @@ import signal
 from typing import Any, ClassVar, Protocol
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
@@ -53,7 +54,7 @@ class Signalled(Protocol):
 
     def reopenLogs(self, by: str) -> None: ...
 
-    def reload(self) -> None: ...
+    def restartAll(self) -> Deferred[int]: ...
 
     def addWorker(self) -> None: ...
 
@@ -122,7 +123,8 @@ class SignalDispatch:
         elif master.upgrade.underWay():
             self._log.info("{signal} ignored: an upgrade is under way", signal=name)
         elif signum == signal.SIGHUP:
-            master.reload()
+            done = master.restartAll()
+            done.addErrback(lambda reason: self._log.failure("the rolling restart failed", reason))
         elif signum == signal.SIGTTIN:
             master.addWorker()
         else:
