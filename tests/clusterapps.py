@@ -5,6 +5,7 @@ Protocol factories that the integration tests run under `twist cluster`
 
 import os
 import sys
+import time
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
@@ -83,7 +84,8 @@ def brokenCallable() -> Factory:
 class Troubled(Protocol):
     """
     WhoAmI, plus commands that get the worker into trouble: C{hang} (a busy
-    loop in the event loop) and C{grow} (200 MiB more resident memory).
+    loop in the event loop), C{spin} (one for 3 seconds, then the echo) and
+    C{grow} (200 MiB more resident memory).
     """
 
     hoard: list = []
@@ -94,6 +96,10 @@ class Troubled(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if data.strip() == b"hang":
             while True:
+                pass
+        if data.strip() == b"spin":
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
                 pass
         if data.strip() == b"grow":
             self.hoard.append(b"x" * (200 << 20))

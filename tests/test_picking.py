@@ -91,3 +91,65 @@ class LeastConnectionsTests(SynchronousTestCase):
         self.accept(1)
         self.scheduler.connectionsClosed("a", 3)
         self.assertEqual(self.strategy.live("a"), 0)
+
+    def test_busyWorkerSkipped(self) -> None:
+        """
+        Between two workers with as many live connections, the one that has
+        not acked its last hand-off (busy: a worker spinning in a slow
+        request cannot ack) is passed over, whatever its turn.
+        """
+        self.scheduler.connectionAccepted(1)
+        self.scheduler.connectionAccepted(2)
+        self.assertEqual(self.record.sent, [("a", 1), ("b", 2)])
+        self.scheduler.answered("b", 2, True)
+        self.scheduler.connectionAccepted(3)
+        self.assertEqual(self.record.sent[2:], [("b", 3)])
+
+    def test_allBusyFallBackToFewestLive(self) -> None:
+        """
+        When every worker has an unacked hand-off, the live counts decide as
+        before, and among equals the turn.
+        """
+        self.scheduler.connectionAccepted(1)
+        self.scheduler.connectionAccepted(2)
+        self.scheduler.connectionAccepted(3)
+        self.assertEqual([w for w, _ in self.record.sent], list("aba"))
+
+    def test_fewerLiveBeatsAcked(self) -> None:
+        """
+        An unacked hand-off only breaks ties: a busy worker with fewer live
+        connections still gets the next one.
+        """
+        self.accept(1, 2, 3, 4)
+        self.scheduler.connectionsClosed("a", 2)
+        self.scheduler.connectionAccepted(5)
+        self.assertEqual(self.record.sent[-1], ("a", 5))
+        self.scheduler.connectionAccepted(6)
+        self.assertEqual(self.record.sent[-1], ("a", 6))
+
+    def test_busyWorkerLostItsHandOffsGoToTheOther(self) -> None:
+        """
+        A busy worker (its hand-offs unacked) that dies gives them back, and
+        they go to the other worker ahead of newer connections.
+        """
+        self.scheduler.connectionAccepted(1)
+        self.scheduler.connectionAccepted(2)
+        self.scheduler.answered("b", 2, True)
+        self.scheduler.connectionAccepted(3)
+        self.scheduler.removeWorker("b")
+        self.assertEqual(self.record.sent[-1], ("a", 3))
+        self.scheduler.answered("a", 1, True)
+        self.scheduler.answered("a", 3, True)
+        self.assertTrue(self.scheduler.idle)
+
+    def test_refusedByEveryWorkerWhileBusyIsClosed(self) -> None:
+        """
+        A connection that each worker refuses is closed, the tie-break on
+        unacked hand-offs notwithstanding, and counts as live on neither.
+        """
+        self.scheduler.connectionAccepted(1)
+        for _ in range(3):
+            self.scheduler.answered(self.record.sent[-1][0], 1, False)
+        self.assertEqual(self.record.closed, [1])
+        self.assertEqual({w for w, _ in self.record.sent}, {"a", "b"})
+        self.assertEqual((self.strategy.live("a"), self.strategy.live("b")), (0, 0))

@@ -33,3 +33,44 @@ class WhenAllClosedTests(SynchronousTestCase):
         self.assertNoResult(patient)
         connection.connectionLost(Failure(ConnectionDone()))
         self.assertIsNone(self.successResultOf(patient))
+
+
+class ClosedConnectionReportsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sent: list[dict[str, object]] = []
+        self.opened = OpenConnections(
+            ClosedConnectionReports(self.clock, lambda command, **kw: self.sent.append(kw))
+        )
+        self.port = SimpleNamespace(reportClosed=True, key="k")
+
+    def open(self) -> Protocol:
+        connection = Protocol()
+        self.opened.opened(self.port, connection)
+        return connection
+
+    def test_batchedWhileOthersAreOpen(self) -> None:
+        """
+        Ends are reported in one batch per interval while the worker still
+        serves other connections.
+        """
+        first, second = self.open(), self.open()
+        self.open()  # still open: the worker is not idle
+        first.connectionLost(Failure(ConnectionDone()))
+        second.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.sent, [])
+        self.clock.advance(0.05)
+        self.assertEqual(self.sent, [{"key": "k", "count": 2}])
+
+    def test_lastEndReportedAtOnce(self) -> None:
+        """
+        When the worker's last open connection ends it is idle: the batch so
+        far goes at once (the master's least-conn counts it idle now), and
+        no timer is left behind.
+        """
+        first, second = self.open(), self.open()
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.sent, [])
+        second.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.sent, [{"key": "k", "count": 2}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -11,7 +11,7 @@ L{LeastConnections}.  Per connection, a pick is plain integer arithmetic.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 W = TypeVar("W", bound=Hashable)
@@ -23,9 +23,11 @@ class PickStrategy(Protocol[W]):
     happens to the connections it placed.
     """
 
-    def pick(self, ready: deque[W]) -> W:
+    def pick(self, ready: deque[W], inFlight: Mapping[W, Collection[int]]) -> W:
         """
         Take the next worker out of C{ready} (not empty; longest ready first).
+
+        @param inFlight: Each worker's hand-offs it has not acked yet.
         """
 
     def handedOff(self, worker: W) -> None:
@@ -69,7 +71,7 @@ class RoundRobin(Generic[W]):
     def wouldRather(self, waiting: W, than: W) -> bool:
         return False
 
-    def pick(self, ready: deque[W]) -> W:
+    def pick(self, ready: deque[W], inFlight: Mapping[W, Collection[int]]) -> W:
         return ready.popleft()
 
     def handedOff(self, worker: W) -> None:
@@ -88,7 +90,11 @@ class RoundRobin(Generic[W]):
 class LeastConnections(Generic[W]):
     """
     The worker with the fewest live connections (handed off and not yet
-    reported closed); among equals, the one that has waited longest.
+    reported closed); among equals, one with no unacked hand-off (a worker
+    busy in a slow request cannot ack), then the one that has waited
+    longest.  Workers report the ends of connections in batches, and at once
+    when their last open connection ends, so an idle worker's count is
+    current when the next connection comes.
 
     In a burst, the window of unacked hand-offs fills before the counts even
     out: the emptier worker's window full, the next connections would fill
@@ -113,9 +119,14 @@ class LeastConnections(Generic[W]):
         live = self._live
         return live.get(waiting, 0) + self.MARGIN < live.get(than, 0)
 
-    def pick(self, ready: deque[W]) -> W:
-        # min() keeps the first of equals: FIFO order breaks ties.
-        chosen = min(ready, key=self.live)
+    def pick(self, ready: deque[W], inFlight: Mapping[W, Collection[int]]) -> W:
+        live = self._live
+        # Among equal live counts, a worker that has acked every hand-off
+        # first: one spinning in a slow request cannot ack (Node's primary
+        # hands off only to such a worker).  Twice the count, plus one while
+        # a hand-off is unacked, keeps that a tie-break; min() keeps the
+        # first of equals, so FIFO order breaks the remaining ties.
+        chosen = min(ready, key=lambda w: 2 * live.get(w, 0) + (1 if inFlight[w] else 0))
         ready.remove(chosen)
         return chosen
 

@@ -218,7 +218,7 @@ class HandOffScheduler(Generic[W]):
         heldFor, self._holdingFor = self._holdingFor, None
         try:
             while self._queue and self._ready:
-                worker = self.strategy.pick(self._ready)
+                worker = self.strategy.pick(self._ready, self._inFlight)
                 if self.strategy.waitsForRoom and self._waitForRoom(worker):
                     self._ready.appendleft(worker)
                     if heldFor is None:

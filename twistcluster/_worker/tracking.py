@@ -22,7 +22,8 @@ class ClosedConnectionReports:
     """
     Tells the master, in batches, how many of the connections it handed
     over have ended: at most one C{ConnectionsClosed} per key every
-    C{interval} seconds, so a connection's end costs a counter increment.
+    C{interval} seconds, so a connection's end costs a counter increment;
+    but at once when the worker's last open connection ends (it is idle).
     """
 
     def __init__(self, clock: IReactorTime, send: Callable[..., object], interval: float = 0.05) -> None:
@@ -32,9 +33,19 @@ class ClosedConnectionReports:
         self._counts: dict[str, int] = {}
         self._pending: IDelayedCall | None = None
 
-    def closed(self, key: str) -> None:
+    def closed(self, key: str, idle: bool = False) -> None:
+        """
+        A connection on C{key} ended.
+
+        @param idle: It was the worker's last open connection: report now,
+            with whatever the batch holds, so that the master counts an idle
+            worker as idle when the next connection comes (least-conn), not
+            up to C{interval} later.
+        """
         self._counts[key] = self._counts.get(key, 0) + 1
-        if self._pending is None:
+        if idle:
+            self.flush()
+        elif self._pending is None:
             self._pending = self._clock.callLater(self.interval, self.flush)
 
     def flush(self) -> None:
@@ -85,7 +96,7 @@ class OpenConnections:
                 lost(reason)
             finally:
                 if port.reportClosed and port.key is not None:
-                    self.reports.closed(port.key)
+                    self.reports.closed(port.key, not self.protocols)
                 if self._allClosed is not None and not self.protocols:
                     allClosed, self._allClosed = self._allClosed, None
                     allClosed.fire(None)
