@@ -74,3 +74,30 @@ class ClosedConnectionReportsTests(SynchronousTestCase):
         second.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.sent, [{"key": "k", "count": 2}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_promptReportsAtMostEveryGap(self) -> None:
+        """
+        A worker idle again within C{promptGap} of its last report says so
+        when the gap is over, not a whole interval later (a box per idle
+        moment cost the master too much under many short connections).
+        """
+        self.open().connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.sent), 1)
+        self.clock.advance(0.001)
+        self.open().connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.sent), 1)
+        self.clock.advance(0.004)
+        self.assertEqual(self.sent, [{"key": "k", "count": 1}, {"key": "k", "count": 1}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idleBringsABatchForward(self) -> None:
+        """
+        A batch waiting for its interval goes at the end of the gap once the
+        worker becomes idle.
+        """
+        self.open().connectionLost(Failure(ConnectionDone()))
+        other, last = self.open(), self.open()
+        other.connectionLost(Failure(ConnectionDone()))
+        last.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(0.005)
+        self.assertEqual(self.sent, [{"key": "k", "count": 1}, {"key": "k", "count": 2}])
