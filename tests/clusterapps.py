@@ -84,7 +84,7 @@ def brokenCallable() -> Factory:
 class Troubled(Protocol):
     """
     WhoAmI, plus commands that get the worker into trouble: C{hang} (a busy
-    loop in the event loop), C{spin} (one for 3 seconds, then the echo) and
+    loop in the event loop), C{spin} (one for 8 seconds, then the echo) and
     C{grow} (200 MiB more resident memory).
     """
 
@@ -98,7 +98,7 @@ class Troubled(Protocol):
             while True:
                 pass
         if data.strip() == b"spin":
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 8
             while time.monotonic() < deadline:
                 pass
         if data.strip() == b"grow":

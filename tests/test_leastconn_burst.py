@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -134,13 +135,13 @@ def test_burst_goes_to_the_emptier_worker(cluster):
 
 def test_a_worker_busy_in_a_slow_request_gets_no_new_connections(cluster):
     """
-    Issue 19's tail: one worker spins in a slow request (3 s of CPU in its
-    event loop) while 20 short connections come one after another: the idle
-    worker takes them.  It reports the end of its last open connection at
-    once, so its count is current; the busy one, once handed a connection it
-    cannot ack, is passed over.  (With ends reported every 50 ms only, the
-    idle worker looked busier after two quick connections and the spinning
-    one got every third.)
+    Issue 19's tail: one worker spins in a slow request (8 s in its event
+    loop) while short connections come one after another, 10 ms apart (100
+    a second, slower than an idle worker's prompt reports, at most one
+    every 5 ms): the idle worker takes them.  It reports the end of its last open connection
+    at once, so its count is current; the busy one, once handed a
+    connection it cannot ack, is passed over.  (With ends reported every 50
+    ms only, the spinning one got 4 of 20; now 0.)
     """
     c = cluster(
         "--workers",
@@ -157,10 +158,25 @@ def test_a_worker_busy_in_a_slow_request_gets_no_new_connections(cluster):
     busy = int(re.match(r"worker=(\d+)", readLine(slow)).group(1))
     slow.sendall(b"spin\n")
     served = collections.Counter()
-    for _ in range(20):
+    ungreeted = []
+    started = time.monotonic()
+    # Only while the worker surely spins (a slow machine makes fewer).
+    while len(ungreeted) + sum(served.values()) < 20 and time.monotonic() - started < 5:
         sock = connect(address)
+        sock.settimeout(0.2)
+        try:
+            served[int(re.match(r"worker=(\d+)", readLine(sock)).group(1))] += 1
+            sock.close()
+        except TimeoutError:
+            # Perhaps handed to the spinning worker, which greets when its
+            # slow request is over: asked again below.
+            ungreeted.append(sock)
+        time.sleep(0.01)  # the offered rate, not a synchronisation
+    for sock in ungreeted:
+        sock.settimeout(30)
         served[int(re.match(r"worker=(\d+)", readLine(sock)).group(1))] += 1
         sock.close()
     assert readLine(slow) == "spin\n"
     slow.close()
-    assert served[busy] <= 2, served
+    assert sum(served.values()) >= 5, served
+    assert served[busy] <= 1, served
