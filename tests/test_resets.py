@@ -52,14 +52,20 @@ def test_resetting_clients_are_counted_not_logged(cluster, policy):
     try:
         for _ in range(20):
             connectAndReset(address)
-        # Some of them went to worker 1, which sits on them, unacknowledged.
-        assert whoServes(address)[0] == 2
+        if policy == "rr":
+            # Some of them went to worker 1, which sits on them, unacknowledged.
+            assert whoServes(address)[0] == 2
     finally:
         # A stopped process dies of SIGKILL too; no SIGCONT after it, which
         # fails once the master has reaped it.
         os.kill(pids[1], signal.SIGKILL)
-    c.waitFor(r"hand-offs in flight to a lost worker go to others")
+    if policy == "rr":
+        # least-conn hands a stopped worker at most the first of them (it
+        # cannot ack; issue 19), so whether one was in flight is a race
+        # there: its reclaim on death is tested in test_picking.
+        c.waitFor(r"hand-offs in flight to a lost worker go to others")
     c.waitReady(3)
+    assert whoServes(address)[0] in (2, 3)
     c.signal(signal.SIGTERM)
     assert c.wait(timeout=60) == 0
     during = c.lines[linesBefore:]
