@@ -143,6 +143,18 @@ def test_an_event_keeps_its_fields():
     assert "[my.app#warn] [worker 7] 3 of 'mine'" in formatEventAsClassicLogText(event)
 
 
+def test_an_event_keeps_its_format_specs():
+    """
+    A worker's C{{delay:.1f}} is rendered with its spec in the master's log
+    (Twisted's flattened copy drops it); a field that could not be written
+    as JSON is still rendered from the flattened copy.
+    """
+    event = _throughTheRelay(lambda log: log.info("next in {delay:.1f}s", delay=0.26871))
+    assert "[worker 7] next in 0.3s" in formatEventAsClassicLogText(event)
+    event = _throughTheRelay(lambda log: log.info("got {thing!r}", thing=object()))
+    assert "[worker 7] got <object object at " in formatEventAsClassicLogText(event)
+
+
 # Real workers
 
 

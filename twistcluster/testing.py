@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import signal
-import string
 import subprocess
 import sys
 import threading
@@ -44,6 +43,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import eventAsText, eventFromJSON
 from twisted.python.failure import Failure
 
+from ._common.jsonlog import fromFields
+
 __all__ = ["ClusterFailed", "ClusterProcess", "RunningCluster", "startCluster", "twistcluster"]
 
 #: The key that marks the master's log events meant for scripts and tests
@@ -53,30 +54,6 @@ __all__ = ["ClusterFailed", "ClusterProcess", "RunningCluster", "startCluster", 
 CLUSTER_EVENT = "clusterEvent"
 
 _T = TypeVar("_T")
-
-
-def _formattable(event: dict[str, Any]) -> dict[str, Any]:
-    """
-    An event read back from JSON, as L{eventAsText} should render it.
-
-    Twisted's JSON log keeps every field's C{str} in C{log_flattened} and
-    renders from it, which drops format specs (C{{delay:.1f}} comes back as
-    C{0.26871...}). Where every field the format names came back as itself
-    (not as an C{unpersistable} placeholder), render from the fields.
-
-    @param event: An event from L{eventFromJSON}.
-
-    @return: The event, without C{log_flattened} where the fields suffice.
-    """
-    if "log_flattened" not in event:
-        return event
-    for _, name, _, _ in string.Formatter().parse(str(event.get("log_format") or "")):
-        if name is None:
-            continue
-        value = event.get(name.split(".")[0].split("[")[0], {"unpersistable": True})
-        if isinstance(value, dict) and value.get("unpersistable"):
-            return event
-    return {key: value for key, value in event.items() if key != "log_flattened"}
 
 
 class ClusterFailed(Exception):
@@ -119,7 +96,7 @@ class RunningCluster:
 
     def eventReceived(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-        self.lines.extend(eventAsText(_formattable(event), includeTimestamp=False).splitlines())
+        self.lines.extend(eventAsText(fromFields(event), includeTimestamp=False).splitlines())
         kind = event.get(CLUSTER_EVENT)
         if kind == "ready":
             self.pids[int(event["workerId"])] = int(event["pid"])

@@ -21,6 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, LogLevel, eventFromJSON, formatEvent
 from twisted.python.failure import Failure
 
+from .._common.jsonlog import fromFields
 from .faults import FaultReport
 from .worker import Worker
 
@@ -176,6 +177,7 @@ class WorkerProcessProtocol(ProcessProtocol):
             self._worker.lastError = culprit
 
     def _relayEvent(self, event: dict[str, Any]) -> None:
+        event = fromFields(event)
         level = event.get("log_level")
         if not isinstance(level, type(LogLevel.info)):
             event["log_level"] = level = LogLevel.info
@@ -202,9 +204,10 @@ def asMasterEvent(event: dict[str, Any], workerId: int) -> dict[str, Any]:
     """
     A worker's log event as the master publishes it: its namespace, level,
     time, format and failure as they were, its text prefixed with the
-    worker's id (literally, so the format's own fields keep their flattened
-    values), and the id in C{workerId} unless the event has its own.
+    worker's id (literally, so the format's own fields keep their values),
+    and the id in C{workerId} unless the event has its own.
     """
+    event = fromFields(event)
     for unreadable in ("log_logger", "log_source"):
         # Objects of the worker's, which only survive as a marker.
         if isinstance(event.get(unreadable), dict):

@@ -253,10 +253,8 @@ class Master(Service):
 
     def restartAll(self) -> Deferred[int]:
         """
-        A rolling restart (C{HUP}, C{twistcluster reload}), told to the
-        service manager (C{RELOADING=1}, then C{READY=1}).
-
-        @return: A L{Deferred} firing with how many workers were replaced.
+        A rolling restart (C{HUP}, C{reload}) told to the service manager:
+        a L{Deferred} of how many workers were replaced.
         """
         self.notifier.reload(self.statusText("reloading: "))
 
