@@ -27,6 +27,7 @@ from pathlib import Path
 from attrs import frozen
 
 from tests._cluster import PROJECT, waitUntil
+from tests._primary import freePort
 
 EXAMPLE = PROJECT / "examples" / "deploy" / "haproxy.cfg"
 
@@ -36,16 +37,6 @@ def haproxyPath() -> str | None:
     Where HAProxy is (Debian puts it in /usr/sbin, not always on a user's PATH).
     """
     return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/local/sbin:/usr/sbin:/sbin")
-
-
-def freePort() -> int:
-    """
-    A loopback TCP port free a moment ago (HAProxy cannot bind port 0 and say
-    which port it got; a start that loses the race is tried again).
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @frozen
