@@ -81,6 +81,7 @@ PRIVATE_NAMES: list[tuple[object, str]] = [
     (amp.BinaryBoxProtocol, "_currentKey"),
     (http.HTTPFactory, "_logFile"),
     (http.HTTPFactory, "_openLogFile"),
+    (process.Process, "_reactor"),
 ]
 
 
