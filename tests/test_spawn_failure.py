@@ -46,6 +46,7 @@ def test_a_spawn_that_fails_is_retried_once_descriptors_are_free(cluster):
         resource.prlimit(master, resource.RLIMIT_NOFILE, (soft, hard))
     ready = c.waitReady(3, timeout=60)
     replacement = max(ready)
+    assert replacement == 3, "failed attempts took worker ids"
     [started] = c.waitFor(rf"worker {replacement} started, after (\d+) failed attempts")
     assert int(started.group(1)) >= 2, started.group(0)
     # One line for the whole episode, not one per attempt.

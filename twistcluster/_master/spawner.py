@@ -110,8 +110,8 @@ class Spawner:
         @raise OSError: The process could not be started (C{EMFILE}, ...);
             nothing is left open.
         """
-        self.lastId += 1
-        worker = Worker(self.lastId, self._reactor, self._handles, self._shutdownTimeout)
+        # The id is taken once the process runs: a failed attempt leaves none unused.
+        worker = Worker(self.lastId + 1, self._reactor, self._handles, self._shutdownTimeout)
         worker.slot, worker.generation = slot, generation
         env = dict(os.environ, **command.env)
         env[WORKER_ID_VARIABLE] = str(worker.id)
@@ -138,6 +138,7 @@ class Spawner:
             # spawnProcess leaves our copy open; without this close we would
             # never see the channel end when the worker dies.
             childEnd.close()
+        self.lastId = worker.id
         control = MasterControl(worker, self._handles, self._reactor, self.maxMessageSize)
         adoptControlChannel(self._reactor, parentEnd.fileno(), Factory.forProtocol(lambda: control))
         parentEnd.close()
