@@ -146,16 +146,12 @@ class Master(Service):
 
     @property
     def policy(self) -> str:
-        """
-        The scheduling policy, by its option name.
-        """
+        """The scheduling policy, by its option name."""
         return self.handles.policy.value
 
     @property
     def roundTrips(self) -> dict[int, float]:
-        """
-        Each ready worker's last heartbeat round-trip (seconds), by id.
-        """
+        """Each ready worker's last heartbeat round-trip (seconds), by id."""
         return self._monitor.roundTrips
 
     def requestStop(self, by: str) -> None:
