@@ -236,7 +236,10 @@ class QuietTests(SynchronousTestCase):
     on the short path and not answered keeps it busy.
     """
 
-    def test_aHandOffInFlightIsNotQuiet(self) -> None:
+    def channel(self) -> MasterControl:
+        """
+        A master's end of a control channel over a real socketpair.
+        """
         ours, theirs = socket.socketpair()
         self.addCleanup(theirs.close)
         control = MasterControl(FakeWorker(), None, Clock())  # type: ignore[arg-type]
@@ -245,6 +248,10 @@ class QuietTests(SynchronousTestCase):
         )
         ours.close()
         self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        return control
+
+    def test_aHandOffInFlightIsNotQuiet(self) -> None:
+        control = self.channel()
         self.assertTrue(control.isQuiet())
         answers: list[object] = []
         control.sendNewConn(b"k", [], lambda answer: answers.append(answer), answers.append)
@@ -258,14 +265,7 @@ class QuietTests(SynchronousTestCase):
         A worker's message whose first chunk arrived and whose last has not
         keeps the channel busy (an upgrade would lose its first chunks).
         """
-        ours, theirs = socket.socketpair()
-        self.addCleanup(theirs.close)
-        control = MasterControl(FakeWorker(), None, Clock())  # type: ignore[arg-type]
-        transport: Any = adoptControlChannel(
-            MemoryReactorClock(), ours.fileno(), Factory.forProtocol(lambda: control)
-        )
-        ours.close()
-        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        control = self.channel()
         self.assertTrue(control.isQuiet())
         control.dataReceived(box(_command=Message.commandName, id=b"1", chunk=b'"h', more=b"True"))
         self.assertFalse(control.isQuiet())

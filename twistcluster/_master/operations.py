@@ -19,28 +19,17 @@ from twisted.logger import Logger
 
 from .controlsocket import Command, upgradeAnswer
 from .journal import Journal
+from .signaldispatch import Signalled
 from .status import ClusterStatus
 
 
-class Operated(Protocol):
+class Operated(Signalled, Protocol):
     """
-    What the operations need of the master (L{twistcluster._master.service.Master}).
+    What the operations need of the master (L{twistcluster._master.service.Master}):
+    what its signals need, and its supervisor.
     """
 
     supervisor: Any
-    upgrade: Any
-
-    def isStopping(self) -> bool: ...
-
-    def requestStop(self, by: str) -> None: ...
-
-    def reopenLogs(self, by: str) -> None: ...
-
-    def restartAll(self) -> Deferred[int]: ...
-
-    def addWorker(self) -> None: ...
-
-    def removeWorker(self) -> None: ...
 
 
 #: One-line help for each command, in the order C{help} lists them.
@@ -184,5 +173,5 @@ class Operations:
             return _refused("upgrade takes no arguments")
         self._log.info("upgrade asked over the control socket")
         # A successful one is answered by the new image of the master.
-        answer: Deferred[dict[str, Any]] = self._master.upgrade.start()
+        answer = self._master.upgrade.start()
         return answer.addCallback(upgradeAnswer)
